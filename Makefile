@@ -1,0 +1,47 @@
+# jobstream: `make demo` and `make test` set everything up themselves (virtualenv, Kafka jars,
+# the local broker) and stop only a broker they started.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export JOBSTREAM := $(BIN)/jobstream
+
+.PHONY: venv lint test test-unit demo chaos bench broker-start broker-stop clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.lock -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check config schemas producers consumers examples tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/jobstream schemas check
+
+test: lint
+	scripts/with-broker.sh $(BIN)/python -m pytest tests -q -p no:cacheprovider --durations=15
+
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit -q -p no:cacheprovider
+
+demo: venv
+	scripts/with-broker.sh $(BIN)/python -m examples.demo
+
+chaos: venv
+	scripts/with-broker.sh $(BIN)/python -m pytest tests/chaos -q -p no:cacheprovider --chaos-full
+
+bench: venv
+	scripts/with-broker.sh $(BIN)/python -m benchmarks.run
+
+broker-start: venv
+	$(BIN)/jobstream broker start
+
+broker-stop: venv
+	$(BIN)/jobstream broker stop
+
+clean:
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache

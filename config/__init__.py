@@ -1,0 +1,23 @@
+"""jobstream settings, topic naming and logging set-up."""
+
+from config.settings import (
+    JobTypeSettings,
+    KafkaSettings,
+    Mode,
+    Ordering,
+    Settings,
+    SettingsError,
+    WorkerSettings,
+    load_settings,
+)
+
+__all__ = [
+    "JobTypeSettings",
+    "KafkaSettings",
+    "Mode",
+    "Ordering",
+    "Settings",
+    "SettingsError",
+    "WorkerSettings",
+    "load_settings",
+]

@@ -1,0 +1,39 @@
+"""Settings -> librdkafka configuration dictionaries (settings as data, one builder)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.settings import KafkaSettings, SecurityProtocol
+
+
+def client_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "client.id": kafka.client_id,
+        "security.protocol": kafka.security_protocol.value,
+    }
+    if kafka.security_protocol in (SecurityProtocol.SASL_SSL, SecurityProtocol.SASL_PLAINTEXT):
+        conf["sasl.mechanism"] = kafka.sasl_mechanism
+        if kafka.sasl_username is not None:
+            conf["sasl.username"] = kafka.sasl_username
+        if kafka.sasl_password is not None:
+            conf["sasl.password"] = kafka.sasl_password.get_secret_value()
+    if kafka.security_protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
+        for key, value in (
+            ("ssl.ca.location", kafka.ssl_ca_location),
+            ("ssl.certificate.location", kafka.ssl_certificate_location),
+            ("ssl.key.location", kafka.ssl_key_location),
+        ):
+            if value:
+                conf[key] = value
+        if kafka.ssl_key_password is not None:
+            conf["ssl.key.password"] = kafka.ssl_key_password.get_secret_value()
+    conf.update(kafka.extra)
+    conf.update(overrides)
+    return conf
+
+
+def redacted(conf: dict[str, Any]) -> dict[str, Any]:
+    """A copy safe to log: secrets replaced."""
+    return {k: ("***" if "password" in k or "secret" in k else v) for k, v in conf.items()}

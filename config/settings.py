@@ -1,0 +1,214 @@
+"""The one settings model: environment `JOBSTREAM_*` (`__` nests) over an optional YAML file.
+
+Precedence, highest first: explicit keyword arguments, environment, the YAML file named by
+`JOBSTREAM_CONFIG`, defaults. A bad value fails at start-up with the setting's dotted name.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from config.durations import parse_duration
+
+DEFAULT_TIERS = ("10s", "1m", "10m")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message names it."""
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class Mode(StrEnum):
+    TRANSACTIONAL = "transactional"
+    AT_LEAST_ONCE = "at_least_once"
+
+
+class Ordering(StrEnum):
+    KEY = "key"  # same key in offset order; failures go through retry topics
+    STRICT = "strict"  # failures retried in place while the partition waits
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Model):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "jobstream"
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    # Escape hatch for librdkafka properties jobstream does not model (e.g. "linger.ms").
+    extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, v: str) -> str:
+        for part in v.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port[,host:port...], got {v!r}")
+        return v
+
+
+class JobTypeSettings(_Model):
+    topic: str | None = None  # default jobs.<job_type>
+    partitions: int = Field(6, ge=1, le=10_000)
+    retry_tiers: tuple[str, ...] = DEFAULT_TIERS
+    max_attempts: int = Field(4, ge=1, le=100)
+    timeout_s: float = Field(30.0, gt=0)
+    ordering: Ordering = Ordering.KEY
+    concurrency: int | None = Field(None, ge=1)
+    rate_limit: float | None = Field(None, gt=0, description="jobs per second")
+    permanent_errors: tuple[str, ...] = ()  # extra exception class names treated as permanent
+    retention_ms: int = Field(7 * 86_400_000, ge=60_000)
+    dlq_retention_ms: int = Field(30 * 86_400_000, ge=60_000)
+
+    @field_validator("retry_tiers")
+    @classmethod
+    def _tiers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        delays = [parse_duration(t) for t in v]
+        if delays != sorted(delays) or len(set(delays)) != len(delays):
+            raise ValueError(f"tiers must be strictly increasing, got {list(v)}")
+        return v
+
+    @property
+    def tier_seconds(self) -> tuple[float, ...]:
+        return tuple(parse_duration(t) for t in self.retry_tiers)
+
+
+class WorkerSettings(_Model):
+    group_id: str = "jobstream-workers"
+    mode: Mode = Mode.TRANSACTIONAL
+    max_in_flight: int = Field(64, ge=1, le=100_000)
+    commit_interval_ms: int = Field(500, ge=10, le=60_000)
+    commit_max_records: int = Field(5_000, ge=1)
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    revoke_grace_s: float = Field(10.0, ge=0)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(9400, ge=0, le=65535)  # 0 disables the HTTP server
+    retry_jitter: float = Field(0.1, ge=0, lt=1)
+    ledger_ttl_s: float = Field(7 * 86_400.0, gt=0)
+    dlq_guard_ratio: float | None = Field(None, gt=0, le=1)
+    breaker_failure_ratio: float | None = Field(None, gt=0, le=1)
+
+
+class LogSettings(_Model):
+    level: str = "INFO"
+    format: str = "auto"  # json | console | auto (console on a terminal)
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return v.upper()
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        if v not in {"json", "console", "auto"}:
+            raise ValueError("use json, console or auto")
+        return v
+
+
+class BrokerSettings(_Model):
+    """The local development broker run by `jobstream broker`."""
+
+    port: int = Field(9092, ge=1024, le=65535)
+    controller_port: int | None = None  # default port + 1
+    version: str = "4.1.1"
+    data_dir: Path = Path.home() / ".cache" / "jobstream" / "broker"
+    cache_dir: Path = Path.home() / ".cache" / "jobstream" / "jars"
+    heap: str = "512m"
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the file named by JOBSTREAM_CONFIG; a missing or malformed file is an error."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("JOBSTREAM_CONFIG")
+        if not path:
+            return {}
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except OSError as e:
+            raise SettingsError(f"JOBSTREAM_CONFIG={path}: cannot read: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise SettingsError(f"JOBSTREAM_CONFIG={path}: not valid YAML: {e}") from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise SettingsError(f"JOBSTREAM_CONFIG={path}: expected a mapping at the top level")
+        return data
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="JOBSTREAM_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    worker: WorkerSettings = WorkerSettings()
+    log: LogSettings = LogSettings()
+    broker: BrokerSettings = BrokerSettings()
+    jobs: dict[str, JobTypeSettings] = Field(default_factory=dict)
+    schema_dirs: tuple[Path, ...] = ()
+    app: str | None = None  # job module for `jobstream worker`
+    config: str | None = None  # the YAML path itself (JOBSTREAM_CONFIG), kept for display
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    def job(self, job_type: str) -> JobTypeSettings:
+        """Settings of one job type; defaults when it is not configured."""
+        return self.jobs.get(job_type) or JobTypeSettings()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning validation errors into one readable SettingsError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            # Never echo what might be a secret back into a log or terminal.
+            got = "***" if "password" in name else repr(err.get("input"))
+            lines.append(f"  {name}: {err['msg']} (got {got})")
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None

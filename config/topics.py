@@ -1,0 +1,114 @@
+"""The one place that names topics. For a job type whose main topic is T:
+
+T (new jobs), T.retry.<delay> (one per tier), T.dlq (dead letters), T.ledger (dedup ledger).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from config.durations import format_duration, parse_duration
+from config.settings import JobTypeSettings, Ordering, Settings
+
+RETRY_MARK = ".retry."
+DLQ_SUFFIX = ".dlq"
+LEDGER_SUFFIX = ".ledger"
+AUDIT_TOPIC = "jobstream.audit"
+
+
+def main_topic(job_type: str, cfg: JobTypeSettings | None = None) -> str:
+    return (cfg.topic if cfg and cfg.topic else None) or f"jobs.{job_type}"
+
+
+def retry_topic(main: str, delay_s: float) -> str:
+    return f"{main}{RETRY_MARK}{format_duration(delay_s)}"
+
+
+def dlq_topic(main: str) -> str:
+    return main + DLQ_SUFFIX
+
+
+def ledger_topic(main: str) -> str:
+    return main + LEDGER_SUFFIX
+
+
+def base_of(topic: str) -> str:
+    """The main topic a tier, DLQ or ledger topic belongs to (the topic itself otherwise)."""
+    if RETRY_MARK in topic:
+        return topic.rsplit(RETRY_MARK, 1)[0]
+    for suffix in (DLQ_SUFFIX, LEDGER_SUFFIX):
+        if topic.endswith(suffix):
+            return topic[: -len(suffix)]
+    return topic
+
+
+def tier_delay(topic: str) -> float | None:
+    """Delay in seconds of a retry-tier topic, None for any other topic."""
+    if RETRY_MARK not in topic:
+        return None
+    return parse_duration(topic.rsplit(RETRY_MARK, 1)[1])
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    role: str  # main | retry | dlq | ledger
+    partitions: int
+    config: dict[str, str]
+
+
+@dataclass(frozen=True)
+class JobTopics:
+    job_type: str
+    main: str
+    retries: tuple[str, ...]  # in tier order
+    tier_seconds: tuple[float, ...]
+    dlq: str
+    ledger: str
+
+    @property
+    def consumed(self) -> tuple[str, ...]:
+        """Topics a worker reads jobs from."""
+        return (self.main, *self.retries)
+
+
+def job_topics(job_type: str, cfg: JobTypeSettings) -> JobTopics:
+    main = main_topic(job_type, cfg)
+    tiers = () if cfg.ordering is Ordering.STRICT else cfg.tier_seconds
+    return JobTopics(
+        job_type=job_type,
+        main=main,
+        retries=tuple(retry_topic(main, d) for d in tiers),
+        tier_seconds=tiers,
+        dlq=dlq_topic(main),
+        ledger=ledger_topic(main),
+    )
+
+
+def topic_plan(job_type: str, settings: Settings) -> list[TopicSpec]:
+    cfg = settings.job(job_type)
+    t = job_topics(job_type, cfg)
+    n = cfg.partitions
+    ttl_ms = str(int(settings.worker.ledger_ttl_s * 1000))
+    plan = [
+        TopicSpec(
+            t.main, "main", n, {"cleanup.policy": "delete", "retention.ms": str(cfg.retention_ms)}
+        )
+    ]
+    # A retry record must outlive its delay by a wide margin, whatever the main retention is.
+    for name, delay in zip(t.retries, t.tier_seconds, strict=True):
+        keep = max(cfg.retention_ms, int(delay * 1000) * 10)
+        plan.append(
+            TopicSpec(name, "retry", n, {"cleanup.policy": "delete", "retention.ms": str(keep)})
+        )
+    plan.append(
+        TopicSpec(
+            t.dlq, "dlq", n, {"cleanup.policy": "delete", "retention.ms": str(cfg.dlq_retention_ms)}
+        )
+    )
+    plan.append(
+        TopicSpec(
+            t.ledger, "ledger", n, {"cleanup.policy": "compact,delete", "retention.ms": ttl_ms}
+        )
+    )
+    return plan

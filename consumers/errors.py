@@ -1,0 +1,86 @@
+"""What a handler may raise, and the classification of every failure into a category."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+
+from consumers.retry import Category
+from schemas import wire
+
+
+class PermanentError(Exception):
+    """Raise from a handler when retrying cannot help: the job goes to the DLQ at once."""
+
+
+class RetryAfter(Exception):
+    """Raise from a handler to retry no sooner than `seconds` (picks the first tier that long)."""
+
+    def __init__(self, seconds: float, message: str = "") -> None:
+        super().__init__(message or f"retry after {seconds}s")
+        self.seconds = float(seconds)
+
+
+class JobTimeout(Exception):
+    """The handler ran past its job type's timeout."""
+
+
+class WorkerFenced(RuntimeError):
+    """Another worker took over this worker's partitions; this one must stop."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    category: Category
+    error_class: str  # the root cause's class, not a wrapper's
+    message: str
+    stack: str
+    retry_after: float | None = None
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        nxt = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        if nxt is None:
+            break
+        exc = nxt
+    return exc
+
+
+def _qualname(exc: BaseException) -> str:
+    cls = type(exc)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def classify(exc: BaseException, permanent_names: tuple[str, ...] = ()) -> Failure:
+    """Map an exception raised by (or around) a handler to a Failure."""
+    root = root_cause(exc)
+    chain = {_qualname(e) for e in (exc, root)} | {type(e).__name__ for e in (exc, root)}
+    if isinstance(exc, JobTimeout) or isinstance(root, JobTimeout):
+        category = Category.TIMEOUT
+    elif (
+        isinstance(exc, PermanentError)
+        or isinstance(root, PermanentError)
+        or chain & set(permanent_names)
+    ):
+        category = Category.PERMANENT
+    else:
+        category = Category.TRANSIENT
+    retry_after = exc.seconds if isinstance(exc, RetryAfter) else None
+    stack = "".join(traceback.format_exception(exc))
+    return Failure(
+        category=category,
+        error_class=_qualname(root),
+        message=wire.cut(str(root) or type(root).__name__, wire.MAX_MESSAGE_BYTES),
+        stack=wire.cut(stack, wire.MAX_STACK_BYTES),
+        retry_after=retry_after,
+    )
+
+
+def failure_of(category: Category, error_class: str, message: str) -> Failure:
+    """A failure that did not come from an exception (decode errors, unknown job types)."""
+    return Failure(category, error_class, wire.cut(message, wire.MAX_MESSAGE_BYTES), "")

@@ -1,0 +1,83 @@
+"""One HTTP port: /metrics, /healthz (the poll loop made progress recently), /readyz (joined
+the group and every assigned partition's ledger view restored)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class Health:
+    """Shared between the poll loop (writes) and the HTTP thread (reads)."""
+
+    def __init__(self, stall_after_s: float = 30.0) -> None:
+        self.last_poll = time.monotonic()
+        self.stall_after_s = stall_after_s
+        self.ready = False
+        self.reason = "starting"
+
+    def beat(self) -> None:
+        self.last_poll = time.monotonic()
+
+    def healthy(self) -> tuple[bool, str]:
+        age = time.monotonic() - self.last_poll
+        if age > self.stall_after_s:
+            return False, f"poll loop stalled for {age:.1f}s"
+        return True, "ok"
+
+
+class HealthServer:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        health: Health,
+        registry: CollectorRegistry,
+        extra_ready: Callable[[], bool] | None = None,
+    ) -> None:
+        h, reg = health, registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(reg), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    ok, why = h.healthy()
+                    self._send(200 if ok else 503, why.encode())
+                elif path == "/readyz":
+                    ok = h.ready and h.healthy()[0]
+                    self._send(200 if ok else 503, (h.reason if not ok else "ready").encode())
+                else:
+                    self._send(404, b"not found")
+
+            def _send(
+                self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8"
+            ) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # probes every few seconds would drown the job logs
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="js-http", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

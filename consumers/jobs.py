@@ -1,0 +1,58 @@
+"""Handler registration: `@job("orders.confirmation")` on sync or async functions."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class JobDef:
+    job_type: str
+    func: Handler
+    is_async: bool
+
+
+_REGISTRY: dict[str, JobDef] = {}
+
+
+class AppError(RuntimeError):
+    """The job module cannot be loaded or registers nothing usable."""
+
+
+def job(job_type: str) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of `job_type`."""
+    if not isinstance(job_type, str) or not job_type or any(c.isspace() for c in job_type):
+        raise ValueError(f"job type must be a non-empty string without spaces, got {job_type!r}")
+
+    def register(func: Handler) -> Handler:
+        prior = _REGISTRY.get(job_type)
+        if prior is not None and prior.func is not func:
+            raise AppError(
+                f"job type {job_type!r} registered twice: {prior.func.__qualname__} and "
+                f"{func.__qualname__}"
+            )
+        _REGISTRY[job_type] = JobDef(job_type, func, inspect.iscoroutinefunction(func))
+        return func
+
+    return register
+
+
+def registered() -> dict[str, JobDef]:
+    return dict(_REGISTRY)
+
+
+def load_app(module: str) -> dict[str, JobDef]:
+    """Import the job module (which registers handlers) and return the registry."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        raise AppError(f"cannot import job module {module!r}: {e}") from None
+    if not _REGISTRY:
+        raise AppError(f"job module {module!r} registers no @job handlers")
+    return registered()

@@ -1,0 +1,198 @@
+"""The dedup ledger: T.ledger (compacted) maps job id -> outcome. A worker keeps a compact view
+of each ledger partition whose number it owns, restored in the background on assignment.
+
+Entries written in the current commit interval stay `pending` until their transaction (or
+flush + offset commit) succeeds: an aborted interval must not make a job look done."""
+
+from __future__ import annotations
+
+import io
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import fastavro
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from config.kafka import client_config
+from config.settings import Settings
+from consumers.ledger_view import LedgerView
+from schemas.registry import INTERNAL_DIR
+
+_SCHEMA = fastavro.parse_schema(
+    __import__("json").loads((INTERNAL_DIR / "ledger.avsc").read_text())
+)
+SUCCEEDED = "succeeded"
+
+LedgerTP = tuple[str, int]
+
+
+def encode_entry(status: str, finished_at_ms: int, attempt: int, worker: str) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(
+        buf,
+        _SCHEMA,
+        {
+            "status": status,
+            "finished_at": finished_at_ms,
+            "attempt": attempt,
+            "worker": worker,
+            "result_digest": None,
+        },
+    )
+    return buf.getvalue()
+
+
+def decode_entry(value: bytes) -> dict[str, Any] | None:
+    try:
+        out = fastavro.schemaless_reader(io.BytesIO(value), _SCHEMA, None)
+    except Exception:
+        return None  # a foreign or corrupt ledger record never blocks restoring the rest
+    return out if isinstance(out, dict) else None
+
+
+def restore_partitions(
+    settings: Settings, tps: Iterable[LedgerTP], ttl_ms: int, stop: threading.Event | None = None
+) -> dict[LedgerTP, LedgerView]:
+    """Read ledger partitions from the beginning to their end (read_committed) into views."""
+    wanted = list(tps)
+    views = {tp: LedgerView() for tp in wanted}
+    if not wanted:
+        return views
+    consumer = Consumer(
+        client_config(
+            settings.kafka,
+            **{
+                "group.id": "jobstream-ledger-restore",  # never joins or commits: assign() only
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "fetch.max.bytes": 16 * 1024 * 1024,
+            },
+        )
+    )
+    try:
+        remaining: set[LedgerTP] = set()
+        assign = []
+        for topic, p in wanted:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            if high > low:
+                remaining.add((topic, p))
+                assign.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+        consumer.assign(assign)
+        cutoff = int(time.time() * 1000) - ttl_ms
+        while remaining and not (stop and stop.is_set()):
+            for msg in consumer.consume(1000, timeout=0.5):
+                tp = (msg.topic() or "", msg.partition() or 0)
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        remaining.discard(tp)
+                        continue
+                    raise RuntimeError(f"ledger restore of {tp[0]}[{tp[1]}] failed: {err.str()}")
+                value = msg.value()
+                key = msg.key()
+                if value is None or key is None:
+                    continue
+                entry = decode_entry(value)
+                if entry and entry["status"] == SUCCEEDED and entry["finished_at"] >= cutoff:
+                    views[tp].add(key.decode("utf-8", "replace"), entry["finished_at"])
+    finally:
+        consumer.close()
+    return views
+
+
+class Ledger:
+    """Views of the owned ledger partitions, their background restores and pending entries."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ttl_ms = int(settings.worker.ledger_ttl_s * 1000)
+        self.views: dict[LedgerTP, LedgerView] = {}
+        self.pending: dict[LedgerTP, dict[str, int]] = {}
+        self._users: dict[LedgerTP, int] = {}
+        self._restoring: set[LedgerTP] = set()
+        self._done: queue.SimpleQueue[
+            tuple[list[LedgerTP], dict[LedgerTP, LedgerView] | Exception]
+        ] = queue.SimpleQueue()
+        self._stop = threading.Event()
+
+    def acquire(self, tps: Iterable[LedgerTP]) -> None:
+        """Start using these ledger partitions; restore the ones not held yet."""
+        fresh = []
+        for tp in tps:
+            self._users[tp] = self._users.get(tp, 0) + 1
+            if self._users[tp] == 1 and tp not in self.views and tp not in self._restoring:
+                fresh.append(tp)
+        if fresh:
+            self._restoring.update(fresh)
+            threading.Thread(
+                target=self._restore, args=(fresh,), name="js-ledger-restore", daemon=True
+            ).start()
+
+    def release(self, tp: LedgerTP) -> None:
+        self._users[tp] = self._users.get(tp, 1) - 1
+        if self._users[tp] <= 0:
+            self._users.pop(tp, None)
+            self.views.pop(tp, None)
+            self.pending.pop(tp, None)
+
+    def _restore(self, tps: list[LedgerTP]) -> None:
+        try:
+            self._done.put((tps, restore_partitions(self.settings, tps, self.ttl_ms, self._stop)))
+        except Exception as e:  # reported to the poll loop, which retries
+            self._done.put((tps, e))
+
+    def collect(self) -> list[Exception]:
+        """Adopt finished restores (poll thread); returns restore errors (retried here)."""
+        errors: list[Exception] = []
+        while not self._done.empty():
+            tps, result = self._done.get()
+            self._restoring.difference_update(tps)
+            if isinstance(result, Exception):
+                errors.append(result)
+                again = [tp for tp in tps if tp in self._users]
+                self._restoring.update(again)
+                threading.Timer(1.0, self._restore, args=(again,)).start()
+                continue
+            for tp, view in result.items():
+                if tp in self._users:
+                    self.views[tp] = view
+        return errors
+
+    def ready(self, tp: LedgerTP) -> bool:
+        return tp in self.views
+
+    def is_done(self, tp: LedgerTP, job_id: str) -> bool:
+        pending = self.pending.get(tp)
+        if pending and job_id in pending:
+            return True
+        view = self.views.get(tp)
+        return view is not None and job_id in view
+
+    def add_pending(self, tp: LedgerTP, job_id: str, finished_at_ms: int) -> None:
+        self.pending.setdefault(tp, {})[job_id] = finished_at_ms
+
+    def committed(self) -> None:
+        """The interval's transaction (or flush + commit) succeeded: pending entries count."""
+        for tp, entries in self.pending.items():
+            view = self.views.get(tp)
+            if view is not None:
+                view.add_many(entries.items())
+        self.pending = {}
+
+    def aborted(self) -> None:
+        self.pending = {}
+
+    def expire(self) -> None:
+        cutoff = int(time.time() * 1000) - self.ttl_ms
+        for view in self.views.values():
+            view.expire(cutoff)
+
+    def entries(self) -> int:
+        return sum(len(v) for v in self.views.values())
+
+    def close(self) -> None:
+        self._stop.set()

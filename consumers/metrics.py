@@ -1,0 +1,84 @@
+"""Prometheus metrics (names and labels are the public contract). Labelled children are cached
+so the hot path does one dict lookup and one lock-free-ish increment per update."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None, enabled: bool = True) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.enabled = enabled
+        r = self.registry
+        self.jobs = Counter(
+            "jobstream_jobs_total",
+            "Jobs finished, by outcome.",
+            ["job_type", "outcome"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "jobstream_job_duration_seconds", "Handler run time.", ["job_type"], registry=r
+        )
+        self.latency = Histogram(
+            "jobstream_job_latency_seconds",
+            "From first enqueue to finished.",
+            ["job_type"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "jobstream_retries_total",
+            "Jobs sent to a retry tier.",
+            ["job_type", "tier"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "jobstream_consumer_lag",
+            "High watermark minus committed offset.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.in_flight = Gauge("jobstream_in_flight", "Jobs received and not finished.", registry=r)
+        self.ledger_entries = Gauge(
+            "jobstream_ledger_entries", "Job ids held in ledger views.", registry=r
+        )
+        self.rebalances = Counter(
+            "jobstream_rebalances_total", "Partition assignment changes.", registry=r
+        )
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def job_finished(
+        self, job_type: str, outcome: str, duration_s: float | None, latency_s: float | None
+    ) -> None:
+        if not self.enabled:
+            return
+        self._child(self.jobs, job_type, outcome).inc()
+        if duration_s is not None:
+            self._child(self.duration, job_type).observe(duration_s)
+        if latency_s is not None and latency_s >= 0:
+            self._child(self.latency, job_type).observe(latency_s)
+
+    def retried(self, job_type: str, tier: str) -> None:
+        if self.enabled:
+            self._child(self.retries, job_type, tier).inc()
+
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        self._child(self.lag, topic, str(partition)).set(lag)
+
+    def drop_lag(self, topic: str, partition: int) -> None:
+        self._children.pop((id(self.lag), topic, str(partition)), None)
+        with contextlib.suppress(KeyError):
+            self.lag.remove(topic, str(partition))

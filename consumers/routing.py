@@ -1,0 +1,98 @@
+"""Outcome routing: where a finished job's record goes (ledger, a retry tier, the DLQ) and with
+which headers. Pure functions; the worker does the producing."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from config.settings import JobTypeSettings, Ordering
+from config.topics import JobTopics
+from consumers.decode import Job
+from consumers.errors import Failure
+from consumers.retry import Decision, decide, not_before_ms
+from schemas import wire
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One record to produce, keeping the source partition number."""
+
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes | None
+    headers: wire.HeaderList
+    outcome: str  # retried | dead_lettered | retry_in_place
+    tier: str | None = None
+    delay_s: float = 0.0
+
+
+def failure_headers(job: Job, failure: Failure, worker_id: str, now_ms: int) -> dict[str, str]:
+    first = job.headers.get(wire.FIRST_FAILED_AT) or str(now_ms)
+    return {
+        wire.ERROR_CATEGORY: failure.category.value,
+        wire.ERROR_CLASS: failure.error_class,
+        wire.ERROR_MESSAGE: failure.message,
+        wire.ERROR_STACK: failure.stack,
+        wire.ORIGIN_TOPIC: job.topic,
+        wire.ORIGIN_PARTITION: str(job.partition),
+        wire.ORIGIN_OFFSET: str(job.offset),
+        wire.FIRST_FAILED_AT: first,
+        wire.FAILED_AT: str(now_ms),
+        wire.WORKER: worker_id,
+    }
+
+
+def _carried(job: Job, drop: tuple[str, ...]) -> wire.HeaderList:
+    """The job's own headers minus the ones we are about to rewrite (kept as raw bytes, so a
+    malformed header reaches the DLQ exactly as it arrived)."""
+    return [(k, v) for k, v in job.raw_headers if k not in drop]
+
+
+def route_failure(
+    job: Job,
+    failure: Failure,
+    cfg: JobTypeSettings,
+    topics: JobTopics,
+    worker_id: str,
+    now_ms: int,
+    jitter: float,
+    rng: random.Random,
+) -> tuple[Decision, Outgoing | None]:
+    """Decide what happens to a failed job; the Outgoing record, or None for in-place retry."""
+    decision = decide(
+        failure.category,
+        job.attempt,
+        cfg.max_attempts,
+        topics.tier_seconds,
+        strict=cfg.ordering is Ordering.STRICT,
+        retry_after=failure.retry_after,
+    )
+    if decision.action == "retry_in_place":
+        return decision, None
+    fh = failure_headers(job, failure, worker_id, now_ms)
+    if decision.action == "retry" and decision.tier is not None:
+        delay = topics.tier_seconds[decision.tier]
+        extra = {
+            **fh,
+            wire.ATTEMPT: str(job.attempt + 1),
+            wire.NOT_BEFORE: str(not_before_ms(now_ms, delay, jitter, rng)),
+        }
+        headers = _carried(job, (*wire.FAILURE_HEADERS, wire.ATTEMPT, wire.NOT_BEFORE))
+        headers += wire.encode_headers(extra)
+        topic = topics.retries[decision.tier]
+        return decision, Outgoing(
+            topic,
+            job.partition,
+            job.key,
+            job.value,
+            headers,
+            "retried",
+            tier=topic.rsplit(".", 1)[-1],
+            delay_s=delay,
+        )
+    headers = _carried(job, (*wire.FAILURE_HEADERS, wire.NOT_BEFORE)) + wire.encode_headers(fh)
+    return decision, Outgoing(
+        topics.dlq, job.partition, job.key, job.value, headers, "dead_lettered"
+    )

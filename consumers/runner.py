@@ -1,0 +1,64 @@
+"""`jobstream worker`: load the job module, start the HTTP server, run the poll loop, and turn
+SIGTERM/SIGINT into a graceful stop (a second signal exits at once)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+
+from config.logging import configure_logging, get_logger
+from config.settings import Settings
+from consumers.health import Health, HealthServer
+from consumers.jobs import AppError, load_app
+from consumers.metrics import Metrics
+from consumers.worker import Worker
+
+
+def run_worker(
+    settings: Settings, module: str, *, group: str | None = None, job_types: list[str] | None = None
+) -> int:
+    configure_logging(settings.log)
+    log = get_logger("jobstream.runner")
+    # The job module's directory (usually the cwd) must be importable, as with `python -m`.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    jobs = load_app(module)
+    if job_types:
+        unknown = sorted(set(job_types) - set(jobs))
+        if unknown:
+            raise AppError(
+                f"--job-type {unknown}: not registered by {module} (registered: {sorted(jobs)})"
+            )
+        jobs = {jt: jobs[jt] for jt in job_types}
+    metrics = Metrics()
+    health = Health()
+    worker = Worker(settings, jobs, group=group, metrics=metrics, health=health)
+    server = None
+    if settings.worker.http_port:
+        server = HealthServer(
+            settings.worker.http_host, settings.worker.http_port, health, metrics.registry
+        )
+        server.start()
+        log.info("http_listening", host=settings.worker.http_host, port=server.port)
+
+    signals = {"count": 0}
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        signals["count"] += 1
+        if signals["count"] > 1:
+            log.warning("second_signal_exiting_now", signal=signal.Signals(signum).name)
+            os._exit(130)
+        log.info(
+            "stopping", signal=signal.Signals(signum).name, grace_s=settings.worker.shutdown_grace_s
+        )
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        return worker.run()
+    finally:
+        if server:
+            server.stop()

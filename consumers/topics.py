@@ -1,0 +1,123 @@
+"""`jobstream topics apply|describe`: create or check every topic of the plan, idempotently."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
+
+from config.kafka import client_config
+from config.settings import Settings
+from config.topics import AUDIT_TOPIC, TopicSpec, topic_plan
+
+
+class TopicPlanError(RuntimeError):
+    """The live topics disagree with the plan in a way we refuse to fix silently."""
+
+
+@dataclass(frozen=True)
+class TopicState:
+    spec: TopicSpec
+    exists: bool
+    partitions: int | None
+    drift: dict[str, tuple[str | None, str]]  # config key -> (live, planned)
+    action: str  # created | ok | updated | partition_mismatch | missing
+
+
+def full_plan(settings: Settings, job_types: list[str]) -> list[TopicSpec]:
+    plan: list[TopicSpec] = []
+    for jt in job_types:
+        plan += topic_plan(jt, settings)
+    plan.append(
+        TopicSpec(AUDIT_TOPIC, "audit", 1, {"cleanup.policy": "delete", "retention.ms": "-1"})
+    )
+    return plan
+
+
+def _admin(settings: Settings) -> AdminClient:
+    return AdminClient(client_config(settings.kafka))
+
+
+def describe(settings: Settings, plan: list[TopicSpec], timeout: float = 15.0) -> list[TopicState]:
+    admin = _admin(settings)
+    try:
+        md = admin.list_topics(timeout=timeout)
+    except KafkaException:
+        raise TopicPlanError(f"broker unreachable at {settings.kafka.bootstrap_servers}") from None
+    states = []
+    existing = [s for s in plan if s.name in md.topics]
+    live_configs: dict[str, dict[str, str | None]] = {}
+    if existing:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in existing]
+        for res, fut in admin.describe_configs(resources, request_timeout=timeout).items():
+            entries = fut.result(timeout=timeout)
+            live_configs[res.name] = {k: e.value for k, e in entries.items()}
+    for spec in plan:
+        if spec.name not in md.topics:
+            states.append(TopicState(spec, False, None, {}, "missing"))
+            continue
+        n = len(md.topics[spec.name].partitions)
+        live = live_configs.get(spec.name, {})
+        drift = {k: (live.get(k), v) for k, v in spec.config.items() if live.get(k) != v}
+        action = "partition_mismatch" if n != spec.partitions else ("drift" if drift else "ok")
+        states.append(TopicState(spec, True, n, drift, action))
+    return states
+
+
+def apply(settings: Settings, plan: list[TopicSpec], timeout: float = 30.0) -> list[TopicState]:
+    """Create missing topics and align configs. A partition count that differs from the plan
+    is never changed silently: raise, naming each topic, and change nothing."""
+    states = describe(settings, plan, timeout)
+    mismatched = [s for s in states if s.action == "partition_mismatch"]
+    if mismatched:
+        lines = [
+            f"  {s.spec.name}: has {s.partitions} partitions, plan says {s.spec.partitions}"
+            for s in mismatched
+        ]
+        raise TopicPlanError(
+            "partition counts differ from the plan; change them deliberately (key order "
+            "depends on them) or fix the settings:\n" + "\n".join(lines)
+        )
+    admin = _admin(settings)
+    missing = [s.spec for s in states if not s.exists]
+    out: list[TopicState] = []
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(s.name, s.partitions, 1, config=s.config) for s in missing],
+            request_timeout=timeout,
+        )
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout=timeout)
+            except KafkaException as e:
+                err = e.args[0]
+                if not (
+                    isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS
+                ):
+                    raise TopicPlanError(f"cannot create {name}: {err}") from None
+    for s in states:
+        if not s.exists:
+            out.append(TopicState(s.spec, True, s.spec.partitions, {}, "created"))
+        elif s.drift:
+            # Incremental SET keeps overrides the plan does not mention (an operator's own).
+            res = ConfigResource(
+                ConfigResource.Type.TOPIC,
+                s.spec.name,
+                incremental_configs=[
+                    ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                    for k, v in s.spec.config.items()
+                ],
+            )
+            for fut in admin.incremental_alter_configs([res]).values():
+                fut.result(timeout=timeout)
+            out.append(TopicState(s.spec, True, s.partitions, s.drift, "updated"))
+        else:
+            out.append(s)
+    return out

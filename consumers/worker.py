@@ -1,0 +1,558 @@
+"""The poll loop: poll -> decode -> (gate, dedup) -> dispatch -> outcome routing -> ledger ->
+commit. One thread owns the consumer, the producer and all bookkeeping; handlers run in the
+executor and report back through a queue."""
+
+from __future__ import annotations
+
+import heapq
+import os
+import random
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from config.kafka import client_config
+from config.logging import get_logger
+from config.settings import JobTypeSettings, Mode, Settings
+from config.topics import JobTopics, base_of, job_topics, ledger_topic, tier_delay
+from consumers.commit import Committer
+from consumers.context import JobContext
+from consumers.decode import Job, decode_record
+from consumers.errors import Failure, WorkerFenced, classify
+from consumers.executor import Executor, Task
+from consumers.health import Health
+from consumers.jobs import JobDef
+from consumers.ledger import SUCCEEDED, Ledger, encode_entry
+from consumers.metrics import Metrics
+from consumers.offsets import PartitionOffsets
+from consumers.ordering import KeyQueues
+from consumers.protection import RateLimiter
+from consumers.routing import Outgoing, route_failure
+from producers.publisher import Publisher
+from schemas.registry import SchemaRegistry
+
+TP = tuple[str, int]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class PartitionState:
+    tp: TP
+    job_type: str
+    ledger_tp: TP
+    is_tier: bool
+    gen: int
+    offsets: PartitionOffsets = field(default_factory=PartitionOffsets)
+    queues: KeyQueues[Job] = field(default_factory=KeyQueues)
+    running: int = 0
+    gated_until_ms: int = 0  # tier head not due before this
+    held: int = 0  # strict-ordering jobs waiting for an in-place retry
+    paused: bool = True  # as last told to the consumer
+
+    @property
+    def in_flight(self) -> int:
+        return self.offsets.in_flight
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        jobs: dict[str, JobDef],
+        *,
+        group: str | None = None,
+        registry: SchemaRegistry | None = None,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ws = settings.worker
+        self.jobs = jobs
+        self.registry = registry or SchemaRegistry.from_dirs(settings.schema_dirs)
+        self.metrics = metrics or Metrics()
+        self.health = health or Health()
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        self.log = get_logger("jobstream.worker", worker=self.worker_id)
+        self.group = group or self.ws.group_id
+        self.cfg: dict[str, JobTypeSettings] = {jt: settings.job(jt) for jt in jobs}
+        self.topics: dict[str, JobTopics] = {jt: job_topics(jt, c) for jt, c in self.cfg.items()}
+        self.job_of_topic = {
+            t: jt for jt, jt_topics in self.topics.items() for t in jt_topics.consumed
+        }
+        self.limiters = {
+            jt: RateLimiter(c.rate_limit) for jt, c in self.cfg.items() if c.rate_limit
+        }
+        self.rng = random.Random()
+        self.parts: dict[TP, PartitionState] = {}
+        self._gen = 0
+        self._stopping = False
+        self._joined = False
+        self._waiting: list[
+            tuple[float, int, Job]
+        ] = []  # (due monotonic, seq, job) in-place retries
+        self._deferred: list[tuple[PartitionState, Job]] = []  # rate-limited, ready to start
+        self._seq = 0
+        self._finished_since_commit = 0
+        self._last_commit = time.monotonic()
+        self._last_lag = 0.0
+
+        self.consumer = Consumer(
+            client_config(
+                settings.kafka,
+                **{
+                    "group.id": self.group,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "partition.assignment.strategy": "cooperative-sticky",
+                    "isolation.level": "read_committed",
+                    "session.timeout.ms": self.ws.session_timeout_ms,
+                    "max.poll.interval.ms": self.ws.max_poll_interval_ms,
+                    "enable.partition.eof": False,
+                },
+            )
+        )
+        producer_conf: dict[str, Any] = {"linger.ms": 2}
+        if self.ws.mode is Mode.TRANSACTIONAL:
+            producer_conf["transactional.id"] = f"jobstream-{self.group}-{self.worker_id}"
+            producer_conf["transaction.timeout.ms"] = 10_000
+        self.publisher = Publisher(settings, self.registry, producer_config=producer_conf)
+        self.producer = self.publisher.producer
+        self.committer = Committer(self.ws.mode, self.consumer, self.producer)
+        self.ledger = Ledger(settings)
+        self.executor = Executor(self.ws.max_in_flight)
+
+    # -- group membership ------------------------------------------------------------------
+
+    def subscribe(self) -> None:
+        topics = sorted(self.job_of_topic)
+        self.consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        self.log.info("subscribed", topics=topics, group=self.group, mode=self.ws.mode.value)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Assign ourselves so the partitions can be paused before any fetch: they stay paused
+        # until their ledger view is restored.
+        consumer.incremental_assign(partitions)
+        if partitions:
+            consumer.pause(partitions)
+        self._joined = True
+        self.metrics.rebalances.inc()
+        ledger_tps = []
+        for p in partitions:
+            tp = (p.topic, p.partition)
+            jt = self.job_of_topic[p.topic]
+            self._gen += 1
+            ltp = (ledger_topic(base_of(p.topic)), p.partition)
+            self.parts[tp] = PartitionState(tp, jt, ltp, tier_delay(p.topic) is not None, self._gen)
+            ledger_tps.append(ltp)
+        self.ledger.acquire(ledger_tps)
+        self.log.info("assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions if (p.topic, p.partition) in self.parts]
+        self.metrics.rebalances.inc()
+        for tp in tps:
+            self.parts[tp].queues.drain()  # not started: their offsets stay uncommitted
+        self._waiting = [w for w in self._waiting if w[2].tp not in tps]
+        self._deferred = [d for d in self._deferred if d[0].tp not in tps]
+        deadline = time.monotonic() + self.ws.revoke_grace_s
+        while any(self.parts[tp].running for tp in tps) and time.monotonic() < deadline:
+            self._drain_results(block_s=0.05)
+            self.producer.poll(0)
+        self._commit()
+        for tp in tps:
+            self._drop(tp)
+        self.log.info("revoked", partitions=[f"{t}[{p}]" for t, p in tps])
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another member owns these now: whatever we hold for them must not be committed.
+        self.committer.abort()
+        self.ledger.aborted()
+        for p in partitions:
+            self._drop((p.topic, p.partition))
+        if self.ws.mode is Mode.TRANSACTIONAL:
+            raise WorkerFenced(
+                "partitions lost (session timed out); stopping so nothing stale is written"
+            )
+
+    def _drop(self, tp: TP) -> None:
+        ps = self.parts.pop(tp, None)
+        if ps is not None:
+            self.ledger.release(ps.ledger_tp)
+            self.metrics.drop_lag(*tp)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.subscribe()
+        try:
+            while not self._stopping:
+                busy = any(ps.running or ps.queues.queued for ps in self.parts.values())
+                msgs = self.consumer.consume(500, timeout=0.005 if busy else 0.1)
+                self.health.beat()
+                for msg in msgs:
+                    self._receive(msg)
+                self._drain_results()
+                self.producer.poll(0)
+                self._tick()
+        except WorkerFenced as e:
+            self.log.error("fenced", reason=str(e))
+            self._close(commit=False)
+            return 3
+        self._shutdown()
+        return 0
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def _receive(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.fatal():
+                raise WorkerFenced(f"consumer error: {err.str()}")
+            self.log.warning("consumer_error", error=err.str())
+            return
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if topic is None or partition is None or offset is None:
+            return  # only data messages carry all three
+        tp = (topic, partition)
+        ps = self.parts.get(tp)
+        if ps is None or ps.gated_until_ms:
+            return  # revoked meanwhile, or behind a gate: refetched after the seek
+        headers = cast("list[tuple[str, bytes]] | None", msg.headers())
+        job = decode_record(
+            topic,
+            partition,
+            offset,
+            msg.key(),
+            msg.value(),
+            headers,
+            self.registry,
+            self.jobs.keys(),
+        )
+        if ps.is_tier and job.failure is None and job.not_before_ms > now_ms():
+            # Not due: pause this partition and come back to this very record when it is.
+            ps.gated_until_ms = job.not_before_ms
+            self._set_paused(ps, True)
+            self.consumer.seek(TopicPartition(topic, partition, offset))
+            return
+        ps.offsets.track(job.offset)
+        self.log.debug("received", **self._fields(job))
+        if job.failure is not None:
+            self._fail(ps, job, job.failure, None)
+            return
+        if ps.queues.submit(job.order_key, job):
+            self._start(ps, job)
+
+    def _start(self, ps: PartitionState, job: Job) -> None:
+        if self.ledger.is_done(ps.ledger_tp, job.job_id):
+            self.metrics.job_finished(job.job_type, "deduplicated", None, None)
+            self.log.info("deduplicated", **self._fields(job))
+            self._finish(ps, job.offset)
+            self._next(ps, job)
+            return
+        limiter = self.limiters.get(job.job_type)
+        if limiter and not limiter.try_acquire(time.monotonic()):
+            self._deferred.append((ps, job))
+            return
+        jd = self.jobs[job.job_type]
+        ctx = self._context(job)
+        ps.running += 1
+        self.log.debug("started", **self._fields(job))
+        self.executor.submit(
+            Task(
+                jd.func,
+                (job.payload, ctx),
+                jd.is_async,
+                self.cfg[job.job_type].timeout_s,
+                (ps.gen, job),
+            )
+        )
+
+    def _next(self, ps: PartitionState, job: Job) -> None:
+        nxt = ps.queues.done(job.order_key)
+        if nxt is not None:
+            self._start(ps, nxt)
+
+    def _drain_results(self, block_s: float = 0.0) -> None:
+        results = self.executor.results
+        if block_s and results.empty():
+            time.sleep(block_s)
+        while not results.empty():
+            (gen, job), error, duration = results.get()
+            ps = self.parts.get(job.tp)
+            if ps is None or ps.gen != gen:
+                continue  # its partition was revoked while it ran: the new owner redoes it
+            ps.running -= 1
+            if error is None:
+                self._succeed(ps, job, duration)
+            else:
+                self._fail(
+                    ps, job, classify(error, self.cfg[job.job_type].permanent_errors), duration
+                )
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def _succeed(self, ps: PartitionState, job: Job, duration: float) -> None:
+        finished = now_ms()
+        value = encode_entry(SUCCEEDED, finished, job.attempt, self.worker_id)
+        self.ledger.add_pending(ps.ledger_tp, job.job_id, finished)
+        self._produce(
+            ps,
+            job,
+            Outgoing(ps.ledger_tp[0], ps.ledger_tp[1], job.job_id.encode(), value, [], "succeeded"),
+            duration,
+        )
+        self._next(ps, job)
+
+    def _fail(self, ps: PartitionState, job: Job, failure: Failure, duration: float | None) -> None:
+        jt = job.job_type if job.job_type in self.cfg else ps.job_type
+        decision, out = route_failure(
+            job,
+            failure,
+            self.cfg[jt],
+            self.topics[jt],
+            self.worker_id,
+            now_ms(),
+            self.ws.retry_jitter,
+            self.rng,
+        )
+        self.log.info(
+            "failed",
+            **self._fields(job),
+            category=failure.category.value,
+            error_class=failure.error_class,
+            error=failure.message,
+            duration_ms=_ms(duration),
+        )
+        if out is None:  # strict ordering: retry in place, the key (and partition) waits
+            job.attempt += 1
+            self._seq += 1
+            heapq.heappush(self._waiting, (time.monotonic() + decision.delay_s, self._seq, job))
+            ps.held += 1
+            self.metrics.job_finished(jt, "failed", duration, None)
+            return
+        self._produce(ps, job, out, duration)
+        if duration is not None or job.failure is None:
+            self._next(ps, job)
+
+    def _produce(self, ps: PartitionState, job: Job, out: Outgoing, duration: float | None) -> None:
+        """Send the outcome record; the source offset finishes once the broker has it."""
+        gen = ps.gen
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                # Unfinished offsets are never committed, so the job is redone, not lost.
+                raise WorkerFenced(f"could not write {out.topic}: {err.str()}")
+            cur = self.parts.get(job.tp)
+            if cur is not None and cur.gen == gen:
+                self._finish(cur, job.offset)
+            self._record_outcome(job, out, duration)
+
+        self.committer.before_produce()
+        self.publisher.send(
+            out.topic,
+            out.key,
+            out.value,
+            out.headers,
+            partition=out.partition,
+            on_delivery=on_delivery,
+        )
+
+    def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:
+        jt = job.job_type or "unknown"
+        latency = (now_ms() - job.enqueued_at_ms) / 1000 if job.enqueued_at_ms else None
+        self.metrics.job_finished(jt, out.outcome, duration, latency)
+        fields = self._fields(job)
+        if out.outcome == "retried":
+            self.metrics.retried(jt, out.tier or "")
+            self.log.info("retried", **fields, tier=out.tier, duration_ms=_ms(duration))
+        else:
+            self.log.info(out.outcome, **fields, duration_ms=_ms(duration))
+
+    def _finish(self, ps: PartitionState, offset: int) -> None:
+        ps.offsets.finish(offset)
+        self._finished_since_commit += 1
+
+    # -- periodic work ---------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self.executor.check_timeouts(now)
+        for err in self.ledger.collect():
+            self.log.warning("ledger_restore_failed", error=str(err))
+        while self._waiting and self._waiting[0][0] <= now:
+            _, _, job = heapq.heappop(self._waiting)
+            ps = self.parts.get(job.tp)
+            if ps is not None:
+                ps.held -= 1
+                self._start(ps, job)
+        if self._deferred:
+            deferred, self._deferred = self._deferred, []
+            for ps, job in deferred:
+                if job.tp in self.parts:
+                    self._start(ps, job)
+        self._reconcile_pauses()
+        if (
+            (now - self._last_commit) * 1000 >= self.ws.commit_interval_ms
+            or self._finished_since_commit >= self.ws.commit_max_records
+        ):
+            self._commit()
+        if now - self._last_lag >= 5.0:
+            self._last_lag = now
+            self._refresh_gauges()
+        self.health.ready = self._joined and all(
+            self.ledger.ready(ps.ledger_tp) for ps in self.parts.values()
+        )
+        self.health.reason = (
+            "ready"
+            if self.health.ready
+            else ("not joined yet" if not self._joined else "restoring ledger views")
+        )
+
+    def _reconcile_pauses(self) -> None:
+        in_flight = sum(ps.in_flight for ps in self.parts.values())
+        full = in_flight >= self.ws.max_in_flight
+        wall = now_ms()
+        for ps in self.parts.values():
+            if ps.gated_until_ms and ps.gated_until_ms <= wall:
+                ps.gated_until_ms = 0
+            want = (
+                self._stopping
+                or full
+                or bool(ps.gated_until_ms)
+                or ps.held > 0
+                or not self.ledger.ready(ps.ledger_tp)
+                or bool(self._deferred and ps.job_type in self.limiters)
+            )
+            if want != ps.paused:
+                self._set_paused(ps, want)
+
+    def _set_paused(self, ps: PartitionState, paused: bool) -> None:
+        tp = [TopicPartition(*ps.tp)]
+        if paused:
+            self.consumer.pause(tp)
+        else:
+            self.consumer.resume(tp)
+        ps.paused = paused
+
+    def _commit(self) -> None:
+        offsets: dict[TP, int] = {}
+        for tp, ps in self.parts.items():
+            off = ps.offsets.commit_offset()
+            if off is not None:
+                offsets[tp] = off
+        try:
+            self.committer.commit(offsets)
+        except WorkerFenced:
+            self.ledger.aborted()
+            raise
+        self.ledger.committed()
+        for tp, off in offsets.items():
+            self.parts[tp].offsets.mark_committed(off)
+        self._finished_since_commit = 0
+        self._last_commit = time.monotonic()
+
+    def _refresh_gauges(self) -> None:
+        self.metrics.in_flight.set(sum(ps.in_flight for ps in self.parts.values()))
+        self.metrics.ledger_entries.set(self.ledger.entries())
+        self.ledger.expire()
+        if not self.parts:
+            return
+        try:
+            committed = self.consumer.committed(
+                [TopicPartition(*tp) for tp in self.parts], timeout=2
+            )
+        except Exception:
+            return  # lag is best effort: never let a slow broker stall the loop further
+        for tpo in committed:
+            try:
+                _, high = self.consumer.get_watermark_offsets(tpo, cached=True)
+            except Exception:
+                continue
+            base = tpo.offset if tpo.offset >= 0 else 0
+            self.metrics.set_lag(tpo.topic, tpo.partition, max(0, high - base))
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        """Stop fetching, let in-flight jobs finish within the grace period, commit, leave."""
+        for ps in self.parts.values():
+            ps.queues.drain()
+            self._set_paused(ps, True)
+        self._waiting.clear()
+        self._deferred.clear()
+        deadline = time.monotonic() + self.ws.shutdown_grace_s
+        while any(ps.running for ps in self.parts.values()) and time.monotonic() < deadline:
+            self._drain_results(block_s=0.05)
+            self.producer.poll(0)
+        self.producer.flush(10)
+        self._close(commit=True)
+        self.log.info("stopped", abandoned=self.executor.abandoned)
+
+    def _close(self, commit: bool) -> None:
+        try:
+            if commit:
+                self._commit()
+            else:
+                self.committer.abort()
+        except WorkerFenced as e:
+            self.log.error("final_commit_failed", reason=str(e))
+        self.ledger.close()
+        try:
+            self.parts_before_close = len(self.parts)
+            self.consumer.close()  # leaves the group (revoke callback commits nothing new)
+        except Exception as e:
+            self.log.warning("close_failed", error=str(e))
+        self.executor.shutdown()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _context(self, job: Job) -> JobContext:
+        h = job.headers
+        from schemas import wire
+
+        tp_header = h.get(wire.TRACEPARENT)
+        ctx = JobContext(
+            job_id=job.job_id,
+            job_type=job.job_type,
+            attempt=job.attempt,
+            key=job.key.decode("utf-8", "replace") if job.key is not None else None,
+            headers=h,
+            log=self.log.bind(**self._fields(job)),
+            parent_job_id=h.get(wire.PARENT_JOB_ID),
+            traceparent=tp_header,
+            topic=job.topic,
+            partition=job.partition,
+            offset=job.offset,
+            enqueued_at_ms=job.enqueued_at_ms,
+        )
+        return ctx
+
+    def _fields(self, job: Job) -> dict[str, Any]:
+        from schemas import wire
+
+        tp = job.headers.get(wire.TRACEPARENT, "")
+        parts = tp.split("-")
+        return {
+            "job_id": job.job_id,
+            "parent_job_id": job.headers.get(wire.PARENT_JOB_ID),
+            "job_type": job.job_type,
+            "attempt": job.attempt,
+            "topic": job.topic,
+            "partition": job.partition,
+            "offset": job.offset,
+            "trace_id": parts[1] if len(parts) == 4 else None,
+        }
+
+
+def _ms(duration: float | None) -> float | None:
+    return None if duration is None else round(duration * 1000, 3)

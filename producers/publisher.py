@@ -1,0 +1,285 @@
+"""The publisher SDK: validate, encode, set the wire headers, produce idempotently."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from config.kafka import client_config
+from config.settings import Settings, load_settings
+from config.topics import main_topic
+from schemas import wire
+from schemas.registry import SchemaRegistry
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+# Record overhead beyond key, value and headers (batch and record framing), kept generous so a
+# record we accept is never refused by the broker for a few bytes.
+_FRAMING_BYTES = 512
+
+
+class PublishError(RuntimeError):
+    """The broker did not accept a job."""
+
+
+class PayloadTooLarge(ValueError):
+    """The encoded job is larger than its topic accepts."""
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_traceparent() -> str:
+    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Publisher:
+    """Enqueues jobs. Thread-safe; one per process is enough.
+
+    `publish` waits for the broker's acknowledgement; `publish_async` returns the job id at
+    once and reports delivery to a callback (call `flush` before exit).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: SchemaRegistry | None = None,
+        *,
+        producer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or SchemaRegistry.from_dirs(settings.schema_dirs)
+        conf = client_config(
+            settings.kafka,
+            **{
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                # Same partition for the same key as Java clients (murmur2), so services in
+                # other languages publishing the same keys keep per-key order with us.
+                "partitioner": "murmur2_random",
+            },
+        )
+        conf.update(producer_config or {})
+        self.producer = Producer(conf)
+        self.producer_name = f"{settings.kafka.client_id}@{socket.gethostname()}:{os.getpid()}"
+        self._max_bytes: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> Publisher:
+        return cls(settings or load_settings(), **kwargs)
+
+    # -- building a record ---------------------------------------------------------------
+
+    def build(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any],
+        *,
+        key: str | None = None,
+        job_id: str | None = None,
+        parent_job_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        traceparent: str | None = None,
+    ) -> tuple[str, str, bytes, wire.HeaderList]:
+        """(topic, job id, value, headers) for a new job; raises before anything is sent."""
+        version, value = self.registry.encode(job_type, payload)
+        job_id = job_id or new_job_id()
+        _check_id("job_id", job_id)
+        if parent_job_id is not None:
+            _check_id("parent_job_id", parent_job_id)
+        h: dict[str, str | int] = dict(headers or {})
+        reserved = [k for k in h if k.startswith("js-") or k == wire.TRACEPARENT]
+        if reserved:
+            raise ValueError(f"headers: {reserved} are reserved by jobstream")
+        h.update(
+            {
+                wire.JOB_TYPE: job_type,
+                wire.SCHEMA_VERSION: version,
+                wire.JOB_ID: job_id,
+                wire.TRACEPARENT: traceparent or new_traceparent(),
+                wire.ATTEMPT: 1,
+                wire.ENQUEUED_AT: now_ms(),
+                wire.PRODUCER: self.producer_name,
+            }
+        )
+        if parent_job_id:
+            h[wire.PARENT_JOB_ID] = parent_job_id
+        topic = main_topic(job_type, self.settings.jobs.get(job_type))
+        return topic, job_id, value, wire.encode_headers(h)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def publish(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any],
+        key: str | None = None,
+        job_id: str | None = None,
+        parent_job_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        traceparent: str | None = None,
+        timeout: float = 30.0,
+    ) -> str:
+        """Validate, encode and send one job; return its id once the broker has it."""
+        done = threading.Event()
+        result: list[KafkaError | None] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            result.append(err)
+            done.set()
+
+        job_id = self.publish_async(
+            job_type,
+            payload,
+            key,
+            job_id,
+            parent_job_id,
+            headers,
+            traceparent=traceparent,
+            on_delivery=on_delivery,
+        )
+        deadline = time.monotonic() + timeout
+        while not done.is_set():
+            if time.monotonic() > deadline:
+                raise PublishError(
+                    f"job {job_id}: no acknowledgement within {timeout}s "
+                    f"(brokers {self.settings.kafka.bootstrap_servers})"
+                )
+            self.producer.poll(0.05)
+        if result[0] is not None:
+            raise PublishError(f"job {job_id}: {result[0].str()}")
+        return job_id
+
+    def publish_async(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any],
+        key: str | None = None,
+        job_id: str | None = None,
+        parent_job_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        traceparent: str | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> str:
+        topic, job_id, value, hdrs = self.build(
+            job_type,
+            payload,
+            key=key,
+            job_id=job_id,
+            parent_job_id=parent_job_id,
+            headers=headers,
+            traceparent=traceparent,
+        )
+        self.send(topic, (key or job_id).encode("utf-8"), value, hdrs, on_delivery=on_delivery)
+        return job_id
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: wire.HeaderList,
+        *,
+        partition: int | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        """Produce one prepared record (the worker routes retries and dead letters with this)."""
+        if self._closed:
+            raise PublishError("publisher is closed")
+        size = len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+        limit = self.max_record_bytes(topic)
+        if size + _FRAMING_BYTES > limit:
+            raise PayloadTooLarge(
+                f"record for {topic} is {size} bytes; the topic accepts at most "
+                f"{limit - _FRAMING_BYTES} (max.message.bytes={limit})"
+            )
+        kwargs: dict[str, Any] = {"headers": headers}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if on_delivery is not None:
+            kwargs["on_delivery"] = on_delivery
+        while True:
+            try:
+                self.producer.produce(topic, value, key, **kwargs)
+                break
+            except BufferError:
+                # Local queue full: serve delivery reports to make room instead of failing.
+                self.producer.poll(0.1)
+        self.producer.poll(0)
+
+    def max_record_bytes(self, topic: str) -> int:
+        """The topic's max.message.bytes (cached); the producer's limit if it cannot be read."""
+        limit = self._max_bytes.get(topic)
+        if limit is not None:
+            return limit
+        with self._lock:
+            if topic not in self._max_bytes:
+                self._max_bytes[topic] = self._describe_limit(topic)
+            return self._max_bytes[topic]
+
+    def _describe_limit(self, topic: str) -> int:
+        producer_limit = 1_000_000
+        admin = AdminClient(client_config(self.settings.kafka))
+        res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        try:
+            configs = admin.describe_configs([res], request_timeout=10)[res].result(timeout=15)
+            return min(int(configs["max.message.bytes"].value), producer_limit)
+        except KafkaException as e:
+            err = e.args[0] if e.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise PublishError(
+                    f"topic {topic} does not exist; create it with `jobstream topics apply`"
+                ) from None
+            if isinstance(err, KafkaError) and err.code() == KafkaError._TIMED_OUT:
+                raise PublishError(
+                    f"broker unreachable at {self.settings.kafka.bootstrap_servers}"
+                ) from None
+            return producer_limit  # e.g. no describe rights: fall back to the producer's limit
+        except (KeyError, ValueError):
+            return producer_limit
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for outstanding deliveries; returns how many are still queued."""
+        return int(self.producer.flush(timeout))
+
+    def close(self, timeout: float = 30.0) -> None:
+        if not self._closed:
+            remaining = self.flush(timeout)
+            self._closed = True
+            if remaining:
+                raise PublishError(f"{remaining} jobs were not acknowledged within {timeout}s")
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _check_id(name: str, value: str) -> None:
+    if not isinstance(value, str) or not value or len(value) > 200 or not value.isprintable():
+        raise ValueError(f"{name}: must be a printable string of 1-200 characters, got {value!r}")

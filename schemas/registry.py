@@ -1,0 +1,194 @@
+"""Versioned Avro schemas: `<dir>/<job_type>/v<N>.avsc`, encode with the newest version,
+decode any known writer version into the newest reader version."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.types import Schema
+
+from schemas.validate import PayloadError, check_payload
+
+BUILTIN_DIR = Path(__file__).parent / "avro"
+INTERNAL_DIR = Path(__file__).parent / "internal"
+_VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.avsc$")
+
+
+class SchemaError(ValueError):
+    """A schema file or the schema set is wrong."""
+
+
+class UnknownJobType(KeyError):
+    def __str__(self) -> str:
+        return f"unknown job type {self.args[0]!r}: no schema directory for it"
+
+
+class DecodeError(ValueError):
+    """Bytes that cannot be read as the named job type and version."""
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    job_type: str
+    version: int
+    path: Path
+    raw: dict[str, Any]
+    parsed: Schema
+    pii: frozenset[str] = field(default_factory=frozenset)
+
+
+def _pii_paths(schema: Any, prefix: str = "") -> set[str]:
+    """Dotted paths of record fields marked "pii": true (nested records included)."""
+    out: set[str] = set()
+    if isinstance(schema, list):
+        for branch in schema:
+            out |= _pii_paths(branch, prefix)
+    elif isinstance(schema, dict):
+        if schema.get("type") == "record":
+            for f in schema.get("fields", []):
+                path = f"{prefix}{f['name']}"
+                if f.get("pii") is True:
+                    out.add(path)
+                out |= _pii_paths(f["type"], path + ".")
+        elif schema.get("type") == "array":
+            out |= _pii_paths(schema.get("items"), prefix)
+        elif schema.get("type") == "map":
+            out |= _pii_paths(schema.get("values"), prefix)
+    return out
+
+
+def load_version(job_type: str, path: Path) -> SchemaVersion:
+    m = _VERSION_FILE.match(path.name)
+    if not m:
+        raise SchemaError(f"{path}: schema files must be named v<N>.avsc")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SchemaError(f"{path}: cannot read schema: {e}") from None
+    try:
+        parsed = fastavro.parse_schema(raw, _write_hint=False)
+    except Exception as e:  # fastavro raises several types for bad schemas
+        raise SchemaError(f"{path}: not a valid Avro schema: {e}") from None
+    if not isinstance(raw, dict) or raw.get("type") != "record":
+        raise SchemaError(f"{path}: a job payload schema must be an Avro record")
+    return SchemaVersion(job_type, int(m.group(1)), path, raw, parsed, frozenset(_pii_paths(raw)))
+
+
+class SchemaRegistry:
+    """All known job types and their schema versions, from the built-in and extra dirs."""
+
+    def __init__(self, versions: Mapping[str, Mapping[int, SchemaVersion]]) -> None:
+        self._versions = {jt: dict(sorted(v.items())) for jt, v in versions.items()}
+        self._writer_cache: dict[tuple[str, int], Schema] = {}
+
+    @classmethod
+    def from_dirs(cls, dirs: Iterable[Path] = (), *, builtin: bool = True) -> SchemaRegistry:
+        found: dict[str, dict[int, SchemaVersion]] = {}
+        roots = ([BUILTIN_DIR] if builtin else []) + [Path(d) for d in dirs]
+        for root in roots:
+            if not root.is_dir():
+                raise SchemaError(f"schema directory {root} does not exist")
+            for job_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+                for path in sorted(job_dir.glob("*.avsc")):
+                    sv = load_version(job_dir.name, path)
+                    prior = found.setdefault(job_dir.name, {}).get(sv.version)
+                    if prior is not None and prior.raw != sv.raw:
+                        raise SchemaError(
+                            f"{job_dir.name} v{sv.version} defined twice and differently: "
+                            f"{prior.path} and {path}"
+                        )
+                    found[job_dir.name][sv.version] = sv
+        return cls(found)
+
+    def job_types(self) -> list[str]:
+        return sorted(self._versions)
+
+    def versions(self, job_type: str) -> list[SchemaVersion]:
+        try:
+            return list(self._versions[job_type].values())
+        except KeyError:
+            raise UnknownJobType(job_type) from None
+
+    def latest(self, job_type: str) -> SchemaVersion:
+        return self.versions(job_type)[-1]
+
+    def get(self, job_type: str, version: int) -> SchemaVersion:
+        try:
+            return self._versions[job_type][version]
+        except KeyError:
+            if job_type not in self._versions:
+                raise UnknownJobType(job_type) from None
+            raise DecodeError(
+                f"unknown schema version {version} for job type {job_type!r} "
+                f"(known: {[v.version for v in self.versions(job_type)]})"
+            ) from None
+
+    def encode(self, job_type: str, payload: Any) -> tuple[int, bytes]:
+        """Validate against the newest version and encode; PayloadError names the field."""
+        sv = self.latest(job_type)
+        check_payload(sv.raw, payload, sv.pii)
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, sv.parsed, payload)
+        return sv.version, buf.getvalue()
+
+    def decode(self, job_type: str, version: int, data: bytes) -> dict[str, Any]:
+        """Read bytes written with `version` into the newest version of the job type."""
+        writer = self.get(job_type, version)
+        reader = self.latest(job_type)
+        buf = io.BytesIO(data)
+        try:
+            if writer.version == reader.version:
+                out = fastavro.schemaless_reader(buf, writer.parsed, None)
+            else:
+                out = fastavro.schemaless_reader(buf, writer.parsed, reader.parsed)
+        except Exception as e:  # truncated or garbage bytes raise many types in fastavro
+            raise DecodeError(
+                f"cannot decode {job_type} v{version} payload ({len(data)} bytes): "
+                f"{type(e).__name__}: {e}"
+            ) from None
+        if buf.tell() != len(data):
+            raise DecodeError(
+                f"{job_type} v{version} payload has {len(data) - buf.tell()} trailing bytes"
+            )
+        if not isinstance(out, dict):
+            raise DecodeError(f"{job_type} v{version} payload is not a record")
+        return out
+
+    def mask(self, job_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """A copy with every PII field replaced by '***' (for logs and CLI output)."""
+        pii = self.latest(job_type).pii if job_type in self._versions else frozenset()
+        return mask_paths(payload, pii)
+
+
+def mask_paths(
+    payload: Mapping[str, Any], paths: frozenset[str], prefix: str = ""
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in payload.items():
+        path = f"{prefix}{k}"
+        if path in paths:
+            out[k] = "***"
+        elif isinstance(v, Mapping):
+            out[k] = mask_paths(v, paths, path + ".")
+        elif isinstance(v, list):
+            out[k] = [mask_paths(i, paths, path + ".") if isinstance(i, Mapping) else i for i in v]
+        else:
+            out[k] = v
+    return out
+
+
+__all__ = [
+    "DecodeError",
+    "PayloadError",
+    "SchemaError",
+    "SchemaRegistry",
+    "SchemaVersion",
+    "UnknownJobType",
+]

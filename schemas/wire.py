@@ -1,0 +1,70 @@
+"""The one header-name table, and the header <-> dict conversions of the wire format."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+JOB_TYPE: Final = "js-job-type"
+SCHEMA_VERSION: Final = "js-schema-version"
+JOB_ID: Final = "js-job-id"
+PARENT_JOB_ID: Final = "js-parent-job-id"
+TRACEPARENT: Final = "traceparent"
+ATTEMPT: Final = "js-attempt"
+ENQUEUED_AT: Final = "js-enqueued-at"
+NOT_BEFORE: Final = "js-not-before"
+PRODUCER: Final = "js-producer"
+
+# Failure headers, on retry and DLQ records.
+ERROR_CATEGORY: Final = "js-error-category"
+ERROR_CLASS: Final = "js-error-class"
+ERROR_MESSAGE: Final = "js-error-message"
+ERROR_STACK: Final = "js-error-stack"
+ORIGIN_TOPIC: Final = "js-origin-topic"
+ORIGIN_PARTITION: Final = "js-origin-partition"
+ORIGIN_OFFSET: Final = "js-origin-offset"
+FIRST_FAILED_AT: Final = "js-first-failed-at"
+FAILED_AT: Final = "js-failed-at"
+WORKER: Final = "js-worker"
+
+# Set by `jobstream dlq replay`: which dead letter a replayed job came from.
+REPLAYED_FROM: Final = "js-replayed-from"
+
+FAILURE_HEADERS: Final = (
+    ERROR_CATEGORY,
+    ERROR_CLASS,
+    ERROR_MESSAGE,
+    ERROR_STACK,
+    ORIGIN_TOPIC,
+    ORIGIN_PARTITION,
+    ORIGIN_OFFSET,
+    FIRST_FAILED_AT,
+    FAILED_AT,
+    WORKER,
+)
+
+MAX_MESSAGE_BYTES: Final = 1024
+MAX_STACK_BYTES: Final = 8192
+
+HeaderList = list[tuple[str, bytes]]
+
+
+def cut(text: str, limit: int) -> str:
+    """Cut text to at most `limit` UTF-8 bytes without splitting a character."""
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode("utf-8", "ignore") + "..."
+
+
+def encode_headers(headers: Mapping[str, str | int]) -> HeaderList:
+    return [(k, str(v).encode("utf-8")) for k, v in headers.items()]
+
+
+def decode_headers(raw: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """Header list -> dict. Undecodable bytes are replaced, never raised: a bad header must
+    reach the DLQ with the rest of its record, not crash the worker."""
+    out: dict[str, str] = {}
+    for k, v in raw or ():
+        out[k] = "" if v is None else v.decode("utf-8", "replace")
+    return out

@@ -1,0 +1,70 @@
+"""Test job module: every handler run is appended to the file named by JOBSTREAM_TEST_SINK
+(one JSON line: job id, key, seq, attempt, pid, time), an idempotent sink the tests audit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+from consumers import JobContext, PermanentError, RetryAfter, job
+
+_SINK = os.environ.get("JOBSTREAM_TEST_SINK", "/dev/null")
+
+
+def _record(payload: dict[str, Any], ctx: JobContext, started: float) -> None:
+    line = json.dumps(
+        {
+            "job_id": ctx.job_id,
+            "key": ctx.key,
+            "seq": payload["seq"],
+            "attempt": ctx.attempt,
+            "pid": os.getpid(),
+            "start": started,
+            "end": time.time(),
+            "topic": ctx.topic,
+            "trace_id": ctx.trace_id,
+            "not_before": ctx.headers.get("js-not-before"),
+        }
+    )
+    fd = os.open(_SINK, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())  # one write: atomic for lines this short
+    finally:
+        os.close(fd)
+
+
+def _behave(payload: dict[str, Any], ctx: JobContext) -> float:
+    b = payload["behaviour"]
+    name, _, arg = b.partition(":")
+    if name == "fail_until" and ctx.attempt < int(arg):
+        raise ConnectionError(f"downstream unavailable (attempt {ctx.attempt})")
+    if name == "permanent":
+        raise PermanentError("bad order")
+    if name == "retry_after" and ctx.attempt == 1:
+        raise RetryAfter(float(arg))
+    if name == "sleep_ms":
+        return int(arg) / 1000
+    if name == "hang":
+        return 3600.0
+    return 0.0
+
+
+@job("test.echo")
+def echo(payload: dict[str, Any], ctx: JobContext) -> None:
+    started = time.time()
+    delay = _behave(payload, ctx)
+    if delay:
+        time.sleep(delay)
+    _record(payload, ctx, started)
+
+
+@job("test.aecho")
+async def aecho(payload: dict[str, Any], ctx: JobContext) -> None:
+    started = time.time()
+    delay = _behave(payload, ctx)
+    if delay:
+        await asyncio.sleep(delay)
+    _record(payload, ctx, started)
