@@ -272,7 +272,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # returns the exit code instead of exiting
+        sys.exit(rc if isinstance(rc, int) else 0)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
@@ -296,4 +297,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the importable module's main, not this __main__ copy's: exception classes raised by
+    # other modules (consumers.cli.CliError) must be the ones main() catches.
+    from consumers.cli import main as _main
+
+    _main()

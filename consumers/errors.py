@@ -25,7 +25,11 @@ class JobTimeout(Exception):
     """The handler ran past its job type's timeout."""
 
 
-class WorkerFenced(RuntimeError):
+class WorkerError(RuntimeError):
+    """The worker cannot go on (missing topics, unreachable broker, lost writes): it stops."""
+
+
+class WorkerFenced(WorkerError):
     """Another worker took over this worker's partitions; this one must stop."""
 
 

@@ -22,7 +22,7 @@ from config.topics import JobTopics, base_of, job_topics, ledger_topic, tier_del
 from consumers.commit import Committer
 from consumers.context import JobContext
 from consumers.decode import Job, decode_record
-from consumers.errors import Failure, WorkerFenced, classify
+from consumers.errors import Failure, WorkerError, WorkerFenced, classify
 from consumers.executor import Executor, Task
 from consumers.health import Health
 from consumers.jobs import JobDef
@@ -132,6 +132,17 @@ class Worker:
 
     def subscribe(self) -> None:
         topics = sorted(self.job_of_topic)
+        try:
+            live = self.consumer.list_topics(timeout=15).topics
+        except Exception as e:
+            raise WorkerError(
+                f"broker unreachable at {self.settings.kafka.bootstrap_servers}: {e}"
+            ) from None
+        missing = [t for t in topics if t not in live]
+        missing += [ltp for ltp in {t.ledger for t in self.topics.values()} if ltp not in live]
+        if missing:
+            raise WorkerError(f"topics missing: {sorted(missing)}; create them with "
+                               "`jobstream topics apply`")
         self.consumer.subscribe(
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -192,8 +203,8 @@ class Worker:
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> int:
-        self.subscribe()
         try:
+            self.subscribe()
             while not self._stopping:
                 busy = any(ps.running or ps.queues.queued for ps in self.parts.values())
                 msgs = self.consumer.consume(500, timeout=0.005 if busy else 0.1)
@@ -207,6 +218,10 @@ class Worker:
             self.log.error("fenced", reason=str(e))
             self._close(commit=False)
             return 3
+        except WorkerError as e:
+            self.log.error("worker_error", reason=str(e))
+            self._close(commit=False)
+            return 1
         self._shutdown()
         return 0
 
@@ -245,7 +260,7 @@ class Worker:
             self.consumer.seek(TopicPartition(topic, partition, offset))
             return
         ps.offsets.track(job.offset)
-        self.log.debug("received", **self._fields(job))
+        self.log.info("received", **self._fields(job))
         if job.failure is not None:
             self._fail(ps, job, job.failure, None)
             return
@@ -266,7 +281,7 @@ class Worker:
         jd = self.jobs[job.job_type]
         ctx = self._context(job)
         ps.running += 1
-        self.log.debug("started", **self._fields(job))
+        self.log.info("started", **self._fields(job))
         self.executor.submit(
             Task(
                 jd.func,
@@ -351,7 +366,7 @@ class Worker:
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
                 # Unfinished offsets are never committed, so the job is redone, not lost.
-                raise WorkerFenced(f"could not write {out.topic}: {err.str()}")
+                raise WorkerError(f"could not write {out.topic}: {err.str()}")
             cur = self.parts.get(job.tp)
             if cur is not None and cur.gen == gen:
                 self._finish(cur, job.offset)

@@ -34,22 +34,44 @@ def main() -> int:
     print(f"== topics on {settings.kafka.bootstrap_servers}")
     for st in apply(settings, full_plan(settings, job_types)):
         print(f"   {st.spec.name:45} {st.action}")
-    env = {**os.environ, "JOBSTREAM_WORKER__HTTP_PORT": str(PORT), "JOBSTREAM_LOG__FORMAT": "json",
-           "JOBSTREAM_WORKER__GROUP_ID": "jobstream-demo"}
+    env = {
+        **os.environ,
+        "JOBSTREAM_WORKER__HTTP_PORT": str(PORT),
+        "JOBSTREAM_LOG__FORMAT": "json",
+        "JOBSTREAM_WORKER__GROUP_ID": "jobstream-demo",
+    }
     print("== starting a worker: jobstream worker --app examples.demo_jobs")
-    worker = subprocess.Popen([sys.executable, "-m", "consumers.cli", "worker", "--app",
-                               "examples.demo_jobs"], env=env, stderr=open("demo-worker.log", "w"))
+    with open("demo-worker.log", "w") as log:  # the child keeps its own descriptor
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "consumers.cli", "worker", "--app", "examples.demo_jobs"],
+            env=env,
+            stderr=log,
+        )
     run = uuid.uuid4().hex[:6]
     with Publisher(settings) as pub:
         for i in range(20):
-            pub.publish("orders.confirmation", {"order_id": f"o-{run}-{i}", "email": "a@example.com",
-                                                "total_cents": 1999 + i}, key=f"customer-{i % 4}")
-            pub.publish("media.thumbnail", {"image_id": f"img-{run}-{i}", "source_uri": "s3://b/x.png",
-                                            "width": 128, "height": 128})
-        pub.publish("reports.generate", {"account_id": "acme", "period": "2026-10",
-                                         "requested_by": "ops@example.com"})
-        pub.publish("orders.confirmation", {"order_id": f"bad-{run}", "email": "b@example.com",
-                                            "total_cents": -1})  # PermanentError -> DLQ
+            pub.publish(
+                "orders.confirmation",
+                {"order_id": f"o-{run}-{i}", "email": "a@example.com", "total_cents": 1999 + i},
+                key=f"customer-{i % 4}",
+            )
+            pub.publish(
+                "media.thumbnail",
+                {
+                    "image_id": f"img-{run}-{i}",
+                    "source_uri": "s3://b/x.png",
+                    "width": 128,
+                    "height": 128,
+                },
+            )
+        pub.publish(
+            "reports.generate",
+            {"account_id": "acme", "period": "2026-10", "requested_by": "ops@example.com"},
+        )
+        pub.publish(
+            "orders.confirmation",
+            {"order_id": f"bad-{run}", "email": "b@example.com", "total_cents": -1},
+        )  # PermanentError -> DLQ
     print("== published 42 jobs (one will be dead-lettered)")
     seen: dict[str, float] = {}
     deadline = time.time() + 60

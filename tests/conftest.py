@@ -64,3 +64,20 @@ def env(bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setenv("JOBSTREAM_KAFKA__BOOTSTRAP_SERVERS", bootstrap)
     monkeypatch.delenv("JOBSTREAM_CONFIG", raising=False)
     return {**os.environ, "JOBSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap}
+
+
+@pytest.fixture
+def stack_factory(tmp_path, bootstrap, unique):  # type: ignore[no-untyped-def]
+    """make(job={...}, worker={...}) -> an isolated Stack; its workers are stopped at the end."""
+    from tests.harness import make_stack
+
+    made = []
+
+    def make(**kw):  # type: ignore[no-untyped-def]
+        s = make_stack(tmp_path, bootstrap, unique + str(len(made)), **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop_all(timeout=20)

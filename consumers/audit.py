@@ -1,0 +1,120 @@
+"""The audit log of dead-letter operations: one JSON record per replay (dry runs included) and
+export in the `jobstream.audit` topic (1 partition, kept forever), read back by
+`jobstream audit list`."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from config.kafka import client_config
+from config.settings import Settings
+from config.topics import AUDIT_TOPIC
+from consumers.dlq import QUIET, DlqError, Filters, Reader, Result, list_topics
+
+AUDIT_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1"}
+
+
+def who() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers (no USER, uid not in passwd)
+        return "unknown"
+
+
+def ensure_audit_topic(settings: Settings, topics: dict[str, int] | None = None) -> None:
+    topics = list_topics(settings) if topics is None else topics
+    if AUDIT_TOPIC in topics:
+        return
+    admin = AdminClient(client_config(settings.kafka, logger=QUIET))
+    fut = admin.create_topics([NewTopic(AUDIT_TOPIC, 1, 1, config=AUDIT_CONFIG)],
+                              request_timeout=15)[AUDIT_TOPIC]
+    try:
+        fut.result(timeout=20)
+    except KafkaException as e:
+        err = e.args[0] if e.args else None
+        # Another operator's command may have created it a moment ago.
+        if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+            raise DlqError(f"cannot create {AUDIT_TOPIC}: {err}") from None
+
+
+def build_record(result: Result, filters: Filters, extra: dict[str, Any] | None = None,
+                 error: str | None = None) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "user": who(),
+        "host": socket.gethostname(),
+        "command": result.command,
+        "dry_run": result.dry_run,
+        "target": result.source,
+        "destination": result.destination,
+        "filters": filters.describe(),
+        "counts": {"matched": result.matched, "replayed": result.replayed,
+                   "skipped": result.skipped},
+        "offsets": {str(p): {"first": first, "last": last}
+                    for p, (first, last) in sorted(result.covered.items())},
+        "status": "failed" if error else "completed",
+    }
+    if error:
+        rec["error"] = error
+    rec.update({k: v for k, v in (extra or {}).items() if v is not None})
+    return rec
+
+
+def write_audit(settings: Settings, record: dict[str, Any]) -> None:
+    """Produce one audit record and wait for the broker to acknowledge it."""
+    from producers.publisher import Publisher
+
+    ensure_audit_topic(settings)
+    failures: list[str] = []
+    pub = Publisher(settings, producer_config={"logger": QUIET})
+    pub.send(AUDIT_TOPIC, str(record["command"]).encode(), json.dumps(record).encode(), [],
+             on_delivery=lambda err, _m: failures.append(err.str()) if err else None)
+    left = pub.flush(30)
+    if left or failures:
+        raise DlqError(f"audit record not written to {AUDIT_TOPIC}: "
+                       f"{failures[0] if failures else 'no acknowledgement within 30s'}")
+
+
+def record_operation(settings: Settings, result: Result, filters: Filters,
+                     extra: dict[str, Any] | None = None, error: str | None = None) -> None:
+    """Audit a finished (or failed) operation. When the operation itself failed, a failing
+    audit write must not hide that error, so it is dropped then."""
+    record = build_record(result, filters, extra, error)
+    try:
+        write_audit(settings, record)
+    except (DlqError, KafkaException):
+        if error is None:
+            raise
+
+
+def list_audit(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest `limit` audit records, oldest first; [] when nothing was audited yet."""
+    if AUDIT_TOPIC not in list_topics(settings):
+        return []
+    r = Reader(settings, AUDIT_TOPIC)
+    rows: list[tuple[int, int, dict[str, Any]]] = []
+    try:
+        bounds = r.bounds()
+        starts = {p: max(lo, hi - limit) for p, (lo, hi) in bounds.items()}
+        for dl in r.read(starts, {p: hi for p, (_, hi) in bounds.items()}):
+            try:
+                rec = json.loads(dl.value or b"")
+            except ValueError:
+                rec = {"error": "not a JSON audit record", "offset": dl.offset}
+            if not isinstance(rec, dict):
+                rec = {"error": "not a JSON object", "offset": dl.offset}
+            rows.append((dl.timestamp or 0, dl.offset, rec))
+    finally:
+        r.close()
+    rows.sort(key=lambda row: (row[0], row[1]))
+    return [rec for _, _, rec in rows[-limit:]]

@@ -1,0 +1,224 @@
+"""Test harness: an isolated topic set per test, real worker processes, and the sink they
+write every handler run to. Everything talks to the real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka import Consumer, TopicPartition
+
+from config.kafka import client_config
+from config.settings import Settings, load_settings
+from config.topics import job_topics
+from consumers.topics import apply, full_plan
+from producers import Publisher
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SCHEMAS = ROOT / "tests" / "schemas"
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    config_path: Path
+    sink: Path
+    tmp: Path
+    job_type: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def topics(self) -> Any:
+        return job_topics(self.job_type, self.settings.job(self.job_type))
+
+    @property
+    def group(self) -> str:
+        return self.settings.worker.group_id
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
+        env.update(
+            {
+                "JOBSTREAM_CONFIG": str(self.config_path),
+                "JOBSTREAM_TEST_SINK": str(self.sink),
+                "PYTHONPATH": str(ROOT),
+            }
+        )
+        env.update(extra)
+        return env
+
+    def publisher(self) -> Publisher:
+        return Publisher(self.settings)
+
+    def publish_many(
+        self, payloads: list[tuple[dict[str, Any], str | None]], **kw: Any
+    ) -> list[str]:
+        ids = []
+        with self.publisher() as pub:
+            for payload, key in payloads:
+                ids.append(pub.publish_async(self.job_type, payload, key=key, **kw))
+        return ids
+
+    def start_worker(
+        self, *args: str, log_name: str | None = None, **env: str
+    ) -> subprocess.Popen[bytes]:
+        log = self.tmp / (log_name or f"worker-{len(self.procs)}.log")
+        with open(log, "ab") as err:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "consumers.cli",
+                    "worker",
+                    "--app",
+                    "tests.apps.sink",
+                    "--job-type",
+                    self.job_type,
+                    *args,
+                ],
+                env=self.env(**env),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                cwd=ROOT,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def runs(self) -> list[dict[str, Any]]:
+        if not self.sink.exists():
+            return []
+        return [json.loads(line) for line in self.sink.read_text().splitlines() if line.strip()]
+
+    def wait_for(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return
+            for p in self.procs:
+                if p.poll() not in (None, 0, -9, -15):
+                    raise AssertionError(
+                        f"a worker died with {p.returncode} while waiting for "
+                        f"{what}; logs in {self.tmp}"
+                    )
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; logs in {self.tmp}")
+
+    def wait_runs(self, n: int, timeout: float = 60) -> list[dict[str, Any]]:
+        self.wait_for(
+            lambda: len({r["job_id"] for r in self.runs()}) >= n,
+            timeout,
+            f"{n} distinct jobs handled",
+        )
+        return self.runs()
+
+    def read_topic(self, topic: str, timeout: float = 10) -> list[Any]:
+        """Every committed record of a topic (read_committed), up to its end offsets."""
+        c = Consumer(
+            client_config(
+                self.settings.kafka,
+                **{
+                    "group.id": "test-reader",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                    "enable.partition.eof": True,
+                },
+            )
+        )
+        md = c.list_topics(topic, timeout=10).topics[topic]
+        parts = [TopicPartition(topic, p, 0) for p in md.partitions]
+        ends = {p.partition: c.get_watermark_offsets(p, timeout=10)[1] for p in parts}
+        c.assign(parts)
+        out: list[Any] = []
+        pending = {p for p, end in ends.items() if end > 0}
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for m in c.consume(500, timeout=0.5):
+                if m.error():
+                    pending.discard(m.partition())
+                    continue
+                out.append(m)
+                if m.offset() >= ends[m.partition()] - 1:
+                    pending.discard(m.partition())
+        c.close()
+        return out
+
+    def committed(self, topic: str) -> dict[int, int]:
+        c = Consumer(client_config(self.settings.kafka, **{"group.id": self.group}))
+        n = self.settings.job(self.job_type).partitions
+        res = c.committed([TopicPartition(topic, p) for p in range(n)], timeout=10)
+        c.close()
+        return {tp.partition: tp.offset for tp in res}
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        c = Consumer(client_config(self.settings.kafka, **{"group.id": "test-reader"}))
+        n = self.settings.job(self.job_type).partitions
+        out = {
+            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(n)
+        }
+        c.close()
+        return out
+
+    def stop_all(self, sig: int = signal.SIGTERM, timeout: float = 40) -> list[int | None]:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(sig)
+        codes = []
+        for p in self.procs:
+            try:
+                codes.append(p.wait(timeout))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes.append(None)
+        return codes
+
+
+def make_stack(
+    tmp: Path,
+    bootstrap: str,
+    unique: str,
+    *,
+    job_type: str = "test.echo",
+    job: dict[str, Any] | None = None,
+    worker: dict[str, Any] | None = None,
+    create: bool = True,
+) -> Stack:
+    job_cfg = {
+        "topic": f"t.{unique}.{job_type}",
+        "partitions": 6,
+        "retry_tiers": ["1s", "2s"],
+        "max_attempts": 4,
+        "timeout_s": 10,
+        **(job or {}),
+    }
+    worker_cfg = {
+        "group_id": f"g.{unique}",
+        "http_port": 0,
+        "commit_interval_ms": 200,
+        "shutdown_grace_s": 20,
+        "session_timeout_ms": 6000,
+        **(worker or {}),
+    }
+    data = {
+        "kafka": {"bootstrap_servers": bootstrap},
+        "schema_dirs": [str(TEST_SCHEMAS)],
+        "jobs": {job_type: job_cfg},
+        "worker": worker_cfg,
+        "log": {"format": "json"},
+    }
+    tmp = tmp / unique
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "jobstream.yaml"
+    path.write_text(yaml.safe_dump(data))
+    settings = load_settings(**{k: v for k, v in data.items()})
+    if create:
+        apply(settings, full_plan(settings, [job_type]))
+    return Stack(settings, path, tmp / "sink.jsonl", tmp, job_type)
