@@ -32,7 +32,7 @@ from consumers.offsets import PartitionOffsets
 from consumers.ordering import KeyQueues
 from consumers.protection import RateLimiter
 from consumers.routing import Outgoing, route_failure
-from producers.publisher import Publisher
+from producers.publisher import PayloadTooLarge, Publisher
 from schemas.registry import SchemaRegistry
 
 TP = tuple[str, int]
@@ -118,7 +118,9 @@ class Worker:
                 },
             )
         )
-        producer_conf: dict[str, Any] = {"linger.ms": 2}
+        # message.max.bytes: up to the broker's default topic limit, so a record that came in
+        # near the limit can still be dead-lettered with its (trimmed) failure headers.
+        producer_conf: dict[str, Any] = {"linger.ms": 2, "message.max.bytes": 1_048_588}
         if self.ws.mode is Mode.TRANSACTIONAL:
             producer_conf["transactional.id"] = f"jobstream-{self.group}-{self.worker_id}"
             producer_conf["transaction.timeout.ms"] = 10_000
@@ -373,14 +375,32 @@ class Worker:
             self._record_outcome(job, out, duration)
 
         self.committer.before_produce()
-        self.publisher.send(
-            out.topic,
-            out.key,
-            out.value,
-            out.headers,
-            partition=out.partition,
-            on_delivery=on_delivery,
-        )
+        try:
+            self.publisher.send(
+                out.topic,
+                out.key,
+                out.value,
+                out.headers,
+                partition=out.partition,
+                on_delivery=on_delivery,
+            )
+        except PayloadTooLarge as e:
+            if out.outcome not in ("retried", "dead_lettered"):
+                raise
+            # The original record plus full failure headers is over the topic's limit: keep
+            # the record's bytes, drop the stack and cut the message, let the broker decide,
+            # rather than crash on this record after every restart.
+            self.log.warning("failure_headers_trimmed", topic=out.topic, error=str(e))
+            slim = [(k, _slim(k, v)) for k, v in out.headers]
+            while True:
+                try:
+                    self.producer.produce(
+                        out.topic, out.value, out.key, headers=slim, partition=out.partition,
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    self.producer.poll(0.1)
 
     def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:
         jt = job.job_type or "unknown"
@@ -567,6 +587,16 @@ class Worker:
             "offset": job.offset,
             "trace_id": parts[1] if len(parts) == 4 else None,
         }
+
+
+def _slim(name: str, value: bytes) -> bytes:
+    from schemas import wire
+
+    if name == wire.ERROR_STACK:
+        return b""
+    if name == wire.ERROR_MESSAGE:
+        return wire.cut(value.decode("utf-8", "replace"), 256).encode("utf-8")
+    return value
 
 
 def _ms(duration: float | None) -> float | None:

@@ -238,7 +238,7 @@ class Publisher:
 
     def _describe_limit(self, topic: str) -> int:
         producer_limit = 1_000_000
-        admin = AdminClient(client_config(self.settings.kafka))
+        admin = AdminClient(client_config(self.settings.kafka, log_level=3))
         res = ConfigResource(ConfigResource.Type.TOPIC, topic)
         try:
             configs = admin.describe_configs([res], request_timeout=10)[res].result(timeout=15)

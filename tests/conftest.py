@@ -34,10 +34,10 @@ def bootstrap() -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
         return
-    from config.settings import BrokerSettings
+    from config.settings import load_settings
     from consumers.broker import BrokerError, LocalBroker
 
-    broker = LocalBroker(BrokerSettings())
+    broker = LocalBroker(load_settings().broker)
     started = False
     if not broker.is_up():
         try:

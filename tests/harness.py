@@ -135,7 +135,7 @@ class Stack:
         )
         md = c.list_topics(topic, timeout=10).topics[topic]
         parts = [TopicPartition(topic, p, 0) for p in md.partitions]
-        ends = {p.partition: c.get_watermark_offsets(p, timeout=10)[1] for p in parts}
+        ends = {p.partition: _watermark(c, p) for p in parts}
         c.assign(parts)
         out: list[Any] = []
         pending = {p for p, end in ends.items() if end > 0}
@@ -161,11 +161,10 @@ class Stack:
     def end_offsets(self, topic: str) -> dict[int, int]:
         c = Consumer(client_config(self.settings.kafka, **{"group.id": "test-reader"}))
         n = self.settings.job(self.job_type).partitions
-        out = {
-            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(n)
-        }
-        c.close()
-        return out
+        try:
+            return {p: _watermark(c, TopicPartition(topic, p)) for p in range(n)}
+        finally:
+            c.close()
 
     def stop_all(self, sig: int = signal.SIGTERM, timeout: float = 40) -> list[int | None]:
         for p in self.procs:
@@ -222,3 +221,15 @@ def make_stack(
     if create:
         apply(settings, full_plan(settings, [job_type]))
     return Stack(settings, path, tmp / "sink.jsonl", tmp, job_type)
+
+
+def _watermark(c: Consumer, tp: TopicPartition) -> int:
+    """High watermark, retried: right after topic creation a leader may not be known yet."""
+    for attempt in range(20):
+        try:
+            return int(c.get_watermark_offsets(tp, timeout=10)[1])
+        except Exception:
+            if attempt == 19:
+                raise
+            time.sleep(0.25)
+    raise AssertionError("unreachable")
