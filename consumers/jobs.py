@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +51,9 @@ def registered() -> dict[str, JobDef]:
 
 def load_app(module: str) -> dict[str, JobDef]:
     """Import the job module (which registers handlers) and return the registry."""
+    # The service's package is usually in the working directory, as with `python -m`.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         importlib.import_module(module)
     except ModuleNotFoundError as e:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from types import FrameType
 
 from config.logging import configure_logging, get_logger
@@ -21,9 +20,6 @@ def run_worker(
 ) -> int:
     configure_logging(settings.log)
     log = get_logger("jobstream.runner")
-    # The job module's directory (usually the cwd) must be importable, as with `python -m`.
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     jobs = load_app(module)
     if job_types:
         unknown = sorted(set(job_types) - set(jobs))
