@@ -22,8 +22,13 @@ from tests.harness import ROOT, Stack
 def test_publish_and_read_back_with_all_headers(stack_factory) -> None:
     stack: Stack = stack_factory()
     with stack.publisher() as pub:
-        jid = pub.publish(stack.job_type, {"seq": 7, "behaviour": "ok"}, key="cust-1",
-                          parent_job_id="parent-1", headers={"x-tenant": "acme"})
+        jid = pub.publish(
+            stack.job_type,
+            {"seq": 7, "behaviour": "ok"},
+            key="cust-1",
+            parent_job_id="parent-1",
+            headers={"x-tenant": "acme"},
+        )
         keyless = pub.publish(stack.job_type, {"seq": 8})
     msgs = {dict(m.headers())[wire.JOB_ID].decode(): m for m in stack.read_topic(stack.topics.main)}
     m = msgs[jid]
@@ -43,10 +48,17 @@ def test_v1_data_reads_as_v2(bootstrap: str) -> None:
     reg = SchemaRegistry.from_dirs()
     v1 = reg.get("orders.confirmation", 1)
     buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, v1.parsed, {"order_id": "o-1", "email": "a@b.c", "total_cents": 5})
+    fastavro.schemaless_writer(
+        buf, v1.parsed, {"order_id": "o-1", "email": "a@b.c", "total_cents": 5}
+    )
     out = reg.decode("orders.confirmation", 1, buf.getvalue())
-    assert out == {"order_id": "o-1", "email": "a@b.c", "total_cents": 5, "currency": "EUR",
-                   "locale": None}
+    assert out == {
+        "order_id": "o-1",
+        "email": "a@b.c",
+        "total_cents": 5,
+        "currency": "EUR",
+        "locale": None,
+    }
 
 
 def test_invalid_payloads_rejected_and_nothing_sent(stack_factory) -> None:
@@ -66,21 +78,35 @@ def test_invalid_payloads_rejected_and_nothing_sent(stack_factory) -> None:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "consumers.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "consumers.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        timeout=120,
+    )
 
 
 def test_schemas_check_catches_incompatible_version(tmp_path: Path) -> None:
     d = tmp_path / "schemas" / "shop.refund"
     d.mkdir(parents=True)
-    base = {"type": "record", "name": "Refund", "doc": "d", "fields": [
-        {"name": "order_id", "type": "string", "doc": "d"}]}
+    base = {
+        "type": "record",
+        "name": "Refund",
+        "doc": "d",
+        "fields": [{"name": "order_id", "type": "string", "doc": "d"}],
+    }
     (d / "v1.avsc").write_text(json.dumps(base))
-    ok = _cli("schemas", "check", env={"JOBSTREAM_SCHEMA_DIRS": json.dumps([str(tmp_path / "schemas")])})
+    ok = _cli(
+        "schemas", "check", env={"JOBSTREAM_SCHEMA_DIRS": json.dumps([str(tmp_path / "schemas")])}
+    )
     assert ok.returncode == 0, ok.stderr
     bad = {**base, "fields": [*base["fields"], {"name": "amount", "type": "long", "doc": "d"}]}
     (d / "v2.avsc").write_text(json.dumps(bad))
-    res = _cli("schemas", "check", env={"JOBSTREAM_SCHEMA_DIRS": json.dumps([str(tmp_path / "schemas")])})
+    res = _cli(
+        "schemas", "check", env={"JOBSTREAM_SCHEMA_DIRS": json.dumps([str(tmp_path / "schemas")])}
+    )
     assert res.returncode == 1
     assert "shop.refund v1 -> v2" in res.stderr and "amount" in res.stderr
     assert "Traceback" not in res.stderr
@@ -96,8 +122,13 @@ def test_publish_cli_and_errors(stack_factory) -> None:
     assert bad.returncode == 1 and "payload.seq" in bad.stderr and "Traceback" not in bad.stderr
     bad_json = _cli("publish", stack.job_type, "--json", "{", env=env)
     assert bad_json.returncode == 1 and "not valid JSON" in bad_json.stderr
-    bad_setting = _cli("publish", stack.job_type, "--json", "{}",
-                       env={**env, "JOBSTREAM_WORKER__MAX_IN_FLIGHT": "lots"})
+    bad_setting = _cli(
+        "publish",
+        stack.job_type,
+        "--json",
+        "{}",
+        env={**env, "JOBSTREAM_WORKER__MAX_IN_FLIGHT": "lots"},
+    )
     assert bad_setting.returncode == 1 and "worker.max_in_flight" in bad_setting.stderr
 
 

@@ -1,0 +1,130 @@
+"""Metrics, health endpoints and lifecycle logs of a real worker process."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+
+from prometheus_client import CollectorRegistry
+
+from consumers.health import Health, HealthServer
+from tests.harness import Stack
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def _metric(body: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in body.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_match_what_happened(stack_factory) -> None:
+    port = _free_port()
+    stack: Stack = stack_factory(worker={"http_port": port}, job={"max_attempts": 2})
+    jt = stack.job_type
+    stack.publish_many([({"seq": i, "behaviour": "ok"}, f"k{i}") for i in range(20)])
+    stack.publish_many(
+        [
+            ({"seq": 0, "behaviour": "fail_until:2"}, "r1"),
+            ({"seq": 0, "behaviour": "fail_until:2"}, "r2"),
+        ]
+    )
+    stack.publish_many([({"seq": 0, "behaviour": "permanent"}, "p1")])
+    stack.publish_many([({"seq": i, "behaviour": "ok"}, "dup") for i in range(3)], job_id="dup-1")
+    stack.start_worker()
+    stack.wait_for(lambda: _get(port, "/readyz")[0] == 200, 60, "ready")
+    want = {"succeeded": 23, "retried": 2, "dead_lettered": 1, "deduplicated": 2}
+
+    def done() -> bool:
+        body = _get(port, "/metrics")[1]
+        return all(
+            _metric(body, "jobstream_jobs_total", job_type=jt, outcome=o) >= n
+            for o, n in want.items()
+        )
+
+    stack.wait_for(done, 60, f"metrics {want}")
+    time.sleep(1)
+    body = _get(port, "/metrics")[1]
+    for outcome, n in want.items():
+        assert _metric(body, "jobstream_jobs_total", job_type=jt, outcome=outcome) == n, outcome
+    assert _metric(body, "jobstream_retries_total", job_type=jt, tier="1s") == 2
+    assert (
+        _metric(body, "jobstream_job_duration_seconds_count", job_type=jt) == 26
+    )  # 23 ok + 3 failed runs
+    assert _metric(body, "jobstream_job_latency_seconds_count", job_type=jt) >= 23
+    assert _metric(body, "jobstream_rebalances_total") >= 1
+    assert "jobstream_in_flight" in body and "jobstream_ledger_entries" in body
+    stack.wait_for(lambda: "jobstream_consumer_lag{" in _get(port, "/metrics")[1], 15, "lag gauge")
+    assert _get(port, "/healthz")[0] == 200
+
+
+def test_lifecycle_logs_carry_one_trace_id(stack_factory) -> None:
+    stack: Stack = stack_factory(job={"max_attempts": 2})
+    [jid] = stack.publish_many([({"seq": 0, "behaviour": "fail_until:9"}, "t")])
+    stack.start_worker()
+    log = stack.tmp / "worker-0.log"
+    stack.wait_for(lambda: '"dead_lettered"' in log.read_text(), 60, "dead letter")
+    events = [json.loads(line) for line in log.read_text().splitlines() if jid in line]
+    steps = [e["event"] for e in events]
+    for step in ("received", "started", "failed", "retried", "dead_lettered"):
+        assert step in steps, steps
+    assert len({e["trace_id"] for e in events}) == 1 and events[0]["trace_id"]
+    for e in events:
+        assert {"job_id", "job_type", "attempt", "topic", "partition", "offset"} <= e.keys()
+
+
+def test_readyz_false_before_assignment_and_healthz_detects_a_stuck_loop() -> None:
+    health = Health(stall_after_s=0.5)
+    server = HealthServer("127.0.0.1", 0, health, CollectorRegistry())
+    server.start()
+    try:
+        assert _get(server.port, "/readyz")[0] == 503
+        assert _get(server.port, "/healthz")[0] == 200
+        health.ready = True
+        assert _get(server.port, "/readyz")[0] == 200
+        time.sleep(0.8)  # no beat: the poll loop is stuck
+        code, body = _get(server.port, "/healthz")
+        assert code == 503 and "stalled" in body
+        assert _get(server.port, "/readyz")[0] == 503
+        health.beat()
+        assert _get(server.port, "/healthz")[0] == 200
+    finally:
+        server.stop()
+
+
+def test_worker_readyz_turns_true_after_assignment(stack_factory) -> None:
+    port = _free_port()
+    stack: Stack = stack_factory(worker={"http_port": port})
+    stack.start_worker()
+    seen = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        code, _ = _get(port, "/readyz")
+        if code:
+            seen.add(code)
+        if code == 200:
+            break
+        time.sleep(0.05)
+    assert 200 in seen
