@@ -13,9 +13,8 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from producers import PayloadTooLarge, Publisher
-from schemas import PayloadError, SchemaRegistry, UnknownJobType
-from schemas import wire
+from producers import PayloadTooLarge
+from schemas import PayloadError, SchemaRegistry, UnknownJobType, wire
 from tests.harness import ROOT, Stack
 
 
