@@ -143,8 +143,9 @@ class Worker:
         missing = [t for t in topics if t not in live]
         missing += [ltp for ltp in {t.ledger for t in self.topics.values()} if ltp not in live]
         if missing:
-            raise WorkerError(f"topics missing: {sorted(missing)}; create them with "
-                               "`jobstream topics apply`")
+            raise WorkerError(
+                f"topics missing: {sorted(missing)}; create them with `jobstream topics apply`"
+            )
         self.consumer.subscribe(
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -391,11 +392,15 @@ class Worker:
             # the record's bytes, drop the stack and cut the message, let the broker decide,
             # rather than crash on this record after every restart.
             self.log.warning("failure_headers_trimmed", topic=out.topic, error=str(e))
-            slim = [(k, _slim(k, v)) for k, v in out.headers]
+            slim: list[tuple[str, str | bytes | None]] = [(k, _slim(k, v)) for k, v in out.headers]
             while True:
                 try:
                     self.producer.produce(
-                        out.topic, out.value, out.key, headers=slim, partition=out.partition,
+                        out.topic,
+                        out.value,
+                        out.key,
+                        headers=slim,
+                        partition=out.partition,
                         on_delivery=on_delivery,
                     )
                     break
