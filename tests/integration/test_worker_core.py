@@ -92,3 +92,16 @@ def test_handler_longer_than_max_poll_interval_causes_no_rebalance(stack_factory
     log = (stack.tmp / "worker-0.log").read_text()
     assert '"event": "revoked"' not in log and '"event": "fenced"' not in log
     assert log.count('"event": "assigned"') == 1
+
+
+def test_key_ordered_concurrency_is_ten_times_sequential(stack_factory) -> None:
+    """64 in flight, handlers sleeping 20 ms: at least 10x the sequential 50 jobs/s."""
+    stack: Stack = stack_factory(worker={"max_in_flight": 64})
+    n = 1200
+    stack.publish_many([({"seq": 0, "behaviour": "sleep_ms:20"}, f"k{i}") for i in range(n)])
+    stack.start_worker()
+    runs = stack.wait_runs(n, timeout=120)
+    span = max(r["end"] for r in runs) - min(r["start"] for r in runs)
+    rate = n / span
+    print(f"\nI/O-bound: {rate:.0f} jobs/s with 64 in flight = {rate / 50:.1f}x sequential")
+    assert rate >= 500, f"{rate:.0f} jobs/s is below 10x the sequential rate (500/s)"
