@@ -74,24 +74,28 @@ def restore_partitions(
         )
     )
     try:
-        remaining: set[LedgerTP] = set()
+        # Read up to the high watermark taken now, not just to the first end-of-partition: with
+        # read_committed that end is the last stable offset, which a crashed worker's dangling
+        # transaction holds back until it times out, hiding entries committed after it.
+        ends: dict[LedgerTP, int] = {}
         assign = []
         for topic, p in wanted:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
             if high > low:
-                remaining.add((topic, p))
+                ends[(topic, p)] = high
                 assign.append(TopicPartition(topic, p, OFFSET_BEGINNING))
         consumer.assign(assign)
         cutoff = int(time.time() * 1000) - ttl_ms
-        while remaining and not (stop and stop.is_set()):
+        while ends and not (stop and stop.is_set()):
             for msg in consumer.consume(1000, timeout=0.5):
                 tp = (msg.topic() or "", msg.partition() or 0)
                 err = msg.error()
                 if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        remaining.discard(tp)
-                        continue
-                    raise RuntimeError(f"ledger restore of {tp[0]}[{tp[1]}] failed: {err.str()}")
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(
+                            f"ledger restore of {tp[0]}[{tp[1]}] failed: {err.str()}"
+                        )
+                    continue
                 value = msg.value()
                 key = msg.key()
                 if value is None or key is None:
@@ -99,6 +103,9 @@ def restore_partitions(
                 entry = decode_entry(value)
                 if entry and entry["status"] == SUCCEEDED and entry["finished_at"] >= cutoff:
                     views[tp].add(key.decode("utf-8", "replace"), entry["finished_at"])
+            for tpo in consumer.position([TopicPartition(t, p) for t, p in ends]):
+                if tpo.offset >= ends[(tpo.topic, tpo.partition)]:
+                    del ends[(tpo.topic, tpo.partition)]
     finally:
         consumer.close()
     return views
