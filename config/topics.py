@@ -57,6 +57,10 @@ class TopicSpec:
     config: dict[str, str]
 
 
+# The audit log of dead-letter operations: one partition keeps it in order, kept forever.
+AUDIT_SPEC = TopicSpec(AUDIT_TOPIC, "audit", 1, {"cleanup.policy": "delete", "retention.ms": "-1"})
+
+
 @dataclass(frozen=True)
 class JobTopics:
     job_type: str

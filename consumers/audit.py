@@ -17,10 +17,8 @@ from confluent_kafka.cimpl import NewTopic
 
 from config.kafka import client_config
 from config.settings import Settings
-from config.topics import AUDIT_TOPIC
+from config.topics import AUDIT_SPEC, AUDIT_TOPIC
 from consumers.dlq import QUIET, DlqError, Filters, Reader, Result, list_topics
-
-AUDIT_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1"}
 
 
 def who() -> str:
@@ -35,7 +33,8 @@ def ensure_audit_topic(settings: Settings, topics: dict[str, int] | None = None)
     if AUDIT_TOPIC in topics:
         return
     admin = AdminClient(client_config(settings.kafka, logger=QUIET))
-    fut = admin.create_topics([NewTopic(AUDIT_TOPIC, 1, 1, config=AUDIT_CONFIG)],
+    spec = AUDIT_SPEC
+    fut = admin.create_topics([NewTopic(spec.name, spec.partitions, 1, config=spec.config)],
                               request_timeout=15)[AUDIT_TOPIC]
     try:
         fut.result(timeout=20)

@@ -26,6 +26,7 @@ from config.durations import format_duration, parse_duration
 from config.kafka import client_config
 from config.settings import Settings
 from config.topics import DLQ_SUFFIX, RETRY_MARK, base_of, dlq_topic, main_topic, retry_topic
+from consumers.protection import RateLimiter, acquire_blocking
 from consumers.retry import Category
 from schemas import wire
 from schemas.registry import DecodeError, SchemaRegistry, UnknownJobType
@@ -534,22 +535,6 @@ class ReplayPlan:
         return sum(max(0, e - self.starts.get(p, 0)) for p, e in self.ends.items())
 
 
-class _Pacer:
-    """At most `rate` sends per second, evenly spaced (no bursts after a pause)."""
-
-    def __init__(self, rate: float | None) -> None:
-        self.interval = 1.0 / rate if rate else 0.0
-        self.next = time.monotonic()
-
-    def wait(self) -> None:
-        if not self.interval:
-            return
-        now = time.monotonic()
-        if self.next > now:
-            time.sleep(self.next - now)
-        self.next = max(self.next, now) + self.interval
-
-
 def replay_group(dlq: str, to: str) -> str:
     return f"jobstream-replay.{dlq}.{to}"
 
@@ -630,7 +615,8 @@ def _run_replay(r: Reader, pub: Any, plan: ReplayPlan, filters: Filters, limit: 
     positions: dict[int, int] = {}  # partition -> next offset to read (what we commit)
     unacked = 0
     last_checkpoint = time.monotonic()
-    pacer = _Pacer(rate)
+    # burst=1: evenly spaced sends, no burst after a pause.
+    limiter = RateLimiter(rate, burst=1) if rate else None
 
     def on_delivery(err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
@@ -658,7 +644,8 @@ def _run_replay(r: Reader, pub: Any, plan: ReplayPlan, filters: Filters, limit: 
             result.matched += 1
             if pub is not None:
                 not_before = None if delay is None else int((time.time() + delay) * 1000)
-                pacer.wait()
+                if limiter is not None:
+                    acquire_blocking(limiter)
                 pub.send(plan.destination, dl.key, dl.value,
                          replay_headers(dl.raw_headers, dl.ref, not_before),
                          partition=dl.partition, on_delivery=on_delivery)

@@ -7,6 +7,8 @@ Sliding windows are bucketed counts: memory stays fixed whatever the job rate.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from enum import StrEnum
 
 
@@ -76,6 +78,16 @@ class RateLimiter:
         """Seconds until try_acquire would succeed (0 when it would now)."""
         self._refill(now)
         return max(0.0, (1 - self._tokens) / self._rate)
+
+
+def acquire_blocking(
+    limiter: RateLimiter,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Wait until the limiter grants a token (for loops that may simply sleep, e.g. a replay)."""
+    while not limiter.try_acquire(clock()):
+        sleep(limiter.delay_until_available(clock()))
 
 
 class BreakerState(StrEnum):

@@ -15,7 +15,7 @@ from confluent_kafka.admin import (
 
 from config.kafka import client_config
 from config.settings import Settings
-from config.topics import AUDIT_TOPIC, TopicSpec, topic_plan
+from config.topics import AUDIT_SPEC, TopicSpec, topic_plan
 
 
 class TopicPlanError(RuntimeError):
@@ -35,9 +35,7 @@ def full_plan(settings: Settings, job_types: list[str]) -> list[TopicSpec]:
     plan: list[TopicSpec] = []
     for jt in job_types:
         plan += topic_plan(jt, settings)
-    plan.append(
-        TopicSpec(AUDIT_TOPIC, "audit", 1, {"cleanup.policy": "delete", "retention.ms": "-1"})
-    )
+    plan.append(AUDIT_SPEC)
     return plan
 
 

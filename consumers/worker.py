@@ -33,6 +33,7 @@ from consumers.ordering import KeyQueues
 from consumers.protection import RateLimiter
 from consumers.routing import Outgoing, route_failure
 from producers.publisher import PayloadTooLarge, Publisher
+from schemas import wire
 from schemas.registry import SchemaRegistry
 
 TP = tuple[str, int]
@@ -392,20 +393,16 @@ class Worker:
             # the record's bytes, drop the stack and cut the message, let the broker decide,
             # rather than crash on this record after every restart.
             self.log.warning("failure_headers_trimmed", topic=out.topic, error=str(e))
-            slim: list[tuple[str, str | bytes | None]] = [(k, _slim(k, v)) for k, v in out.headers]
-            while True:
-                try:
-                    self.producer.produce(
-                        out.topic,
-                        out.value,
-                        out.key,
-                        headers=slim,
-                        partition=out.partition,
-                        on_delivery=on_delivery,
-                    )
-                    break
-                except BufferError:
-                    self.producer.poll(0.1)
+            slim = [(k, _slim(k, v)) for k, v in out.headers]
+            self.publisher.send(
+                out.topic,
+                out.key,
+                out.value,
+                slim,
+                partition=out.partition,
+                on_delivery=on_delivery,
+                check_size=False,
+            )
 
     def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:
         jt = job.job_type or "unknown"
@@ -548,7 +545,6 @@ class Worker:
             self.log.error("final_commit_failed", reason=str(e))
         self.ledger.close()
         try:
-            self.parts_before_close = len(self.parts)
             self.consumer.close()  # leaves the group (revoke callback commits nothing new)
         except Exception as e:
             self.log.warning("close_failed", error=str(e))
@@ -558,8 +554,6 @@ class Worker:
 
     def _context(self, job: Job) -> JobContext:
         h = job.headers
-        from schemas import wire
-
         tp_header = h.get(wire.TRACEPARENT)
         ctx = JobContext(
             job_id=job.job_id,
@@ -578,8 +572,6 @@ class Worker:
         return ctx
 
     def _fields(self, job: Job) -> dict[str, Any]:
-        from schemas import wire
-
         tp = job.headers.get(wire.TRACEPARENT, "")
         parts = tp.split("-")
         return {
@@ -595,8 +587,6 @@ class Worker:
 
 
 def _slim(name: str, value: bytes) -> bytes:
-    from schemas import wire
-
     if name == wire.ERROR_STACK:
         return b""
     if name == wire.ERROR_MESSAGE:

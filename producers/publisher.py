@@ -201,12 +201,14 @@ class Publisher:
         *,
         partition: int | None = None,
         on_delivery: DeliveryCallback | None = None,
+        check_size: bool = True,
     ) -> None:
-        """Produce one prepared record (the worker routes retries and dead letters with this)."""
+        """Produce one prepared record (the worker routes retries and dead letters with this).
+        check_size=False leaves the size check to the broker (a last-resort send)."""
         if self._closed:
             raise PublishError("publisher is closed")
         size = len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
-        limit = self.max_record_bytes(topic)
+        limit = self.max_record_bytes(topic) if check_size else size + _FRAMING_BYTES
         if size + _FRAMING_BYTES > limit:
             raise PayloadTooLarge(
                 f"record for {topic} is {size} bytes; the topic accepts at most "

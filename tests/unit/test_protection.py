@@ -121,3 +121,20 @@ def test_window_memory_is_fixed() -> None:
     for i in range(10_000):
         guard.record(False, i * 0.001)
     assert len(guard._window._totals) == 10
+
+
+def test_acquire_blocking_spaces_sends_evenly_with_burst_one() -> None:
+    from consumers.protection import RateLimiter, acquire_blocking
+
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    limiter = RateLimiter(4.0, burst=1)
+    for _ in range(5):
+        acquire_blocking(limiter, clock=lambda: now[0], sleep=sleep)
+    assert abs(now[0] - 101.0) < 1e-6  # first at once, then one every 0.25 s
+    assert all(abs(s - 0.25) < 1e-6 for s in slept)
