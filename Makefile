@@ -31,11 +31,10 @@ test-unit: venv
 demo: venv
 	scripts/with-broker.sh $(BIN)/python -m examples.demo
 
-chaos: venv
-	scripts/with-broker.sh $(BIN)/python -m pytest tests/chaos -q -p no:cacheprovider --chaos-full
-
-bench: venv
-	scripts/with-broker.sh $(BIN)/python -m benchmarks.run
+# Not built yet (fault suite and side-by-side benchmarks): say so instead of a confusing error.
+chaos bench:
+	@echo "make $@: not written yet; see the open issues for the fault suite and benchmarks" >&2
+	@exit 1
 
 broker-start: venv
 	$(BIN)/jobstream broker start
