@@ -17,7 +17,13 @@ import contextlib
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from config.settings import Mode
-from consumers.errors import WorkerFenced
+from consumers.errors import WorkerError, WorkerFenced
+
+
+class CommitAborted(WorkerError):
+    """This interval's work was not committed (e.g. the commit raced a rebalance and the group
+    generation moved on). Nothing of it is visible; the worker rewinds to the last commit."""
+
 
 Offsets = dict[tuple[str, int], int]
 
@@ -45,8 +51,8 @@ class Committer:
 
     def commit(self, offsets: Offsets) -> None:
         """Make produced records and `offsets` durable together. Raises WorkerFenced when this
-        worker must stop (fenced, fatal or aborted transaction: its work will be redone by the
-        partitions' new owners from the last commit)."""
+        worker must stop (its producer is fenced or in a fatal state), CommitAborted when the
+        interval failed but the worker can redo it from the last commit."""
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         if self.mode is Mode.AT_LEAST_ONCE:
             remaining = self.producer.flush(self.timeout_s)
@@ -59,7 +65,9 @@ class Committer:
                     err = e.args[0]
                     if isinstance(err, KafkaError) and err.code() == KafkaError._NO_OFFSET:
                         return
-                    raise WorkerFenced(f"offset commit failed: {err}") from None
+                    if isinstance(err, KafkaError) and err.fatal():
+                        raise WorkerFenced(f"offset commit failed: {err}") from None
+                    raise CommitAborted(f"offset commit failed: {err}") from None
             return
         if not tps and not self.in_txn:
             return
@@ -87,8 +95,9 @@ class Committer:
         except KafkaException as e:
             err = e.args[0]
             self.abort()
-            kind = "fenced" if _is_fencing(err) else "transaction failed"
-            raise WorkerFenced(f"{kind}: {err}") from None
+            if _is_fencing(err):
+                raise WorkerFenced(f"fenced: {err}") from None
+            raise CommitAborted(f"transaction aborted: {err}") from None
 
 
 def _is_fencing(err: object) -> bool:
@@ -98,7 +107,5 @@ def _is_fencing(err: object) -> bool:
         KafkaError._FENCED,
         KafkaError.PRODUCER_FENCED,
         KafkaError.INVALID_PRODUCER_EPOCH,
-        KafkaError.ILLEGAL_GENERATION,
-        KafkaError.UNKNOWN_MEMBER_ID,
         KafkaError.FENCED_INSTANCE_ID,
     )

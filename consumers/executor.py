@@ -111,7 +111,13 @@ class Executor:
         """Report sync tasks past their timeout as failed and replace their threads."""
         now = now or time.monotonic()
         with self._mutex:
-            late = [t for t in self._running.values() if now - t.started > t.timeout_s]
+            # Only tasks a thread has picked up: one still queued behind busy threads has not
+            # started, so its time is not running yet.
+            late = [
+                t
+                for t in self._running.values()
+                if t.thread is not None and now - t.started > t.timeout_s
+            ]
             for t in late:
                 self._running.pop(id(t), None)
         for t in late:

@@ -13,13 +13,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from config.kafka import client_config
 from config.logging import get_logger
 from config.settings import JobTypeSettings, Mode, Settings
 from config.topics import JobTopics, base_of, job_topics, ledger_topic, tier_delay
-from consumers.commit import Committer
+from consumers.commit import CommitAborted, Committer
 from consumers.context import JobContext
 from consumers.decode import Job, decode_record
 from consumers.errors import Failure, WorkerError, WorkerFenced, classify
@@ -489,6 +489,10 @@ class Worker:
                 offsets[tp] = off
         try:
             self.committer.commit(offsets)
+        except CommitAborted as e:
+            self.log.warning("commit_aborted", reason=str(e))
+            self._rewind()
+            return
         except WorkerFenced:
             self.ledger.aborted()
             raise
@@ -497,6 +501,34 @@ class Worker:
             self.parts[tp].offsets.mark_committed(off)
         self._finished_since_commit = 0
         self._last_commit = time.monotonic()
+
+    def _rewind(self) -> None:
+        """Nothing since the last commit became visible: redo it. Every owned partition goes
+        back to its committed offset with fresh state; results of jobs still running belong to
+        the old generation and are ignored."""
+        self.ledger.aborted()
+        self._waiting.clear()
+        self._deferred.clear()
+        self._finished_since_commit = 0
+        self._last_commit = time.monotonic()
+        if not self.parts:
+            return
+        try:
+            committed = self.consumer.committed(
+                [TopicPartition(*tp) for tp in self.parts], timeout=10
+            )
+            for tpo in committed:
+                tp = (tpo.topic, tpo.partition)
+                old = self.parts[tp]
+                self._gen += 1
+                self.parts[tp] = PartitionState(
+                    tp, old.job_type, old.ledger_tp, old.is_tier, self._gen, paused=old.paused
+                )
+                start = tpo.offset if tpo.offset >= 0 else OFFSET_BEGINNING
+                self.consumer.seek(TopicPartition(tpo.topic, tpo.partition, start))
+        except Exception as e:
+            # Could not move back: stop rather than skip records (nothing was committed).
+            raise WorkerError(f"cannot rewind after an aborted commit: {e}") from None
 
     def _refresh_gauges(self) -> None:
         self.metrics.in_flight.set(sum(ps.in_flight for ps in self.parts.values()))

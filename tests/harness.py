@@ -142,12 +142,11 @@ class Stack:
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
             for m in c.consume(500, timeout=0.5):
-                if m.error():
-                    pending.discard(m.partition())
-                    continue
-                out.append(m)
-                if m.offset() >= ends[m.partition()] - 1:
-                    pending.discard(m.partition())
+                if not m.error():  # end-of-partition may be a dangling transaction's LSO
+                    out.append(m)
+            for tpo in c.position([TopicPartition(topic, p) for p in pending]):
+                if tpo.offset >= ends[tpo.partition]:
+                    pending.discard(tpo.partition)
         c.close()
         return out
 

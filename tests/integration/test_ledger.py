@@ -96,6 +96,13 @@ def test_sigkill_repeatedly_no_run_after_recorded_completion(stack_factory) -> N
     assert {r["job_id"] for r in runs} == set(ids)
     # Completion recorded = ledger record committed. A run that started after the job's
     # ledger record was committed would be a dedup failure.
+    # The last interval's transaction commits shortly after the last run; a killed worker's
+    # dangling transaction can hide it from read_committed readers until it times out.
+    stack.wait_for(
+        lambda: len({m.key() for m in stack.read_topic(stack.topics.ledger, 30)}) >= n,
+        90,
+        "every completion recorded in the ledger",
+    )
     recorded_at = {}
     for m in stack.read_topic(stack.topics.ledger, timeout=30):
         entry = decode_entry(m.value())
