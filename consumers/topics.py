@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
@@ -100,6 +101,7 @@ def apply(settings: Settings, plan: list[TopicSpec], timeout: float = 30.0) -> l
                     isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS
                 ):
                     raise TopicPlanError(f"cannot create {name}: {err}") from None
+        _wait_usable(admin, [s.name for s in missing], timeout)
     for s in states:
         if not s.exists:
             out.append(TopicState(s.spec, True, s.spec.partitions, {}, "created"))
@@ -119,3 +121,23 @@ def apply(settings: Settings, plan: list[TopicSpec], timeout: float = 30.0) -> l
         else:
             out.append(s)
     return out
+
+
+def _wait_usable(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """Creation is acknowledged by the controller before every broker serves the topic: wait
+    until each can be described, so that `apply` returning means the topics can be used."""
+    deadline = time.monotonic() + timeout
+    pending = list(names)
+    while pending:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in pending]
+        still = []
+        for res, fut in admin.describe_configs(resources, request_timeout=timeout).items():
+            try:
+                fut.result(timeout=timeout)
+            except KafkaException:
+                still.append(res.name)
+        pending = still
+        if pending:
+            if time.monotonic() > deadline:
+                raise TopicPlanError(f"topics created but not usable after {timeout}s: {pending}")
+            time.sleep(0.1)
