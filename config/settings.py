@@ -73,6 +73,27 @@ class KafkaSettings(_Model):
         return v
 
 
+class CircuitBreakerSettings(_Model):
+    """Circuit breaker for one job type: opens when `failure_ratio` of the handler runs in the
+    last `window_s` failed (transient or timeout; at least `min_calls` runs), pauses the job
+    type's partitions, and lets one probe through after `cooldown_s`."""
+
+    failure_ratio: float = Field(0.5, gt=0, le=1)
+    window_s: float = Field(30.0, gt=0)
+    min_calls: int = Field(20, ge=1)
+    cooldown_s: float = Field(30.0, ge=0)
+
+
+class DlqGuardSettings(_Model):
+    """Stops the worker (exit code 4) when more than `max_ratio` of the jobs finished in the
+    last `window_s` were dead-lettered (at least `min_jobs`): a bad deploy or schema change,
+    not bad jobs. Other workers, or the previous release, take the partitions over."""
+
+    max_ratio: float = Field(0.5, gt=0, lt=1)
+    window_s: float = Field(60.0, gt=0)
+    min_jobs: int = Field(50, ge=1)
+
+
 class JobTypeSettings(_Model):
     topic: str | None = None  # default jobs.<job_type>
     partitions: int = Field(6, ge=1, le=10_000)
@@ -83,6 +104,7 @@ class JobTypeSettings(_Model):
     concurrency: int | None = Field(None, ge=1)
     rate_limit: float | None = Field(None, gt=0, description="jobs per second")
     permanent_errors: tuple[str, ...] = ()  # extra exception class names treated as permanent
+    circuit_breaker: CircuitBreakerSettings | None = None
     retention_ms: int = Field(7 * 86_400_000, ge=60_000)
     dlq_retention_ms: int = Field(30 * 86_400_000, ge=60_000)
 
@@ -113,8 +135,7 @@ class WorkerSettings(_Model):
     http_port: int = Field(9400, ge=0, le=65535)  # 0 disables the HTTP server
     retry_jitter: float = Field(0.1, ge=0, lt=1)
     ledger_ttl_s: float = Field(7 * 86_400.0, gt=0)
-    dlq_guard_ratio: float | None = Field(None, gt=0, le=1)
-    breaker_failure_ratio: float | None = Field(None, gt=0, le=1)
+    dlq_guard: DlqGuardSettings | None = None
 
 
 class LogSettings(_Model):

@@ -25,8 +25,16 @@ class JobTimeout(Exception):
     """The handler ran past its job type's timeout."""
 
 
+class NotAdmitted(Exception):
+    """The job type's circuit breaker held a job back just before it ran: it runs later."""
+
+
 class WorkerError(RuntimeError):
     """The worker cannot go on (missing topics, unreachable broker, lost writes): it stops."""
+
+
+class DlqGuardTripped(WorkerError):
+    """Too many jobs were dead-lettered in a window: stop before the DLQ takes everything."""
 
 
 class WorkerFenced(WorkerError):
@@ -60,20 +68,22 @@ def _qualname(exc: BaseException) -> str:
     )
 
 
+def category_of(exc: BaseException, permanent_names: tuple[str, ...] = ()) -> Category:
+    root = root_cause(exc)
+    if isinstance(exc, JobTimeout) or isinstance(root, JobTimeout):
+        return Category.TIMEOUT
+    chain = {_qualname(e) for e in (exc, root)} | {type(e).__name__ for e in (exc, root)}
+    if isinstance(exc, PermanentError) or isinstance(root, PermanentError):
+        return Category.PERMANENT
+    if chain & set(permanent_names):
+        return Category.PERMANENT
+    return Category.TRANSIENT
+
+
 def classify(exc: BaseException, permanent_names: tuple[str, ...] = ()) -> Failure:
     """Map an exception raised by (or around) a handler to a Failure."""
     root = root_cause(exc)
-    chain = {_qualname(e) for e in (exc, root)} | {type(e).__name__ for e in (exc, root)}
-    if isinstance(exc, JobTimeout) or isinstance(root, JobTimeout):
-        category = Category.TIMEOUT
-    elif (
-        isinstance(exc, PermanentError)
-        or isinstance(root, PermanentError)
-        or chain & set(permanent_names)
-    ):
-        category = Category.PERMANENT
-    else:
-        category = Category.TRANSIENT
+    category = category_of(exc, permanent_names)
     retry_after = exc.seconds if isinstance(exc, RetryAfter) else None
     stack = "".join(traceback.format_exception(exc))
     return Failure(

@@ -13,9 +13,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from consumers.errors import JobTimeout
+from consumers.errors import JobTimeout, NotAdmitted
+
+
+class Gate(Protocol):
+    def admit(self) -> bool: ...  # False: the task ends with NotAdmitted, unrun
+
+    def done(self, error: BaseException | None) -> None: ...
 
 
 @dataclass
@@ -25,6 +31,7 @@ class Task:
     is_async: bool
     timeout_s: float
     token: Any  # handed back with the result (the job)
+    gate: Gate | None = None  # asked just before running, told the result at once
     started: float = 0.0
     finished: bool = False
     thread: threading.Thread | None = None
@@ -73,6 +80,8 @@ class Executor:
             if task.finished:
                 return  # already reported as timed out
             task.finished = True
+        if task.gate is not None:
+            task.gate.done(error)
         self.results.put((task.token, error, time.monotonic() - task.started))
         if self._wake:
             self._wake()
@@ -82,6 +91,11 @@ class Executor:
             task = self._work.get()
             if task is None:
                 return
+            if task.gate is not None and not task.gate.admit():
+                with self._mutex:
+                    self._running.pop(id(task), None)
+                self._finish(task, NotAdmitted())
+                continue
             task.started = time.monotonic()
             task.thread = threading.current_thread()
             error: BaseException | None = None
@@ -98,6 +112,10 @@ class Executor:
                 return  # replaced while stuck past a timeout; the pool already has a new one
 
     async def _run_async(self, task: Task) -> None:
+        if task.gate is not None and not task.gate.admit():
+            self._finish(task, NotAdmitted())
+            return
+        task.started = time.monotonic()
         error: BaseException | None = None
         try:
             await asyncio.wait_for(task.func(*task.args), timeout=task.timeout_s)

@@ -51,6 +51,12 @@ class Metrics:
         self.rebalances = Counter(
             "jobstream_rebalances_total", "Partition assignment changes.", registry=r
         )
+        self.breaker_open = Gauge(
+            "jobstream_circuit_open",
+            "1 while a job type's circuit breaker holds its partitions (open or half open).",
+            ["job_type"],
+            registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -74,6 +80,9 @@ class Metrics:
     def retried(self, job_type: str, tier: str) -> None:
         if self.enabled:
             self._child(self.retries, job_type, tier).inc()
+
+    def set_breaker(self, job_type: str, state: str) -> None:
+        self._child(self.breaker_open, job_type).set(0 if state == "closed" else 1)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self._child(self.lag, topic, str(partition)).set(lag)

@@ -7,9 +7,15 @@ Sliding windows are bucketed counts: memory stays fixed whatever the job rate.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from enum import StrEnum
+
+from consumers.errors import NotAdmitted, category_of
+from consumers.retry import Category
+
+_DOWNSTREAM = (Category.TRANSIENT, Category.TIMEOUT)
 
 
 class _Window:
@@ -134,6 +140,13 @@ class CircuitBreaker:
             return True
         return False
 
+    def accepting(self, now: float) -> bool:
+        """Whether new work should be fetched: closed, or half open with no probe out yet."""
+        state = self.state(now)
+        if state is BreakerState.HALF_OPEN:
+            return self._probe_at is None or now - self._probe_at >= self._cooldown
+        return state is BreakerState.CLOSED
+
     def record(self, success: bool, now: float) -> None:
         state = self.state(now)
         if state is BreakerState.HALF_OPEN:
@@ -175,3 +188,64 @@ class DlqGuard:
     def tripped(self, now: float) -> bool:
         total, dead = self._window.counts(now)
         return total >= self._min_jobs and dead > self._max_ratio * total
+
+
+class JobTypeGate:
+    """Whether a job of one type may start: its rate limit and circuit breaker together.
+
+    The poll thread asks `try_start` when it dispatches a job; a refused job is deferred and
+    the job type's partitions pause meanwhile. Dispatched jobs may wait in the executor's
+    queue, so the breaker is asked again (`admit`) by the handler thread just before the
+    handler runs: a breaker that opened meanwhile holds them back too.
+    """
+
+    def __init__(
+        self,
+        limiter: RateLimiter | None,
+        breaker: CircuitBreaker | None,
+        permanent_errors: tuple[str, ...] = (),
+    ) -> None:
+        self.limiter = limiter
+        self.breaker = breaker
+        self._permanent = permanent_errors
+        self._lock = threading.Lock()  # the breaker is shared with handler threads
+        self._last_state = BreakerState.CLOSED
+
+    def try_start(self, now: float) -> bool:
+        if not self.accepting(now):
+            return False
+        return self.limiter is None or self.limiter.try_acquire(now)
+
+    def admit(self) -> bool:
+        if self.breaker is None:
+            return True
+        with self._lock:
+            return self.breaker.allow(time.monotonic())
+
+    def done(self, error: BaseException | None) -> None:
+        """A handler's result, told by the handler thread the moment it ends, so the breaker
+        opens before the jobs queued behind it start. Only a sick downstream counts as a
+        failure (transient, timeout); a permanent error is the job's own fault."""
+        if self.breaker is None or isinstance(error, NotAdmitted):
+            return
+        if error is not None and category_of(error, self._permanent) not in _DOWNSTREAM:
+            return
+        with self._lock:
+            self.breaker.record(error is None, time.monotonic())
+
+    def accepting(self, now: float) -> bool:
+        if self.breaker is None:
+            return True
+        with self._lock:
+            return self.breaker.accepting(now)
+
+    def transition(self, now: float) -> BreakerState | None:
+        """The breaker's state if it changed since the last call (for logs and metrics)."""
+        if self.breaker is None:
+            return None
+        with self._lock:
+            state = self.breaker.state(now)
+        if state is self._last_state:
+            return None
+        self._last_state = state
+        return state

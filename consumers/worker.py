@@ -22,7 +22,14 @@ from config.topics import JobTopics, base_of, job_topics, ledger_topic, tier_del
 from consumers.commit import CommitAborted, Committer
 from consumers.context import JobContext
 from consumers.decode import Job, decode_record
-from consumers.errors import Failure, WorkerError, WorkerFenced, classify
+from consumers.errors import (
+    DlqGuardTripped,
+    Failure,
+    NotAdmitted,
+    WorkerError,
+    WorkerFenced,
+    classify,
+)
 from consumers.executor import Executor, Task
 from consumers.health import Health
 from consumers.jobs import JobDef
@@ -30,7 +37,7 @@ from consumers.ledger import SUCCEEDED, Ledger, encode_entry
 from consumers.metrics import Metrics
 from consumers.offsets import PartitionOffsets
 from consumers.ordering import KeyQueues
-from consumers.protection import RateLimiter
+from consumers.protection import CircuitBreaker, DlqGuard, JobTypeGate, RateLimiter
 from consumers.routing import Outgoing, route_failure
 from producers.publisher import PayloadTooLarge, Publisher
 from schemas import wire
@@ -87,13 +94,16 @@ class Worker:
         self.job_of_topic = {
             t: jt for jt, jt_topics in self.topics.items() for t in jt_topics.consumed
         }
-        self.limiters = {
-            jt: RateLimiter(c.rate_limit) for jt, c in self.cfg.items() if c.rate_limit
-        }
+        self.gates = {jt: _gate(c) for jt, c in self.cfg.items()}
+        guard = self.ws.dlq_guard
+        self.dlq_guard = (
+            DlqGuard(guard.max_ratio, guard.window_s, guard.min_jobs) if guard else None
+        )
         self.rng = random.Random()
         self.parts: dict[TP, PartitionState] = {}
         self._gen = 0
         self._stopping = False
+        self._halted = False  # results are no longer routed (the DLQ guard tripped)
         self._joined = False
         self._waiting: list[
             tuple[float, int, Job]
@@ -222,6 +232,11 @@ class Worker:
             self.log.error("fenced", reason=str(e))
             self._close(commit=False)
             return 3
+        except DlqGuardTripped as e:
+            self.log.error("dlq_guard_tripped", reason=str(e))
+            self._halted = True
+            self._shutdown()  # what is finished (dead letters included) is committed
+            return 4
         except WorkerError as e:
             self.log.error("worker_error", reason=str(e))
             self._close(commit=False)
@@ -278,9 +293,9 @@ class Worker:
             self._finish(ps, job.offset)
             self._next(ps, job)
             return
-        limiter = self.limiters.get(job.job_type)
-        if limiter and not limiter.try_acquire(time.monotonic()):
-            self._deferred.append((ps, job))
+        gate = self.gates[job.job_type]
+        if not gate.try_start(time.monotonic()):
+            self._deferred.append((ps, job))  # rate limited or breaker open: started later
             return
         jd = self.jobs[job.job_type]
         ctx = self._context(job)
@@ -293,6 +308,7 @@ class Worker:
                 jd.is_async,
                 self.cfg[job.job_type].timeout_s,
                 (ps.gen, job),
+                gate if gate.breaker is not None else None,
             )
         )
 
@@ -311,12 +327,16 @@ class Worker:
             if ps is None or ps.gen != gen:
                 continue  # its partition was revoked while it ran: the new owner redoes it
             ps.running -= 1
+            if self._halted:
+                continue  # left unfinished: the partition's next owner runs it
+            if isinstance(error, NotAdmitted):
+                self._deferred.append((ps, job))  # the breaker opened while it waited
+                continue
             if error is None:
                 self._succeed(ps, job, duration)
             else:
-                self._fail(
-                    ps, job, classify(error, self.cfg[job.job_type].permanent_errors), duration
-                )
+                failure = classify(error, self.cfg[job.job_type].permanent_errors)
+                self._fail(ps, job, failure, duration)
 
     # -- outcomes --------------------------------------------------------------------------
 
@@ -366,6 +386,8 @@ class Worker:
     def _produce(self, ps: PartitionState, job: Job, out: Outgoing, duration: float | None) -> None:
         """Send the outcome record; the source offset finishes once the broker has it."""
         gen = ps.gen
+        if self.dlq_guard is not None and out.outcome in _GUARDED:
+            self._guard(out.outcome == "dead_lettered")
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
@@ -437,6 +459,7 @@ class Worker:
             for ps, job in deferred:
                 if job.tp in self.parts:
                     self._start(ps, job)
+        self._watch_protection(now)
         self._reconcile_pauses()
         if (
             (now - self._last_commit) * 1000 >= self.ws.commit_interval_ms
@@ -455,10 +478,34 @@ class Worker:
             else ("not joined yet" if not self._joined else "restoring ledger views")
         )
 
+    def _watch_protection(self, now: float) -> None:
+        for jt, gate in self.gates.items():
+            state = gate.transition(now)
+            if state is not None:
+                self.metrics.set_breaker(jt, state.value)
+                self.log.warning("circuit_" + state.value, job_type=jt)
+
+    def _guard(self, dead_letter: bool) -> None:
+        """Count a routing decision; refuse a dead letter that would pass the guard's limit
+        (its offset stays unfinished, so the next owner gets the job, not the DLQ)."""
+        assert self.dlq_guard is not None and self.ws.dlq_guard is not None
+        now = time.monotonic()
+        self.dlq_guard.record(dead_letter, now)
+        if dead_letter and self.dlq_guard.tripped(now):
+            g = self.ws.dlq_guard
+            raise DlqGuardTripped(
+                f"more than {g.max_ratio:.0%} of the jobs in the last {g.window_s:g}s were "
+                "dead-lettered (worker.dlq_guard); stopping so a bad deploy does not "
+                "dead-letter everything"
+            )
+
     def _reconcile_pauses(self) -> None:
         in_flight = sum(ps.in_flight for ps in self.parts.values())
         full = in_flight >= self.ws.max_in_flight
         wall = now_ms()
+        mono = time.monotonic()
+        held_types = {ps.job_type for ps, _ in self._deferred}
+        held_types.update(jt for jt, g in self.gates.items() if not g.accepting(mono))
         for ps in self.parts.values():
             if ps.gated_until_ms and ps.gated_until_ms <= wall:
                 ps.gated_until_ms = 0
@@ -468,7 +515,7 @@ class Worker:
                 or bool(ps.gated_until_ms)
                 or ps.held > 0
                 or not self.ledger.ready(ps.ledger_tp)
-                or bool(self._deferred and ps.job_type in self.limiters)
+                or ps.job_type in held_types
             )
             if want != ps.paused:
                 self._set_paused(ps, want)
@@ -616,6 +663,18 @@ class Worker:
             "offset": job.offset,
             "trace_id": parts[1] if len(parts) == 4 else None,
         }
+
+
+_GUARDED = ("succeeded", "retried", "dead_lettered")
+
+
+def _gate(cfg: JobTypeSettings) -> JobTypeGate:
+    cb = cfg.circuit_breaker
+    return JobTypeGate(
+        RateLimiter(cfg.rate_limit) if cfg.rate_limit else None,
+        CircuitBreaker(cb.failure_ratio, cb.window_s, cb.min_calls, cb.cooldown_s) if cb else None,
+        cfg.permanent_errors,
+    )
 
 
 def _slim(name: str, value: bytes) -> bytes:

@@ -410,3 +410,66 @@ def test_hanging_sync_handler_times_out_to_the_dlq_others_flow(stack_factory) ->
     assert {hdrs(x)[wire.ERROR_CATEGORY] for x in dlq} == {"timeout"}
     assert hung not in run_ids(stack)
     assert stack.stop_all(timeout=30) == [0]
+
+
+# 10 ------------------------------------------------------------------------------------------
+
+def _events(stack: Stack, name: str) -> list[dict[str, Any]]:
+    import json
+
+    out = []
+    for line in (stack.tmp / "worker-0.log").read_text().splitlines():
+        if f'"{name}"' in line:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return [e for e in out if e.get("event") == name]
+
+
+def test_circuit_breaker_pauses_then_probes_and_resumes(stack_factory) -> None:
+    stack: Stack = stack_factory(
+        job={"retry_tiers": ["3s"], "max_attempts": 10,
+             "circuit_breaker": {"failure_ratio": 0.5, "window_s": 10, "min_calls": 5,
+                                 "cooldown_s": 1.5}},
+        worker={"max_in_flight": 4},
+    )
+    down = stack.tmp / "downstream-down"
+    down.touch()
+    n = 200
+    ids = stack.publish_many(
+        [({"seq": i, "behaviour": f"downstream:{down}"}, f"k{i}") for i in range(n)]
+    )
+    stack.start_worker()
+    stack.wait_for(lambda: bool(_events(stack, "circuit_open")), 30, "the breaker to open")
+    time.sleep(6)  # the downstream stays down: without a breaker all 200 would fail by now
+    failed_while_down = len(stack.read_topic(stack.topics.retries[0]))
+    assert _events(stack, "circuit_half_open"), "no probe after the cool-down"
+    assert failed_while_down < 40, f"{failed_while_down} of {n} jobs hit the dead downstream"
+    assert not stack.runs()
+    down.unlink()
+    stack.wait_for(lambda: run_ids(stack) >= set(ids), 60, "every job after recovery")
+    assert _events(stack, "circuit_closed")
+    assert stack.read_topic(stack.topics.dlq) == []
+    assert stack.stop_all() == [0]
+
+
+def test_dlq_guard_stops_the_worker_before_it_dead_letters_everything(stack_factory) -> None:
+    stack: Stack = stack_factory(
+        worker={"dlq_guard": {"max_ratio": 0.5, "window_s": 30, "min_jobs": 10},
+                "max_in_flight": 2},
+    )
+    n = 300
+    stack.publish_many([({"seq": i, "behaviour": "permanent"}, f"k{i}") for i in range(n)])
+    proc = stack.start_worker()
+    assert proc.wait(60) == 4
+    [tripped] = _events(stack, "dlq_guard_tripped")
+    assert "dead-letter" in tripped["reason"]
+    dlq = stack.read_topic(stack.topics.dlq)
+    ids = [hdrs(m)[wire.JOB_ID] for m in dlq]
+    # the 10th dead letter reaches min_jobs with a ratio over the limit: it is not written
+    assert len(ids) == 9, len(ids)
+    assert len(set(ids)) == len(ids)
+    # what was dead-lettered was committed: a restarted worker does not dead-letter it again
+    committed = sum(max(0, o) for o in stack.committed(stack.topics.main).values())
+    assert committed == len(ids)

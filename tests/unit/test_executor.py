@@ -26,3 +26,33 @@ def test_queued_task_does_not_time_out_before_it_starts() -> None:
     assert isinstance(results["stuck"], JobTimeout)
     assert "queued" in results and results["queued"] is None
     assert ex.abandoned == 1
+
+
+def test_gate_is_asked_before_running_and_told_the_result() -> None:
+    from consumers.errors import NotAdmitted
+
+    class Gate:
+        def __init__(self) -> None:
+            self.allow = False
+            self.told: list[BaseException | None] = []
+
+        def admit(self) -> bool:
+            return self.allow
+
+        def done(self, error: BaseException | None) -> None:
+            self.told.append(error)
+
+    ran: list[int] = []
+    gate = Gate()
+    ex = Executor(1)
+    try:
+        ex.submit(Task(ran.append, (1,), False, 5.0, "a", gate=gate))
+        token, error, _ = ex.results.get(timeout=5)
+        assert (token, type(error), ran) == ("a", NotAdmitted, [])
+        gate.allow = True
+        ex.submit(Task(ran.append, (2,), False, 5.0, "b", gate=gate))
+        token, error, _ = ex.results.get(timeout=5)
+        assert (token, error, ran) == ("b", None, [2])
+        assert [type(e) for e in gate.told] == [NotAdmitted, type(None)]
+    finally:
+        ex.shutdown()

@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from consumers.protection import BreakerState, CircuitBreaker, DlqGuard, RateLimiter
@@ -138,3 +140,27 @@ def test_acquire_blocking_spaces_sends_evenly_with_burst_one() -> None:
         acquire_blocking(limiter, clock=lambda: now[0], sleep=sleep)
     assert abs(now[0] - 101.0) < 1e-6  # first at once, then one every 0.25 s
     assert all(abs(s - 0.25) < 1e-6 for s in slept)
+
+
+def test_gate_counts_only_downstream_failures_and_holds_back_while_open() -> None:
+    from consumers.errors import JobTimeout, NotAdmitted, PermanentError
+    from consumers.protection import JobTypeGate
+
+    gate = JobTypeGate(None, CircuitBreaker(0.5, 10.0, 2, 60.0), ("ValueError",))
+    for err in (PermanentError("bad"), ValueError("configured permanent"), NotAdmitted()):
+        gate.done(err)
+    assert gate.accepting(0.0) and gate.admit()  # none of those says the downstream is sick
+    gate.done(ConnectionError("down"))
+    gate.done(JobTimeout("slow"))
+    assert gate.transition(time.monotonic()) is BreakerState.OPEN
+    assert gate.transition(time.monotonic()) is None  # reported once
+    assert not gate.admit()
+    assert not gate.try_start(time.monotonic())
+
+
+def test_gate_rate_limit_alone() -> None:
+    from consumers.protection import JobTypeGate
+
+    gate = JobTypeGate(RateLimiter(1.0, burst=2), None)
+    assert [gate.try_start(0.0) for _ in range(3)] == [True, True, False]
+    assert gate.admit() and gate.accepting(0.0) and gate.transition(0.0) is None
