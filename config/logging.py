@@ -33,4 +33,5 @@ def configure_logging(log: LogSettings, stream: Any = None) -> None:
 
 
 def get_logger(name: str = "jobstream", **bound: Any) -> Any:
-    return structlog.get_logger(name).bind(**bound)
+    # Lazy: a module-level logger picks up configure_logging even when made before it.
+    return structlog.get_logger(name, **bound)

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas import wire
+
 
 @dataclass(frozen=True)
 class JobContext:
@@ -26,8 +28,7 @@ class JobContext:
     @property
     def trace_id(self) -> str | None:
         """The W3C trace id (32 hex digits) from traceparent, if any."""
-        parts = (self.traceparent or "").split("-")
-        return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+        return wire.trace_id(self.traceparent)
 
     @property
     def span_id(self) -> str | None:

@@ -18,8 +18,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from config.logging import configure_logging
 from config.settings import Settings, load_settings
-from consumers import dlq
+from consumers import dlq, replay
 from schemas import wire
 
 dlq_app = typer.Typer(help="Inspect, replay and export dead letters.", no_args_is_help=True)
@@ -54,7 +55,9 @@ def _errors() -> Iterator[None]:
 
 
 def _settings() -> Settings:
-    return load_settings()
+    s = load_settings()
+    configure_logging(s.log)  # stderr: stdout stays the command's output
+    return s
 
 
 def _filters(since: str | None, until: str | None, error_class: str | None, category: str | None,
@@ -172,7 +175,7 @@ def dlq_replay(
     progress = _progress()
     task = progress.add_task("replaying" if not dry_run else "dry run", total=None)
 
-    def confirm(plan: dlq.ReplayPlan) -> None:
+    def confirm(plan: replay.ReplayPlan) -> None:
         resumed = " (resuming saved progress; --from-start to rescan)" if plan.resumed else ""
         what = (f"replay dead letters from {plan.source} to {plan.destination}: "
                 f"{plan.to_scan} record(s) to scan{resumed}")
@@ -190,7 +193,7 @@ def dlq_replay(
         s = _settings()
         f = _filters(since, until, error_class, category, key, job_id)
         try:
-            result = dlq.replay(s, target, f, to, dry_run=dry_run, rate=rate, limit=limit,
+            result = replay.replay(s, target, f, to, dry_run=dry_run, rate=rate, limit=limit,
                                 from_start=from_start, confirm=confirm,
                                 progress=lambda n, _total: progress.update(task, completed=n))
         finally:
@@ -224,7 +227,7 @@ def dlq_export(
         s = _settings()
         f = _filters(since, until, error_class, category, key, job_id, limit)
         try:
-            result = dlq.export(s, target, f, out_path, unmask=unmask, progress=on_progress)
+            result = replay.export(s, target, f, out_path, unmask=unmask, progress=on_progress)
         finally:
             if progress.live.is_started:
                 progress.stop()

@@ -87,7 +87,8 @@ class Worker:
         self.metrics = metrics or Metrics()
         self.health = health or Health()
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
-        self.log = get_logger("jobstream.worker", worker=self.worker_id)
+        # bound now (logging is configured by then): no lazy proxy on the hot path
+        self.log = get_logger("jobstream.worker", worker=self.worker_id).bind()
         self.group = group or self.ws.group_id
         self.cfg: dict[str, JobTypeSettings] = {jt: settings.job(jt) for jt in jobs}
         self.topics: dict[str, JobTopics] = {jt: job_topics(jt, c) for jt, c in self.cfg.items()}
@@ -651,8 +652,6 @@ class Worker:
         return ctx
 
     def _fields(self, job: Job) -> dict[str, Any]:
-        tp = job.headers.get(wire.TRACEPARENT, "")
-        parts = tp.split("-")
         return {
             "job_id": job.job_id,
             "parent_job_id": job.headers.get(wire.PARENT_JOB_ID),
@@ -661,7 +660,7 @@ class Worker:
             "topic": job.topic,
             "partition": job.partition,
             "offset": job.offset,
-            "trace_id": parts[1] if len(parts) == 4 else None,
+            "trace_id": wire.trace_id(job.headers.get(wire.TRACEPARENT)),
         }
 
 

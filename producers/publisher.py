@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from config.kafka import client_config
+from config.logging import get_logger
 from config.settings import Settings, load_settings
 from config.topics import main_topic
 from schemas import wire
@@ -80,6 +81,8 @@ class Publisher:
         self._max_bytes: dict[str, int] = {}
         self._lock = threading.Lock()
         self._closed = False
+        # One "published" event per job only at DEBUG: publishing is a service's hot path.
+        self._log = get_logger("jobstream.publisher") if settings.log.level == "DEBUG" else None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> Publisher:
@@ -190,6 +193,15 @@ class Publisher:
             traceparent=traceparent,
         )
         self.send(topic, (key or job_id).encode("utf-8"), value, hdrs, on_delivery=on_delivery)
+        if self._log is not None:
+            self._log.debug(
+                "published",
+                job_id=job_id,
+                parent_job_id=parent_job_id,
+                job_type=job_type,
+                topic=topic,
+                trace_id=wire.trace_id(dict(hdrs).get(wire.TRACEPARENT)),
+            )
         return job_id
 
     def send(

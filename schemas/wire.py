@@ -49,6 +49,14 @@ MAX_STACK_BYTES: Final = 8192
 HeaderList = list[tuple[str, bytes]]
 
 
+def trace_id(traceparent: str | bytes | None) -> str | None:
+    """The W3C trace id (32 hex digits) of a traceparent header, None if absent or malformed."""
+    if isinstance(traceparent, bytes):
+        traceparent = traceparent.decode("ascii", "replace")
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
 def cut(text: str, limit: int) -> str:
     """Cut text to at most `limit` UTF-8 bytes without splitting a character."""
     raw = text.encode("utf-8")

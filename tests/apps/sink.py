@@ -43,6 +43,8 @@ def _behave(payload: dict[str, Any], ctx: JobContext) -> float:
         raise ConnectionError(f"downstream unavailable (attempt {ctx.attempt})")
     if name == "downstream" and os.path.exists(arg):  # the file is "the downstream is down"
         raise ConnectionError("downstream unavailable")
+    if name == "transient" and not os.environ.get("JOBSTREAM_TEST_FIXED"):
+        raise ConnectionError("downstream rejects this job until the fix")
     if name == "permanent" and not os.environ.get("JOBSTREAM_TEST_FIXED"):  # "the fix deployed"
         raise PermanentError("bad order")
     if name == "retry_after" and ctx.attempt == 1:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from config.settings import Settings, load_settings
-from consumers import dlq
+from consumers import dlq, replay
 from consumers.topics import apply, full_plan
 from producers.publisher import Publisher
 from schemas import wire
@@ -135,7 +135,7 @@ def test_show_masked_unmasked_and_undecodable(world: World) -> None:
 def test_replay_resumable_and_bounded(world: World) -> None:
     s = world.settings
 
-    def die_again_during_replay(plan: dlq.ReplayPlan) -> None:
+    def die_again_during_replay(plan: replay.ReplayPlan) -> None:
         # Written after the end offsets were taken: must not be replayed by this run.
         with Publisher(s) as pub:
             _dead_letter(pub, world.dlq, 0, "job-late", b"k-late", world.values["job-a"],
@@ -144,7 +144,7 @@ def test_replay_resumable_and_bounded(world: World) -> None:
     refused = run(world, "dlq", "replay", JT)  # no tty, no --yes
     assert refused.returncode == 1 and "--yes" in refused.stderr
 
-    first = dlq.replay(s, JT, confirm=die_again_during_replay)
+    first = replay.replay(s, JT, confirm=die_again_during_replay)
     assert (first.matched, first.replayed, first.skipped) == (4, 4, 0)
     replayed = {d.headers.get(wire.REPLAYED_FROM): d for d in dlq.scan(s, world.main)}
     assert len(replayed) == 4

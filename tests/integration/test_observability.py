@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 
+import structlog
 from prometheus_client import CollectorRegistry
 
+from config.logging import configure_logging
+from config.settings import LogSettings
 from consumers.health import Health, HealthServer
-from tests.harness import Stack
+from producers import Publisher
+from tests.harness import ROOT, Stack
 
 
 def _free_port() -> int:
@@ -93,6 +99,60 @@ def test_lifecycle_logs_carry_one_trace_id(stack_factory) -> None:
     assert len({e["trace_id"] for e in events}) == 1 and events[0]["trace_id"]
     for e in events:
         assert {"job_id", "job_type", "attempt", "topic", "partition", "offset"} <= e.keys()
+
+
+def _events_of(path, job_id: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    out = []
+    for line in path.read_text().splitlines():
+        if job_id in line and line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def test_one_trace_id_from_publish_through_retry_dlq_replay_to_success(stack_factory) -> None:
+    stack: Stack = stack_factory(job={"max_attempts": 2})
+    debug = LogSettings(level="DEBUG", format="json")
+    pub_log = stack.tmp / "publisher.log"
+    with pub_log.open("w") as f:
+        configure_logging(debug, stream=f)  # as a service would set up its own logging
+        try:
+            with Publisher(stack.settings.model_copy(update={"log": debug})) as pub:
+                jid = pub.publish(stack.job_type, {"seq": 0, "behaviour": "transient"}, key="t")
+        finally:
+            structlog.reset_defaults()
+    stack.start_worker(log_name="broken.log")
+    broken = stack.tmp / "broken.log"
+    stack.wait_for(lambda: '"dead_lettered"' in broken.read_text(), 60, "the dead letter")
+    assert stack.stop_all() == [0]
+    stack.procs.clear()
+
+    stack.start_worker(log_name="fixed.log", JOBSTREAM_TEST_FIXED="1")
+    replay = subprocess.run(
+        [sys.executable, "-m", "consumers.cli", "dlq", "replay", stack.job_type, "--yes"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env=stack.env(JOBSTREAM_LOG__LEVEL="DEBUG", JOBSTREAM_LOG__FORMAT="json"),
+    )
+    assert replay.returncode == 0, replay.stderr
+    [run] = stack.wait_runs(1, timeout=60)
+    fixed = stack.tmp / "fixed.log"
+    stack.wait_for(lambda: '"succeeded"' in fixed.read_text(), 30, "the success event")
+    assert stack.stop_all() == [0]
+
+    replay_log = stack.tmp / "replay.log"
+    replay_log.write_text(replay.stderr)
+    events = [e for p in (pub_log, broken, replay_log, fixed) for e in _events_of(p, jid)]
+    steps = [e["event"] for e in events]
+    expected = ["published", "received", "started", "failed", "retried",  # attempt 1
+                "received", "started", "failed", "dead_lettered",  # attempt 2, from the tier
+                "replayed", "received", "deduplicated_or_started", "succeeded"]
+    it = iter(steps)
+    for step in expected:
+        choices = {"deduplicated", "started"} if step == "deduplicated_or_started" else {step}
+        assert any(s in choices for s in it), f"{step} missing or out of order in {steps}"
+    assert "deduplicated" not in steps
+    trace_ids = {e.get("trace_id") for e in events}
+    assert trace_ids == {run["trace_id"]} and run["trace_id"], trace_ids
+    assert [e["attempt"] for e in events if e["event"] == "succeeded"] == [1]  # reset on replay
 
 
 def test_readyz_false_before_assignment_and_healthz_detects_a_stuck_loop() -> None:

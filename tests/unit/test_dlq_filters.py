@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumers.dlq import DeadLetter, DlqError, Filters, parse_position, parse_time, replay_headers
+from consumers.dlq import DeadLetter, DlqError, Filters, parse_position, parse_time
+from consumers.replay import replay_headers
 from schemas import wire
 from schemas.registry import SchemaRegistry
 
