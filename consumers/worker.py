@@ -39,6 +39,7 @@ from consumers.offsets import PartitionOffsets
 from consumers.ordering import KeyQueues
 from consumers.protection import CircuitBreaker, DlqGuard, JobTypeGate, RateLimiter
 from consumers.routing import Outgoing, route_failure
+from consumers.tracing import Tracing
 from producers.publisher import PayloadTooLarge, Publisher
 from schemas import wire
 from schemas.registry import SchemaRegistry
@@ -141,6 +142,7 @@ class Worker:
         self.committer = Committer(self.ws.mode, self.consumer, self.producer)
         self.ledger = Ledger(settings)
         self.executor = Executor(self.ws.max_in_flight)
+        self.tracing = Tracing.from_environment()
 
     # -- group membership ------------------------------------------------------------------
 
@@ -300,11 +302,22 @@ class Worker:
             return
         jd = self.jobs[job.job_type]
         ctx = self._context(job)
+        func = jd.func
+        if self.tracing is not None:
+            func = self.tracing.wrap(func, jd.is_async, job.job_type, ctx.traceparent, {
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": job.topic,
+                "messaging.destination.partition.id": str(job.partition),
+                "messaging.kafka.offset": job.offset,
+                "jobstream.job_id": job.job_id,
+                "jobstream.attempt": job.attempt,
+            })
         ps.running += 1
         self.log.info("started", **self._fields(job))
         self.executor.submit(
             Task(
-                jd.func,
+                func,
                 (job.payload, ctx),
                 jd.is_async,
                 self.cfg[job.job_type].timeout_s,

@@ -17,6 +17,7 @@ from config.logging import configure_logging
 from config.settings import LogSettings
 from consumers.health import Health, HealthServer
 from producers import Publisher
+from schemas import wire
 from tests.harness import ROOT, Stack
 
 
@@ -188,3 +189,38 @@ def test_worker_readyz_turns_true_after_assignment(stack_factory) -> None:
             break
         time.sleep(0.05)
     assert 200 in seen
+
+
+def test_handler_spans_continue_the_published_trace(stack_factory) -> None:
+    stack: Stack = stack_factory(job={"max_attempts": 2})
+    spans_file = stack.tmp / "spans.jsonl"
+    with stack.publisher() as pub:
+        ok = pub.publish(stack.job_type, {"seq": 0, "behaviour": "ok"}, key="a")
+        bad = pub.publish(stack.job_type, {"seq": 1, "behaviour": "permanent"}, key="b")
+    published = {
+        wire.decode_headers(m.headers())[wire.JOB_ID]:
+            wire.decode_headers(m.headers())[wire.TRACEPARENT].split("-")
+        for m in stack.read_topic(stack.topics.main)
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "consumers.cli", "worker", "--app", "tests.apps.traced",
+         "--job-type", stack.job_type],
+        env=stack.env(JOBSTREAM_TEST_SPANS=str(spans_file)), cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=(stack.tmp / "traced.log").open("wb"),
+    )
+    stack.procs.append(proc)
+
+    def spans() -> list[dict]:  # type: ignore[type-arg]
+        if not spans_file.exists():
+            return []
+        return [json.loads(x) for x in spans_file.read_text().splitlines()]
+
+    stack.wait_for(lambda: len(spans()) >= 2, 60, "two handler spans")
+    by_job = {s["attributes"]["jobstream.job_id"]: s for s in spans()}
+    for jid, status in ((ok, "UNSET"), (bad, "ERROR")):
+        s = by_job[jid]
+        _, trace_id, span_id, _ = published[jid]
+        assert (s["trace_id"], s["parent_span_id"], s["status"]) == (trace_id, span_id, status)
+        assert s["name"] == f"{stack.job_type} process"
+        assert s["attributes"]["messaging.destination.name"] == stack.topics.main
+    assert stack.stop_all() == [0]
