@@ -45,6 +45,15 @@ def settings() -> Settings:
     return load_settings()
 
 
+def connected(s: Settings) -> Settings:
+    """Fail fast with one line when the brokers refuse these settings (wrong password, untrusted
+    or missing certificate): librdkafka itself would retry such failures for ever."""
+    from consumers.connection import check_connection
+
+    check_connection(s.kafka)
+    return s
+
+
 # -- broker ----------------------------------------------------------------------------------
 
 
@@ -119,7 +128,8 @@ def topics_apply(job_type: JobTypesOpt = None) -> None:
     from consumers.topics import apply, full_plan
 
     s = settings()
-    states = apply(s, full_plan(s, _job_types(s, job_type)))
+    plan = full_plan(s, _job_types(s, job_type))
+    states = apply(connected(s), plan)
     _topic_table(states)
 
 
@@ -129,7 +139,8 @@ def topics_describe(job_type: JobTypesOpt = None) -> None:
     from consumers.topics import describe, full_plan
 
     s = settings()
-    _topic_table(describe(s, full_plan(s, _job_types(s, job_type))))
+    plan = full_plan(s, _job_types(s, job_type))
+    _topic_table(describe(connected(s), plan))
 
 
 def _topic_table(states: list[Any]) -> None:
@@ -204,7 +215,7 @@ def publish(
         fail(f"--json is not valid JSON: {e}")
     if not isinstance(data, dict):
         fail("--json must be a JSON object")
-    with Publisher.from_settings(settings()) as pub:
+    with Publisher.from_settings(connected(settings())) as pub:
         jid = pub.publish(job_type, data, key=key, job_id=job_id, parent_job_id=parent_job_id)
     out.print(jid, highlight=False)
 
@@ -229,7 +240,7 @@ def worker(
     module = app_module or s.app
     if not module:
         fail("no job module: pass --app my.jobs or set JOBSTREAM_APP")
-    raise typer.Exit(run_worker(s, module, group=group, job_types=job_type))
+    raise typer.Exit(run_worker(connected(s), module, group=group, job_types=job_type))
 
 
 def _mount_optional() -> None:
@@ -249,6 +260,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from confluent_kafka import KafkaException
 
     from consumers.broker import BrokerError
+    from consumers.connection import ConnectionCheckError
     from consumers.jobs import AppError
     from consumers.topics import TopicPlanError
     from producers.publisher import PayloadTooLarge, PublishError
@@ -258,6 +270,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         CliError,
         SettingsError,
         BrokerError,
+        ConnectionCheckError,
         AppError,
         TopicPlanError,
         PublishError,
@@ -285,13 +298,16 @@ def main() -> None:
             show()
             sys.exit(e.exit_code)
         if isinstance(e, _user_errors()):
-            err.print(f"error: {e}", highlight=False, markup=False)
+            # soft_wrap: one line however long; rich would otherwise break it at 80 columns
+            # when stderr is not a terminal (a pod's log, a CI job).
+            err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
             sys.exit(getattr(e, "code", 1))
         if os.environ.get("JOBSTREAM_DEBUG"):
             raise
         err.print(
             f"internal error: {type(e).__name__}: {e} (set JOBSTREAM_DEBUG=1 for a traceback)",
             markup=False,
+            soft_wrap=True,
         )
         sys.exit(70)
 
