@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas import wire
+
+if TYPE_CHECKING:
+    from consumers.decode import Job
 
 
 @dataclass(frozen=True)
@@ -34,3 +37,35 @@ class JobContext:
     def span_id(self) -> str | None:
         parts = (self.traceparent or "").split("-")
         return parts[2] if len(parts) == 4 and len(parts[2]) == 16 else None
+
+
+def log_fields(job: Job) -> dict[str, Any]:
+    """The fields every lifecycle event of a job carries."""
+    return {
+        "job_id": job.job_id,
+        "parent_job_id": job.headers.get(wire.PARENT_JOB_ID),
+        "job_type": job.job_type,
+        "attempt": job.attempt,
+        "topic": job.topic,
+        "partition": job.partition,
+        "offset": job.offset,
+        "trace_id": wire.trace_id(job.headers.get(wire.TRACEPARENT)),
+    }
+
+
+def context_for(job: Job, log: Any) -> JobContext:
+    h = job.headers
+    return JobContext(
+        job_id=job.job_id,
+        job_type=job.job_type,
+        attempt=job.attempt,
+        key=job.key.decode("utf-8", "replace") if job.key is not None else None,
+        headers=h,
+        log=log.bind(**log_fields(job)),
+        parent_job_id=h.get(wire.PARENT_JOB_ID),
+        traceparent=h.get(wire.TRACEPARENT),
+        topic=job.topic,
+        partition=job.partition,
+        offset=job.offset,
+        enqueued_at_ms=job.enqueued_at_ms,
+    )

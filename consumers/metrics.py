@@ -84,6 +84,25 @@ class Metrics:
     def set_breaker(self, job_type: str, state: str) -> None:
         self._child(self.breaker_open, job_type).set(0 if state == "closed" else 1)
 
+    def refresh_lag(self, consumer: Any, tps: list[tuple[str, int]]) -> None:
+        """Lag per owned partition: the cached high watermark minus the committed offset. One
+        request for all partitions every few seconds, never one per job."""
+        if not tps:
+            return
+        from confluent_kafka import TopicPartition
+
+        try:
+            committed = consumer.committed([TopicPartition(*tp) for tp in tps], timeout=2)
+        except Exception:
+            return  # lag is best effort: never let a slow broker stall the loop further
+        for tpo in committed:
+            try:
+                _, high = consumer.get_watermark_offsets(tpo, cached=True)
+            except Exception:
+                continue
+            base = tpo.offset if tpo.offset >= 0 else 0
+            self.set_lag(tpo.topic, tpo.partition, max(0, high - base))
+
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self._child(self.lag, topic, str(partition)).set(lag)
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
+from config.settings import JobTypeSettings
 from consumers.errors import NotAdmitted, category_of
 from consumers.retry import Category
 
@@ -120,10 +121,20 @@ class CircuitBreaker:
         self._state = BreakerState.CLOSED
         self._opened_at = 0.0
         self._probe_at: float | None = None  # when the outstanding probe was let through
+        self._changes: list[BreakerState] = []  # every state change, until taken
+
+    def take_changes(self) -> list[BreakerState]:
+        """State changes since the last call, in order (a probe can fail between two looks)."""
+        changes, self._changes = self._changes, []
+        return changes
+
+    def _set(self, state: BreakerState) -> None:
+        self._state = state
+        self._changes.append(state)
 
     def state(self, now: float) -> BreakerState:
         if self._state is BreakerState.OPEN and now - self._opened_at >= self._cooldown:
-            self._state = BreakerState.HALF_OPEN
+            self._set(BreakerState.HALF_OPEN)
             self._probe_at = None
         return self._state
 
@@ -151,7 +162,7 @@ class CircuitBreaker:
         state = self.state(now)
         if state is BreakerState.HALF_OPEN:
             if success:
-                self._state = BreakerState.CLOSED
+                self._set(BreakerState.CLOSED)
                 self._window.clear()  # the failures that opened it are history
             else:
                 self._open(now)
@@ -164,7 +175,7 @@ class CircuitBreaker:
             self._open(now)
 
     def _open(self, now: float) -> None:
-        self._state = BreakerState.OPEN
+        self._set(BreakerState.OPEN)
         self._opened_at = now
         self._probe_at = None
 
@@ -209,7 +220,17 @@ class JobTypeGate:
         self.breaker = breaker
         self._permanent = permanent_errors
         self._lock = threading.Lock()  # the breaker is shared with handler threads
-        self._last_state = BreakerState.CLOSED
+
+    @classmethod
+    def for_job_type(cls, cfg: JobTypeSettings) -> JobTypeGate:
+        cb = cfg.circuit_breaker
+        return cls(
+            RateLimiter(cfg.rate_limit) if cfg.rate_limit else None,
+            CircuitBreaker(cb.failure_ratio, cb.window_s, cb.min_calls, cb.cooldown_s)
+            if cb
+            else None,
+            cfg.permanent_errors,
+        )
 
     def try_start(self, now: float) -> bool:
         if not self.accepting(now):
@@ -239,13 +260,10 @@ class JobTypeGate:
         with self._lock:
             return self.breaker.accepting(now)
 
-    def transition(self, now: float) -> BreakerState | None:
-        """The breaker's state if it changed since the last call (for logs and metrics)."""
+    def transitions(self, now: float) -> list[BreakerState]:
+        """The breaker's state changes since the last call (for logs and metrics)."""
         if self.breaker is None:
-            return None
+            return []
         with self._lock:
-            state = self.breaker.state(now)
-        if state is self._last_state:
-            return None
-        self._last_state = state
-        return state
+            self.breaker.state(now)  # a due cool-down ends now, not at the next job
+            return self.breaker.take_changes()

@@ -1,16 +1,18 @@
 """Outcome routing: where a finished job's record goes (ledger, a retry tier, the DLQ) and with
-which headers. Pure functions; the worker does the producing."""
+which headers. The decisions are pure functions; send_outcome is the one place that sends."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from config.settings import JobTypeSettings, Ordering
 from config.topics import JobTopics
 from consumers.decode import Job
 from consumers.errors import Failure
 from consumers.retry import Decision, decide, not_before_ms
+from producers.publisher import PayloadTooLarge, Publisher
 from schemas import wire
 
 
@@ -96,3 +98,27 @@ def route_failure(
     return decision, Outgoing(
         topics.dlq, job.partition, job.key, job.value, headers, "dead_lettered"
     )
+
+
+def send_outcome(publisher: Publisher, out: Outgoing, on_delivery: Any, log: Any) -> None:
+    """Produce an outcome record. A retry or dead letter whose original record plus failure
+    headers is over the topic's limit keeps the record's bytes with the stack dropped and the
+    message cut, and lets the broker decide, rather than crash on it after every restart."""
+    try:
+        publisher.send(out.topic, out.key, out.value, out.headers, partition=out.partition,
+                       on_delivery=on_delivery)
+    except PayloadTooLarge as e:
+        if out.outcome not in ("retried", "dead_lettered"):
+            raise
+        log.warning("failure_headers_trimmed", topic=out.topic, error=str(e))
+        slim = [(k, _slim(k, v)) for k, v in out.headers]
+        publisher.send(out.topic, out.key, out.value, slim, partition=out.partition,
+                       on_delivery=on_delivery, check_size=False)
+
+
+def _slim(name: str, value: bytes) -> bytes:
+    if name == wire.ERROR_STACK:
+        return b""
+    if name == wire.ERROR_MESSAGE:
+        return wire.cut(value.decode("utf-8", "replace"), 256).encode("utf-8")
+    return value

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from schemas import wire
+
+if TYPE_CHECKING:
+    from consumers.decode import Job
 
 Handler = Callable[..., Any]
 
@@ -35,12 +40,20 @@ class Tracing:
         self,
         func: Handler,
         is_async: bool,
-        job_type: str,
-        traceparent: str | None,
-        attributes: dict[str, str | int],
+        job: Job,
     ) -> Handler:
+        traceparent = job.headers.get(wire.TRACEPARENT)
         parent = self._propagate.extract({"traceparent": traceparent}) if traceparent else None
-        name = f"{job_type} process"
+        name = f"{job.job_type} process"
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": job.topic,
+            "messaging.destination.partition.id": str(job.partition),
+            "messaging.kafka.offset": job.offset,
+            "jobstream.job_id": job.job_id,
+            "jobstream.attempt": job.attempt,
+        }
 
         def span() -> Any:
             return self._tracer.start_as_current_span(

@@ -20,7 +20,7 @@ from config.logging import get_logger
 from config.settings import JobTypeSettings, Mode, Settings
 from config.topics import JobTopics, base_of, job_topics, ledger_topic, tier_delay
 from consumers.commit import CommitAborted, Committer
-from consumers.context import JobContext
+from consumers.context import context_for, log_fields
 from consumers.decode import Job, decode_record
 from consumers.errors import (
     DlqGuardTripped,
@@ -37,11 +37,10 @@ from consumers.ledger import SUCCEEDED, Ledger, encode_entry
 from consumers.metrics import Metrics
 from consumers.offsets import PartitionOffsets
 from consumers.ordering import KeyQueues
-from consumers.protection import CircuitBreaker, DlqGuard, JobTypeGate, RateLimiter
-from consumers.routing import Outgoing, route_failure
+from consumers.protection import DlqGuard, JobTypeGate
+from consumers.routing import Outgoing, route_failure, send_outcome
 from consumers.tracing import Tracing
-from producers.publisher import PayloadTooLarge, Publisher
-from schemas import wire
+from producers.publisher import Publisher
 from schemas.registry import SchemaRegistry
 
 TP = tuple[str, int]
@@ -96,7 +95,7 @@ class Worker:
         self.job_of_topic = {
             t: jt for jt, jt_topics in self.topics.items() for t in jt_topics.consumed
         }
-        self.gates = {jt: _gate(c) for jt, c in self.cfg.items()}
+        self.gates = {jt: JobTypeGate.for_job_type(c) for jt, c in self.cfg.items()}
         guard = self.ws.dlq_guard
         self.dlq_guard = (
             DlqGuard(guard.max_ratio, guard.window_s, guard.min_jobs) if guard else None
@@ -282,7 +281,7 @@ class Worker:
             self.consumer.seek(TopicPartition(topic, partition, offset))
             return
         ps.offsets.track(job.offset)
-        self.log.info("received", **self._fields(job))
+        self.log.info("received", **log_fields(job))
         if job.failure is not None:
             self._fail(ps, job, job.failure, None)
             return
@@ -292,7 +291,7 @@ class Worker:
     def _start(self, ps: PartitionState, job: Job) -> None:
         if self.ledger.is_done(ps.ledger_tp, job.job_id):
             self.metrics.job_finished(job.job_type, "deduplicated", None, None)
-            self.log.info("deduplicated", **self._fields(job))
+            self.log.info("deduplicated", **log_fields(job))
             self._finish(ps, job.offset)
             self._next(ps, job)
             return
@@ -301,20 +300,12 @@ class Worker:
             self._deferred.append((ps, job))  # rate limited or breaker open: started later
             return
         jd = self.jobs[job.job_type]
-        ctx = self._context(job)
+        ctx = context_for(job, self.log)
         func = jd.func
         if self.tracing is not None:
-            func = self.tracing.wrap(func, jd.is_async, job.job_type, ctx.traceparent, {
-                "messaging.system": "kafka",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": job.topic,
-                "messaging.destination.partition.id": str(job.partition),
-                "messaging.kafka.offset": job.offset,
-                "jobstream.job_id": job.job_id,
-                "jobstream.attempt": job.attempt,
-            })
+            func = self.tracing.wrap(func, jd.is_async, job)
         ps.running += 1
-        self.log.info("started", **self._fields(job))
+        self.log.info("started", **log_fields(job))
         self.executor.submit(
             Task(
                 func,
@@ -380,7 +371,7 @@ class Worker:
         )
         self.log.info(
             "failed",
-            **self._fields(job),
+            **log_fields(job),
             category=failure.category.value,
             error_class=failure.error_class,
             error=failure.message,
@@ -413,38 +404,13 @@ class Worker:
             self._record_outcome(job, out, duration)
 
         self.committer.before_produce()
-        try:
-            self.publisher.send(
-                out.topic,
-                out.key,
-                out.value,
-                out.headers,
-                partition=out.partition,
-                on_delivery=on_delivery,
-            )
-        except PayloadTooLarge as e:
-            if out.outcome not in ("retried", "dead_lettered"):
-                raise
-            # The original record plus full failure headers is over the topic's limit: keep
-            # the record's bytes, drop the stack and cut the message, let the broker decide,
-            # rather than crash on this record after every restart.
-            self.log.warning("failure_headers_trimmed", topic=out.topic, error=str(e))
-            slim = [(k, _slim(k, v)) for k, v in out.headers]
-            self.publisher.send(
-                out.topic,
-                out.key,
-                out.value,
-                slim,
-                partition=out.partition,
-                on_delivery=on_delivery,
-                check_size=False,
-            )
+        send_outcome(self.publisher, out, on_delivery, self.log)
 
     def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:
         jt = job.job_type or "unknown"
         latency = (now_ms() - job.enqueued_at_ms) / 1000 if job.enqueued_at_ms else None
         self.metrics.job_finished(jt, out.outcome, duration, latency)
-        fields = self._fields(job)
+        fields = log_fields(job)
         if out.outcome == "retried":
             self.metrics.retried(jt, out.tier or "")
             self.log.info("retried", **fields, tier=out.tier, duration_ms=_ms(duration))
@@ -494,8 +460,7 @@ class Worker:
 
     def _watch_protection(self, now: float) -> None:
         for jt, gate in self.gates.items():
-            state = gate.transition(now)
-            if state is not None:
+            for state in gate.transitions(now):
                 self.metrics.set_breaker(jt, state.value)
                 self.log.warning("circuit_" + state.value, job_type=jt)
 
@@ -595,21 +560,7 @@ class Worker:
         self.metrics.in_flight.set(sum(ps.in_flight for ps in self.parts.values()))
         self.metrics.ledger_entries.set(self.ledger.entries())
         self.ledger.expire()
-        if not self.parts:
-            return
-        try:
-            committed = self.consumer.committed(
-                [TopicPartition(*tp) for tp in self.parts], timeout=2
-            )
-        except Exception:
-            return  # lag is best effort: never let a slow broker stall the loop further
-        for tpo in committed:
-            try:
-                _, high = self.consumer.get_watermark_offsets(tpo, cached=True)
-            except Exception:
-                continue
-            base = tpo.offset if tpo.offset >= 0 else 0
-            self.metrics.set_lag(tpo.topic, tpo.partition, max(0, high - base))
+        self.metrics.refresh_lag(self.consumer, list(self.parts))
 
     # -- shutdown --------------------------------------------------------------------------
 
@@ -643,58 +594,7 @@ class Worker:
             self.log.warning("close_failed", error=str(e))
         self.executor.shutdown()
 
-    # -- helpers ---------------------------------------------------------------------------
-
-    def _context(self, job: Job) -> JobContext:
-        h = job.headers
-        tp_header = h.get(wire.TRACEPARENT)
-        ctx = JobContext(
-            job_id=job.job_id,
-            job_type=job.job_type,
-            attempt=job.attempt,
-            key=job.key.decode("utf-8", "replace") if job.key is not None else None,
-            headers=h,
-            log=self.log.bind(**self._fields(job)),
-            parent_job_id=h.get(wire.PARENT_JOB_ID),
-            traceparent=tp_header,
-            topic=job.topic,
-            partition=job.partition,
-            offset=job.offset,
-            enqueued_at_ms=job.enqueued_at_ms,
-        )
-        return ctx
-
-    def _fields(self, job: Job) -> dict[str, Any]:
-        return {
-            "job_id": job.job_id,
-            "parent_job_id": job.headers.get(wire.PARENT_JOB_ID),
-            "job_type": job.job_type,
-            "attempt": job.attempt,
-            "topic": job.topic,
-            "partition": job.partition,
-            "offset": job.offset,
-            "trace_id": wire.trace_id(job.headers.get(wire.TRACEPARENT)),
-        }
-
-
 _GUARDED = ("succeeded", "retried", "dead_lettered")
-
-
-def _gate(cfg: JobTypeSettings) -> JobTypeGate:
-    cb = cfg.circuit_breaker
-    return JobTypeGate(
-        RateLimiter(cfg.rate_limit) if cfg.rate_limit else None,
-        CircuitBreaker(cb.failure_ratio, cb.window_s, cb.min_calls, cb.cooldown_s) if cb else None,
-        cfg.permanent_errors,
-    )
-
-
-def _slim(name: str, value: bytes) -> bytes:
-    if name == wire.ERROR_STACK:
-        return b""
-    if name == wire.ERROR_MESSAGE:
-        return wire.cut(value.decode("utf-8", "replace"), 256).encode("utf-8")
-    return value
 
 
 def _ms(duration: float | None) -> float | None:

@@ -152,8 +152,8 @@ def test_gate_counts_only_downstream_failures_and_holds_back_while_open() -> Non
     assert gate.accepting(0.0) and gate.admit()  # none of those says the downstream is sick
     gate.done(ConnectionError("down"))
     gate.done(JobTimeout("slow"))
-    assert gate.transition(time.monotonic()) is BreakerState.OPEN
-    assert gate.transition(time.monotonic()) is None  # reported once
+    assert gate.transitions(time.monotonic()) == [BreakerState.OPEN]
+    assert gate.transitions(time.monotonic()) == []  # reported once
     assert not gate.admit()
     assert not gate.try_start(time.monotonic())
 
@@ -163,4 +163,15 @@ def test_gate_rate_limit_alone() -> None:
 
     gate = JobTypeGate(RateLimiter(1.0, burst=2), None)
     assert [gate.try_start(0.0) for _ in range(3)] == [True, True, False]
-    assert gate.admit() and gate.accepting(0.0) and gate.transition(0.0) is None
+    assert gate.admit() and gate.accepting(0.0) and gate.transitions(0.0) == []
+
+
+def test_breaker_reports_a_probe_that_failed_between_two_looks() -> None:
+    b = open_breaker()
+    b.take_changes()
+    assert b.allow(5.5)  # half open: the probe
+    b.record(False, 5.6)
+    assert b.take_changes() == [BreakerState.HALF_OPEN, BreakerState.OPEN]
+    assert b.allow(11.0)
+    b.record(True, 11.1)
+    assert b.take_changes() == [BreakerState.HALF_OPEN, BreakerState.CLOSED]
