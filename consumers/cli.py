@@ -48,7 +48,7 @@ def settings() -> Settings:
 def connected(s: Settings) -> Settings:
     """Fail fast with one line when the brokers refuse these settings (wrong password, untrusted
     or missing certificate): librdkafka itself would retry such failures for ever."""
-    from consumers.connection import check_connection
+    from producers.connection import check_connection
 
     check_connection(s.kafka)
     return s
@@ -260,9 +260,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from confluent_kafka import KafkaException
 
     from consumers.broker import BrokerError
-    from consumers.connection import ConnectionCheckError
     from consumers.jobs import AppError
     from consumers.topics import TopicPlanError
+    from producers.connection import ConnectionCheckError
     from producers.publisher import PayloadTooLarge, PublishError
     from schemas.registry import DecodeError, PayloadError, SchemaError, UnknownJobType
 

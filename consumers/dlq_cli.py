@@ -21,6 +21,7 @@ from rich.text import Text
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
 from consumers import dlq, replay
+from producers.connection import ConnectionCheckError, check_connection
 from schemas import wire
 
 dlq_app = typer.Typer(help="Inspect, replay and export dead letters.", no_args_is_help=True)
@@ -57,6 +58,11 @@ def _errors() -> Iterator[None]:
 def _settings() -> Settings:
     s = load_settings()
     configure_logging(s.log)  # stderr: stdout stays the command's output
+    try:
+        # a rejected password says so at once; an absent broker within the CLI's short timeout
+        check_connection(s.kafka, timeout=dlq.METADATA_TIMEOUT_S)
+    except ConnectionCheckError as e:
+        raise dlq.DlqError(str(e)) from None
     return s
 
 

@@ -44,6 +44,7 @@ from producers.publisher import Publisher
 from schemas.registry import SchemaRegistry
 
 TP = tuple[str, int]
+AUTH_FAILURE_LIMIT_S = 60.0
 
 
 def now_ms() -> int:
@@ -127,6 +128,7 @@ class Worker:
                     "session.timeout.ms": self.ws.session_timeout_ms,
                     "max.poll.interval.ms": self.ws.max_poll_interval_ms,
                     "enable.partition.eof": False,
+                    "error_cb": self._on_client_error,
                 },
             )
         )
@@ -142,6 +144,9 @@ class Worker:
         self.ledger = Ledger(settings)
         self.executor = Executor(self.ws.max_in_flight)
         self.tracing = Tracing.from_environment()
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        self.publisher.errors(err)  # one watch for the consumer and the producer
 
     # -- group membership ------------------------------------------------------------------
 
@@ -449,6 +454,12 @@ class Worker:
         if now - self._last_lag >= 5.0:
             self._last_lag = now
             self._refresh_gauges()
+            if self.publisher.errors.failing_for(now) >= AUTH_FAILURE_LIMIT_S:
+                # Revoked credentials or a replaced CA: retrying will not fix it, and a
+                # restart makes the start-up check say so plainly.
+                raise WorkerError(
+                    f"the brokers keep refusing us{self.publisher.errors.explain()}"
+                )
         self.health.ready = self._joined and all(
             self.ledger.ready(ps.ledger_tp) for ps in self.parts.values()
         )

@@ -18,6 +18,7 @@ from config.kafka import client_config
 from config.logging import get_logger
 from config.settings import Settings, load_settings
 from config.topics import main_topic
+from producers.connection import ErrorWatch
 from schemas import wire
 from schemas.registry import SchemaRegistry
 
@@ -75,6 +76,9 @@ class Publisher:
                 "partitioner": "murmur2_random",
             },
         )
+        # Rejected credentials are retried for ever by librdkafka: remember why, to say so.
+        self.errors = ErrorWatch(settings.kafka)
+        conf["error_cb"] = self.errors
         conf.update(producer_config or {})
         self.producer = Producer(conf)
         self.producer_name = f"{settings.kafka.client_id}@{socket.gethostname()}:{os.getpid()}"
@@ -164,7 +168,7 @@ class Publisher:
             if time.monotonic() > deadline:
                 raise PublishError(
                     f"job {job_id}: no acknowledgement within {timeout}s "
-                    f"(brokers {self.settings.kafka.bootstrap_servers})"
+                    f"(brokers {self.settings.kafka.bootstrap_servers}){self.errors.explain()}"
                 )
             self.producer.poll(0.05)
         if result[0] is not None:
@@ -252,7 +256,9 @@ class Publisher:
 
     def _describe_limit(self, topic: str) -> int:
         producer_limit = 1_000_000
-        admin = AdminClient(client_config(self.settings.kafka, log_level=3))
+        admin = AdminClient(
+            client_config(self.settings.kafka, log_level=3, error_cb=self.errors)
+        )
         res = ConfigResource(ConfigResource.Type.TOPIC, topic)
         try:
             configs = admin.describe_configs([res], request_timeout=10)[res].result(timeout=15)
@@ -264,8 +270,10 @@ class Publisher:
                     f"topic {topic} does not exist; create it with `jobstream topics apply`"
                 ) from None
             if isinstance(err, KafkaError) and err.code() == KafkaError._TIMED_OUT:
+                admin.poll(0)  # serves error_cb: a rejected password is the likely cause
                 raise PublishError(
                     f"broker unreachable at {self.settings.kafka.bootstrap_servers}"
+                    f"{self.errors.explain()}"
                 ) from None
             return producer_limit  # e.g. no describe rights: fall back to the producer's limit
         except (KeyError, ValueError):
@@ -280,7 +288,10 @@ class Publisher:
             remaining = self.flush(timeout)
             self._closed = True
             if remaining:
-                raise PublishError(f"{remaining} jobs were not acknowledged within {timeout}s")
+                raise PublishError(
+                    f"{remaining} jobs were not acknowledged within {timeout}s"
+                    f"{self.errors.explain()}"
+                )
 
     def __enter__(self) -> Publisher:
         return self

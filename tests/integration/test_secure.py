@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from config.settings import SettingsError, load_settings
+from producers.publisher import Publisher, PublishError
 from tests.harness import ROOT, Stack, make_stack
 from tests.secure_broker import SCRAM_USER, Pki, SecureBroker, secure_broker
 
@@ -178,6 +179,7 @@ COMMANDS = {
     "worker": ["worker", "--app", "tests.apps.sink"],
     "topics apply": ["topics", "apply", "--job-type", "test.echo"],
     "publish": ["publish", "test.echo", "--json", '{"seq": 1}'],
+    "dlq list": ["dlq", "list", "test.echo"],
 }
 
 
@@ -260,6 +262,24 @@ def test_tls_misconfiguration_fails_fast_with_one_clear_line(
         bad.must_say,
         [broker.scram_password, pki.client_key_password, *bad.secrets.values()],
     )
+
+
+def test_publisher_library_says_why_nothing_is_acknowledged(
+    secure: tuple[SecureBroker, Pki], tmp_path: Path
+) -> None:
+    """A service using Publisher directly (no CLI start-up check) still learns the reason."""
+    broker, pki = secure
+    wrong = "wrong-" + uuid.uuid4().hex
+    stack = secured_stack(tmp_path, sasl_kafka(broker, pki), {"sasl_password": wrong})
+    pub = Publisher(stack.settings)
+    with pytest.raises(PublishError) as failed:
+        pub.send("jobs.any", b"k", b"v", [])
+        left = pub.flush(8)
+        assert left == 1
+        pub.close(timeout=0.1)
+    message = str(failed.value)
+    assert "authentication failed" in message and broker.sasl_bootstrap in message, message
+    assert wrong not in message
 
 
 def test_settings_never_echo_secrets() -> None:

@@ -90,7 +90,7 @@ def check_connection(kafka: KafkaSettings, timeout: float = DEFAULT_TIMEOUT_S) -
             except KafkaException:
                 pass  # the reason, if any, comes through error_cb / the log
             admin.poll(0)  # serves error_cb
-            reason = _final_reason(kafka, errors)
+            reason = final_reason(kafka, errors)
             if reason:
                 raise ConnectionCheckError(f"cannot connect to {where}: {reason}")
             if time.monotonic() >= deadline:
@@ -104,7 +104,7 @@ def check_connection(kafka: KafkaSettings, timeout: float = DEFAULT_TIMEOUT_S) -
         logger.removeHandler(capture)
 
 
-def _final_reason(kafka: KafkaSettings, errors: list[KafkaError]) -> str | None:
+def final_reason(kafka: KafkaSettings, errors: list[KafkaError]) -> str | None:
     """The first error that retrying cannot fix, worded for the operator; else None."""
     for err in errors:
         code, text = err.code(), _clean(err.str())
@@ -130,6 +130,39 @@ def _final_reason(kafka: KafkaSettings, errors: list[KafkaError]) -> str | None:
             )
             return f"TLS connection rejected by the broker: {text}{hint}"
     return None
+
+
+class ErrorWatch:
+    """A client's error_cb: remembers the last error that retrying cannot fix (a rejected
+    password or certificate) and how long such errors have kept coming, so a running client
+    can say why it is stuck, and a worker can stop instead of retrying for ever."""
+
+    def __init__(self, kafka: KafkaSettings, quiet_reset_s: float = 30.0) -> None:
+        self._kafka = kafka
+        self._reset_s = quiet_reset_s
+        self.reason: str | None = None
+        self._first = self._last = 0.0
+
+    def __call__(self, err: KafkaError) -> None:
+        reason = final_reason(self._kafka, [err])
+        if reason is None:
+            return
+        now = time.monotonic()
+        if self.reason is None or now - self._last > self._reset_s:
+            self._first = now  # a new spell of failures, not the tail of an old one
+        self.reason, self._last = reason, now
+
+    def failing_for(self, now: float | None = None) -> float:
+        """Seconds the current spell of unfixable errors has lasted (0 when there is none)."""
+        now = time.monotonic() if now is None else now
+        if self.reason is None or now - self._last > self._reset_s:
+            return 0.0
+        return self._last - self._first
+
+    def explain(self) -> str:
+        """': <reason>' when one is known, for appending to a timeout message."""
+        current = self.reason and time.monotonic() - self._last <= self._reset_s
+        return f": {self.reason}" if current else ""
 
 
 def _key_hint(kafka: KafkaSettings, text: str) -> str:
