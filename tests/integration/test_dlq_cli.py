@@ -117,6 +117,15 @@ def test_list_table_json_and_filters(world: World) -> None:
     picked = jsonl(ok(world, "dlq", "list", JT, "--json", "--error-class", "ValueError",
                       "--since", "-1h"))
     assert [r["job_id"] for r in picked] == ["job-c"]
+    # time window: job-a failed 2 h ago, the others now
+    old = jsonl(ok(world, "dlq", "list", JT, "--json", "--until", "-1h"))
+    assert [r["job_id"] for r in old] == ["job-a"]
+    recent = jsonl(ok(world, "dlq", "list", JT, "--json", "--since", "-1h"))
+    assert sorted(str(r["job_id"]) for r in recent) == ["None", "job-b", "job-c"]
+    by_key = jsonl(ok(world, "dlq", "list", JT, "--json", "--key", "k-b"))
+    assert [r["job_id"] for r in by_key] == ["job-b"]
+    by_category = jsonl(ok(world, "dlq", "list", JT, "--json", "--category", "decode"))
+    assert [(r["partition"], r["offset"]) for r in by_category] == [(2, 0)]
 
 
 def test_show_masked_unmasked_and_undecodable(world: World) -> None:
