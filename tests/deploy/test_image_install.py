@@ -34,27 +34,11 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.deploy.test_dockerfile import instructions
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 ROOT_ONLY_RUN = re.compile(r"^\s*(apt-get|groupadd|useradd)\b")
-
-
-def instructions(text: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, with line continuations joined and comments dropped."""
-    out: list[tuple[str, str]] = []
-    buf = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith("#") or (not buf and not line):
-            continue
-        if line.endswith("\\"):
-            buf += line[:-1] + " "
-            continue
-        buf += line
-        op, _, args = buf.partition(" ")
-        out.append((op.upper(), args.strip()))
-        buf = ""
-    return out
 
 
 def dockerignore_patterns() -> list[str]:
