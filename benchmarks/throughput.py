@@ -1,0 +1,179 @@
+"""Worker throughput: overhead against a raw loop (1), I/O-bound handlers (2), and scaling over
+worker processes (7).
+
+Worker throughput = jobs / (first handler run -> every offset of the topic committed by the
+worker's group). The raw loop is timed the same way: first record received -> offsets committed.
+"""
+
+from __future__ import annotations
+
+from benchmarks import raw
+from benchmarks.common import Bench, Row, Stack, fetch_gaps, limit_row, ratio_row, say
+from config.settings import Mode
+
+MODES = {Mode.AT_LEAST_ONCE: ("alo", 0.85), Mode.TRANSACTIONAL: ("txn", 0.7)}
+SLEEP_MS = 20
+
+
+def run_worker(st: Stack, n: int, timeout: float) -> float:
+    """Publish n jobs, start one worker, return jobs/s from first handler run to all committed."""
+    st.fill(n)
+    ends = st.end_offsets()
+    st.start_worker()
+    try:
+        done = st.wait_committed(ends, timeout)
+        first = st.first_run()
+    finally:
+        st.stop_workers()
+    return n / (done - first)
+
+
+def stall_row(bench: str, st: Stack, what: str) -> Row:
+    span, stalled, gaps = fetch_gaps(st.dir / "worker-0.log")
+    share = stalled / span if span else 0.0
+    return limit_row(
+        bench,
+        f"{what}: poll loop waiting for records",
+        round(share * 100, 1),
+        "% of run",
+        None,
+        f"{gaps} gaps >= 50 ms between `received` events, {stalled:.1f} s of {span:.1f} s",
+    )
+
+
+def overhead(b: Bench) -> list[Row]:
+    n = b.size(100_000, 5_000)
+    if not b.quick:
+        b.notes.append(
+            "overhead: 100,000 jobs per mode instead of the issue's 200,000, so that the full "
+            "run stays under ~15 minutes on 2 shared cores (the worker runs at ~1-2k jobs/s)"
+        )
+    rows: list[Row] = []
+    for mode, (short, target) in MODES.items():
+        st = b.stack(f"overhead-{short}", "bench.noop", worker={"mode": mode.value})
+        say(f"overhead/{short}: publishing {n:,} jobs of 100-byte Avro payloads")
+        st.fill(n)
+        out = b.create_topic(f"overhead-{short}-raw-out")
+        first, done = raw.consume_loop(st.settings, st.topics.main, n, mode, out)
+        raw_rate = n / (done - first)
+        say(f"overhead/{short}: raw loop {raw_rate:,.0f} jobs/s")
+        if mode is Mode.AT_LEAST_ONCE:
+            first, done = raw.consume_loop(st.settings, st.topics.main, n, None, None)
+            rows.append(
+                limit_row(
+                    "1 overhead",
+                    "raw consume only (no produce, one commit)",
+                    n / (done - first),
+                    "jobs/s",
+                    None,
+                    "for scale: the client's read speed from Python",
+                )
+            )
+        ends = st.end_offsets()
+        st.start_worker()
+        try:
+            done = st.wait_committed(ends, timeout=max(300.0, n / 200))
+            first = st.first_run()
+        finally:
+            st.stop_workers()
+        rate = n / (done - first)
+        b.shared[f"max_rate_{mode.value}"] = rate
+        say(f"overhead/{short}: worker {rate:,.0f} jobs/s")
+        rows.append(
+            ratio_row(
+                "1 overhead",
+                f"no-op worker, {mode.value}",
+                rate,
+                raw_rate,
+                "jobs/s",
+                f"raw loop, {mode.value}",
+                target,
+                f"{n:,} jobs, 6 partitions; raw loop = consume + 1 ledger-sized produce per "
+                "record + commit every 500 ms",
+            )
+        )
+        rows.append(stall_row("1 overhead", st, f"no-op worker, {mode.value}"))
+        st.tidy()
+    return rows
+
+
+def io_bound(b: Bench) -> list[Row]:
+    n = b.size(40_000, 3_000)
+    in_flight = 64
+    st = b.stack("io", "bench.sleep", worker={"max_in_flight": in_flight})
+    say(f"io: {n:,} jobs sleeping {SLEEP_MS} ms, max_in_flight {in_flight}")
+    rate = run_worker(st, n, timeout=max(300.0, n / 100))
+    ideal = in_flight * 1000 / SLEEP_MS
+    say(f"io: {rate:,.0f} jobs/s (ideal {ideal:,.0f})")
+    rows = [
+        ratio_row(
+            "2 I/O-bound",
+            f"{SLEEP_MS} ms handlers, max_in_flight {in_flight} (transactional)",
+            rate,
+            ideal,
+            "jobs/s",
+            f"ideal {in_flight} / {SLEEP_MS} ms",
+            0.9,
+            f"{n:,} jobs",
+        ),
+        stall_row("2 I/O-bound", st, f"{SLEEP_MS} ms handlers"),
+    ]
+    st.tidy()
+    return rows
+
+
+def scaling(b: Bench) -> list[Row]:
+    n = b.size(15_000, 2_000)
+    in_flight = 16
+    rates: dict[int, float] = {}
+    spread: dict[int, list[int]] = {}
+    for procs in (1, 2, 3):
+        st = b.stack(f"scaling-{procs}", "bench.sleep", worker={"max_in_flight": in_flight})
+        for _ in range(procs):
+            st.start_worker(http=True)
+        try:
+            # All members joined and holding partitions before any job exists.
+            spread[procs] = st.wait_ready()
+            say(
+                f"scaling/{procs}: {procs} worker process(es) ready, main-topic partitions per "
+                f"process {spread[procs]}; publishing {n:,} jobs"
+            )
+            st.fill(n)
+            ends = st.end_offsets()
+            done = st.wait_committed(ends, timeout=max(300.0, n / 50))
+            first = st.first_run()
+        finally:
+            st.stop_workers()
+        rates[procs] = n / (done - first)
+        say(f"scaling/{procs}: {rates[procs]:,.0f} jobs/s")
+        st.tidy()
+    ideal = in_flight * 1000 / SLEEP_MS
+    rows = [
+        ratio_row(
+            "7 scaling",
+            "1 worker process",
+            rates[1],
+            ideal,
+            "jobs/s",
+            f"ideal {in_flight} / {SLEEP_MS} ms",
+            None,
+            f"{n:,} jobs sleeping {SLEEP_MS} ms, max_in_flight {in_flight} per process "
+            "(kept low so 3 processes stay I/O-bound on 2 cores)",
+        )
+    ]
+    for procs, target in ((2, None), (3, 2.7)):
+        rows.append(
+            ratio_row(
+                "7 scaling",
+                f"{procs} worker processes",
+                rates[procs],
+                rates[1],
+                "jobs/s",
+                "1 process",
+                target,
+                "main-topic partitions per process: "
+                + "/".join(str(x) for x in spread[procs])
+                + " (the assignor balances main + retry-tier partitions together)",
+            )
+        )
+    return rows
