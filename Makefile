@@ -32,9 +32,15 @@ demo: venv
 	scripts/with-broker.sh $(BIN)/python -m examples.demo
 
 # Not built yet (fault suite and side-by-side benchmarks): say so instead of a confusing error.
-chaos bench:
+chaos:
 	@echo "make $@: not written yet; see the open issues for the fault suite and benchmarks" >&2
 	@exit 1
+
+# Benchmarks side by side with the raw confluent-kafka client (benchmarks/run.py), about 8 min:
+# prints a table and writes benchmarks/results/latest.json. `make bench ARGS=--quick` is a smoke
+# run (~3 min); ARGS="--only overhead" runs one. Honors JOBSTREAM_BROKER__PORT like `make test`.
+bench: venv
+	scripts/with-broker.sh $(BIN)/python -m benchmarks.run $(ARGS)
 
 broker-start: venv
 	$(BIN)/jobstream broker start
