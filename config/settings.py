@@ -124,7 +124,9 @@ class JobTypeSettings(_Model):
 class WorkerSettings(_Model):
     group_id: str = "jobstream-workers"
     mode: Mode = Mode.TRANSACTIONAL
-    max_in_flight: int = Field(64, ge=1, le=100_000)
+    max_in_flight: int = Field(64, ge=1, le=100_000)  # handlers running at once
+    # Jobs fetched beyond max_in_flight before fetching pauses (resumes at half of it).
+    max_buffered: int = Field(1000, ge=0, le=1_000_000)
     commit_interval_ms: int = Field(500, ge=10, le=60_000)
     commit_max_records: int = Field(5_000, ge=1)
     shutdown_grace_s: float = Field(30.0, ge=0)

@@ -52,6 +52,8 @@ class Executor:
         self._wake = on_result
         for _ in range(threads):
             self._spawn()
+        # At most `threads` async handlers at once too; waiting for a slot is not run time.
+        self._async_slots = asyncio.Semaphore(threads)
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(
             target=self._loop.run_forever, name="js-async", daemon=True
@@ -112,18 +114,19 @@ class Executor:
                 return  # replaced while stuck past a timeout; the pool already has a new one
 
     async def _run_async(self, task: Task) -> None:
-        if task.gate is not None and not task.gate.admit():
-            self._finish(task, NotAdmitted())
-            return
-        task.started = time.monotonic()
-        error: BaseException | None = None
-        try:
-            await asyncio.wait_for(task.func(*task.args), timeout=task.timeout_s)
-        except TimeoutError:
-            error = JobTimeout(f"handler ran past its timeout of {task.timeout_s}s (cancelled)")
-        except BaseException as e:
-            error = e
-        self._finish(task, error)
+        async with self._async_slots:
+            if task.gate is not None and not task.gate.admit():
+                self._finish(task, NotAdmitted())
+                return
+            task.started = time.monotonic()
+            error: BaseException | None = None
+            try:
+                await asyncio.wait_for(task.func(*task.args), timeout=task.timeout_s)
+            except TimeoutError:
+                error = JobTimeout(f"handler ran past its timeout of {task.timeout_s}s (cancelled)")
+            except BaseException as e:
+                error = e
+            self._finish(task, error)
 
     def check_timeouts(self, now: float | None = None) -> None:
         """Report sync tasks past their timeout as failed and replace their threads."""

@@ -106,6 +106,7 @@ class Worker:
         self._gen = 0
         self._stopping = False
         self._halted = False  # results are no longer routed (the DLQ guard tripped)
+        self._full = False  # fetched-and-unfinished jobs reached the buffer limit
         self._joined = False
         self._waiting: list[
             tuple[float, int, Job]
@@ -228,7 +229,12 @@ class Worker:
             self.subscribe()
             while not self._stopping:
                 busy = any(ps.running or ps.queues.queued for ps in self.parts.values())
-                msgs = self.consumer.consume(500, timeout=0.005 if busy else 0.1)
+                # consume() waits its whole timeout unless the batch fills; poll() returns at
+                # the first record, so an idle worker starts a new job at once.
+                msgs = self.consumer.consume(500, timeout=0)
+                if not msgs:
+                    msg = self.consumer.poll(0.005 if busy else 0.1)
+                    msgs = [msg] if msg is not None else []
                 self.health.beat()
                 for msg in msgs:
                     self._receive(msg)
@@ -490,8 +496,15 @@ class Worker:
             )
 
     def _reconcile_pauses(self) -> None:
+        # Pausing makes librdkafka drop what it prefetched, and the refetch after resuming takes
+        # up to a second: pause only once a buffer of fetched jobs waits behind the running ones,
+        # and resume while half of it is left, so the refetch lands before the pool runs dry.
         in_flight = sum(ps.in_flight for ps in self.parts.values())
-        full = in_flight >= self.ws.max_in_flight
+        if in_flight >= self.ws.max_in_flight + self.ws.max_buffered:
+            self._full = True
+        elif in_flight <= self.ws.max_in_flight + self.ws.max_buffered // 2:
+            self._full = False
+        full = self._full
         wall = now_ms()
         mono = time.monotonic()
         held_types = {ps.job_type for ps, _ in self._deferred}
