@@ -7,7 +7,7 @@ import os
 import signal
 from types import FrameType
 
-from config.logging import configure_logging, get_logger
+from config.logging import configure_logging, flush_logs, get_logger
 from config.settings import Settings
 from consumers.health import Health, HealthServer
 from consumers.jobs import AppError, load_app
@@ -18,7 +18,7 @@ from consumers.worker import Worker
 def run_worker(
     settings: Settings, module: str, *, group: str | None = None, job_types: list[str] | None = None
 ) -> int:
-    configure_logging(settings.log)
+    configure_logging(settings.log, buffered=True)
     log = get_logger("jobstream.runner")
     jobs = load_app(module)
     if job_types:
@@ -45,6 +45,7 @@ def run_worker(
         signals["count"] += 1
         if signals["count"] > 1:
             log.warning("second_signal_exiting_now", signal=signal.Signals(signum).name)
+            flush_logs()
             os._exit(130)
         log.info(
             "stopping", signal=signal.Signals(signum).name, grace_s=settings.worker.shutdown_grace_s

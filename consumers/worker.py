@@ -16,7 +16,7 @@ from typing import Any, cast
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from config.kafka import client_config
-from config.logging import get_logger
+from config.logging import flush_logs, get_logger
 from config.settings import JobTypeSettings, Mode, Settings
 from config.topics import JobTopics, base_of, job_topics, ledger_topic, tier_delay
 from consumers.commit import CommitAborted, Committer
@@ -436,6 +436,7 @@ class Worker:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        flush_logs()  # buffered: one write per loop iteration, not one per log line
         self.executor.check_timeouts(now)
         for err in self.ledger.collect():
             self.log.warning("ledger_restore_failed", error=str(err))
