@@ -48,6 +48,10 @@ class BrokerError(RuntimeError):
 @dataclass(frozen=True)
 class LocalBroker:
     settings: BrokerSettings
+    # The port clients are told to connect to (advertised.listeners); default: the broker's own.
+    # Tests put a fault-injecting proxy in front of the broker and advertise the proxy's port,
+    # so clients keep talking through the proxy after bootstrapping.
+    advertised_port: int | None = None
 
     @property
     def port(self) -> int:
@@ -232,7 +236,7 @@ class LocalBroker:
             "node.id": "1",
             "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.advertised_port or self.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from config.kafka import client_config
 from config.settings import Settings, load_settings
 from config.topics import job_topics
+from consumers.ledger import SUCCEEDED, decode_entry
 from consumers.topics import apply, full_plan
 from producers import Publisher
 
@@ -67,6 +69,39 @@ class Stack:
             for payload, key in payloads:
                 ids.append(pub.publish_async(self.job_type, payload, key=key, **kw))
         return ids
+
+    def produce_raw(
+        self,
+        records: list[tuple[int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]],
+        topic: str | None = None,
+    ) -> list[tuple[int, int]]:
+        """Produce prepared (partition, key, value, headers) records as they are, bypassing
+        the publisher's checks (bad input on purpose); their (partition, offset)s in order."""
+        p = Producer(client_config(self.settings.kafka, **{"linger.ms": 5}))
+        where: list[tuple[int, int]] = [(-1, -1)] * len(records)
+        errors: list[str] = []
+        for i, (part, key, value, headers) in enumerate(records):
+
+            def cb(err: Any, msg: Any, i: int = i) -> None:
+                if err is not None:
+                    errors.append(str(err))
+                else:
+                    where[i] = (msg.partition(), msg.offset())
+
+            kw: dict[str, Any] = {"headers": headers, "on_delivery": cb}
+            if part is not None:
+                kw["partition"] = part
+            while True:
+                try:
+                    p.produce(topic or self.topics.main, value, key, **kw)
+                    break
+                except BufferError:
+                    p.poll(0.1)
+            p.poll(0)
+        remaining = p.flush(60)
+        if remaining or errors:
+            raise AssertionError(f"{remaining} records unsent, errors: {errors[:3]}")
+        return where
 
     def start_worker(
         self, *args: str, log_name: str | None = None, **env: str
@@ -148,6 +183,15 @@ class Stack:
                 if tpo.offset >= ends[tpo.partition]:
                     pending.discard(tpo.partition)
         c.close()
+        return out
+
+    def ledger_entries(self, timeout: float = 30) -> list[tuple[str, dict[str, Any]]]:
+        """(job id, entry) of every committed ledger record (read_committed)."""
+        out = []
+        for m in self.read_topic(self.topics.ledger, timeout=timeout):
+            entry = decode_entry(m.value()) if m.value() is not None else None
+            if m.key() is not None and entry is not None:
+                out.append((m.key().decode(), entry))
         return out
 
     def committed(self, topic: str) -> dict[int, int]:
@@ -232,3 +276,56 @@ def _watermark(c: Consumer, tp: TopicPartition) -> int:
                 raise
             time.sleep(0.25)
     raise AssertionError("unreachable")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pid_of_worker(worker_id: str) -> int | None:
+    """The process id inside a worker id (`<host>-<pid>-<tag>`; the host may hold dashes)."""
+    parts = worker_id.rsplit("-", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def recorded_completions(
+    runs: list[dict[str, Any]], ledger: list[tuple[str, dict[str, Any]]]
+) -> dict[str, float]:
+    """Job id -> when its completion was first recorded: the end (sink time, seconds) of the
+    run whose ledger record was committed. A ledger entry names the worker (and so its pid)
+    and the attempt; its run is that process's run of that attempt that ended last before the
+    entry's finished_at (a worker that rewound after an aborted commit runs a job twice with
+    the same attempt, and only the later run is the one recorded). When no run matches (the
+    sink lost a line), the entry's finished_at, which is after the run's end, stands in."""
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_job.setdefault(r["job_id"], []).append(r)
+    out: dict[str, float] = {}
+    for jid, entry in ledger:
+        if entry.get("status") != SUCCEEDED:
+            continue
+        finished = entry["finished_at"]
+        pid = pid_of_worker(entry["worker"])
+        ends = [
+            r["end"]
+            for r in by_job.get(jid, ())
+            if r["pid"] == pid and r["attempt"] == entry["attempt"]
+            and int(r["end"] * 1000) <= finished
+        ]
+        end = max(ends) if ends else finished / 1000
+        out[jid] = min(out.get(jid, end), end)
+    return out
+
+
+def runs_after_completion(
+    runs: list[dict[str, Any]], ledger: list[tuple[str, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Runs that started after an earlier run of the same job had ended with its completion
+    recorded (ledger record committed): each one breaks "a handler does not run again after
+    its completion is recorded". Runs inside the crash window (a run whose record was never
+    committed, then a rerun) are allowed and not counted."""
+    recorded = recorded_completions(runs, ledger)
+    return [r for r in runs if r["job_id"] in recorded and r["start"] > recorded[r["job_id"]]]
