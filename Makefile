@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements.lock requirements-dev.txt
 	touch $@
 
 lint: venv
-	$(BIN)/ruff check config schemas producers consumers examples tests
+	$(BIN)/ruff check config schemas producers consumers examples tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/jobstream schemas check
 

@@ -42,7 +42,16 @@ Result = tuple[Any, BaseException | None, float]  # (token, error or None, durat
 
 
 class Executor:
-    def __init__(self, threads: int, on_result: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        threads: int,
+        on_result: Callable[[], None] | None = None,
+        alive: Callable[[], bool] | None = None,
+    ) -> None:
+        # alive() False: the process was frozen (SIGSTOP, a VM pause) past the group session, so
+        # its partitions may belong to another worker now: start no queued job until the poll
+        # thread has caught up; the job comes back as NotAdmitted and the poll thread decides.
+        self._alive = alive
         self.results: queue.SimpleQueue[Result] = queue.SimpleQueue()
         self._work: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._running: dict[int, Task] = {}  # sync tasks by id(task)
@@ -93,7 +102,9 @@ class Executor:
             task = self._work.get()
             if task is None:
                 return
-            if task.gate is not None and not task.gate.admit():
+            if (self._alive is not None and not self._alive()) or (
+                task.gate is not None and not task.gate.admit()
+            ):
                 with self._mutex:
                     self._running.pop(id(task), None)
                 self._finish(task, NotAdmitted())
@@ -115,7 +126,9 @@ class Executor:
 
     async def _run_async(self, task: Task) -> None:
         async with self._async_slots:
-            if task.gate is not None and not task.gate.admit():
+            if (self._alive is not None and not self._alive()) or (
+                task.gate is not None and not task.gate.admit()
+            ):
                 self._finish(task, NotAdmitted())
                 return
             task.started = time.monotonic()

@@ -73,14 +73,22 @@ def restore_partitions(
             },
         )
     )
+    marks = Consumer(
+        client_config(
+            settings.kafka,
+            **{"group.id": "jobstream-ledger-restore", "isolation.level": "read_uncommitted"},
+        )
+    )
     try:
         # Read up to the high watermark taken now, not just to the first end-of-partition: with
         # read_committed that end is the last stable offset, which a crashed worker's dangling
         # transaction holds back until it times out, hiding entries committed after it.
+        # A read_committed consumer reports the last stable offset as its high watermark, so
+        # ask a read_uncommitted one for the real end.
         ends: dict[LedgerTP, int] = {}
         assign = []
         for topic, p in wanted:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            low, high = marks.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
             if high > low:
                 ends[(topic, p)] = high
                 assign.append(TopicPartition(topic, p, OFFSET_BEGINNING))
@@ -108,6 +116,7 @@ def restore_partitions(
                     del ends[(tpo.topic, tpo.partition)]
     finally:
         consumer.close()
+        marks.close()
     return views
 
 
@@ -121,6 +130,7 @@ class Ledger:
         self.pending: dict[LedgerTP, dict[str, int]] = {}
         self._users: dict[LedgerTP, int] = {}
         self._restoring: set[LedgerTP] = set()
+        self._early: dict[LedgerTP, dict[str, int]] = {}  # committed while restoring
         self._done: queue.SimpleQueue[
             tuple[list[LedgerTP], dict[LedgerTP, LedgerView] | Exception]
         ] = queue.SimpleQueue()
@@ -128,10 +138,16 @@ class Ledger:
 
     def acquire(self, tps: Iterable[LedgerTP]) -> None:
         """Start using these ledger partitions; restore the ones not held yet."""
-        fresh = []
+        fresh: list[LedgerTP] = []
         for tp in tps:
             self._users[tp] = self._users.get(tp, 0) + 1
-            if self._users[tp] == 1 and tp not in self.views and tp not in self._restoring:
+            if tp in self._restoring or tp in fresh:
+                continue
+            if self._users[tp] > 1 and tp in self.views:
+                # Held through another of our partitions (a retry tier), but this newly assigned
+                # partition's completions were written by its previous owner: read it again.
+                del self.views[tp]
+            if tp not in self.views:
                 fresh.append(tp)
         if fresh:
             self._restoring.update(fresh)
@@ -165,7 +181,9 @@ class Ledger:
                 threading.Timer(1.0, self._restore, args=(again,)).start()
                 continue
             for tp, view in result.items():
+                early = self._early.pop(tp, {})
                 if tp in self._users:
+                    view.add_many(early.items())
                     self.views[tp] = view
         return errors
 
@@ -188,6 +206,8 @@ class Ledger:
             view = self.views.get(tp)
             if view is not None:
                 view.add_many(entries.items())
+            elif tp in self._restoring:  # the restore may have read past its end before this
+                self._early.setdefault(tp, {}).update(entries)
         self.pending = {}
 
     def aborted(self) -> None:

@@ -24,6 +24,10 @@ class PartitionOffsets:
         self._safe: int | None = None  # offset safe to commit, None until a record finishes
         self._committed: int | None = None
 
+    def seen(self, offset: int) -> bool:
+        """Whether this offset is at or below one already tracked (a redelivery)."""
+        return self._last_tracked is not None and offset <= self._last_tracked
+
     def track(self, offset: int) -> None:
         """Register a record handed to the worker. Offsets must increase; gaps are fine
         (compaction, transaction markers)."""

@@ -13,7 +13,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from config.kafka import client_config
 from config.logging import flush_logs, get_logger
@@ -143,8 +150,11 @@ class Worker:
         self.producer = self.publisher.producer
         self.committer = Committer(self.ws.mode, self.consumer, self.producer)
         self.ledger = Ledger(settings)
-        self.executor = Executor(self.ws.max_in_flight)
+        self.executor = Executor(self.ws.max_in_flight, alive=self._poll_loop_alive)
         self.tracing = Tracing.from_environment()
+
+    def _poll_loop_alive(self) -> bool:
+        return time.monotonic() - self.health.last_poll < self.ws.session_timeout_ms / 1000
 
     def _on_client_error(self, err: KafkaError) -> None:
         self.publisher.errors(err)  # one watch for the consumer and the producer
@@ -206,15 +216,23 @@ class Worker:
         self.log.info("revoked", partitions=[f"{t}[{p}]" for t, p in tps])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Another member owns these now: whatever we hold for them must not be committed.
+        # Another member may own these now: whatever we hold for them must not be committed.
+        frozen = not self._poll_loop_alive()
         self.committer.abort()
         self.ledger.aborted()
         for p in partitions:
             self._drop((p.topic, p.partition))
-        if self.ws.mode is Mode.TRANSACTIONAL:
+        if frozen and self.ws.mode is Mode.TRANSACTIONAL:
+            # This process stood still past the session (SIGSTOP, a paused VM): a zombie. Its
+            # handler threads may have run on since; stop rather than guess what is stale.
             raise WorkerFenced(
                 "partitions lost (session timed out); stopping so nothing stale is written"
             )
+        # The loop kept running but could not reach the group (a broker restart, a network
+        # split): the aborted interval is redone from the last commit and the group rejoined.
+        lost = [f"{p.topic}[{p.partition}]" for p in partitions]
+        self.log.warning("partitions_lost", partitions=lost)
+        self._rewind()
 
     def _drop(self, tp: TP) -> None:
         ps = self.parts.pop(tp, None)
@@ -274,6 +292,11 @@ class Worker:
         ps = self.parts.get(tp)
         if ps is None or ps.gated_until_ms:
             return  # revoked meanwhile, or behind a gate: refetched after the seek
+        if ps.offsets.seen(offset):
+            # librdkafka re-fetched from an older position (e.g. a late offset reset): the
+            # record is already being handled here, so it is not a new job.
+            self.log.warning("redelivered_skipped", topic=topic, partition=partition, offset=offset)
+            return
         headers = cast("list[tuple[str, bytes]] | None", msg.headers())
         job = decode_record(
             topic,
@@ -335,8 +358,11 @@ class Worker:
 
     def _drain_results(self, block_s: float = 0.0) -> None:
         results = self.executor.results
-        if block_s and results.empty():
-            time.sleep(block_s)
+        if block_s:
+            self.health.beat()  # a wait loop (revoke, shutdown) is the poll thread alive too
+            self.executor.check_timeouts()  # a hung handler must not hold a revoke or shutdown
+            if results.empty():
+                time.sleep(block_s)
         while not results.empty():
             (gen, job), error, duration = results.get()
             ps = self.parts.get(job.tp)
@@ -414,8 +440,13 @@ class Worker:
                 self._finish(cur, job.offset)
             self._record_outcome(job, out, duration)
 
-        self.committer.before_produce()
-        send_outcome(self.publisher, out, on_delivery, self.log)
+        try:
+            self.committer.before_produce()
+            send_outcome(self.publisher, out, on_delivery, self.log)
+        except KafkaException as e:
+            # A transaction that must abort (we were fenced while frozen, or the producer is in a
+            # fatal state): nothing more of ours may become visible.
+            raise WorkerFenced(f"cannot produce {out.topic}: {e.args[0]}") from None
 
     def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:
         jt = job.job_type or "unknown"
@@ -533,6 +564,12 @@ class Worker:
         ps.paused = paused
 
     def _commit(self) -> None:
+        if self.committer.in_txn:
+            # commit_transaction makes every record produced so far visible, so the offsets
+            # must cover them all: wait for their acknowledgements (which finish the source
+            # offsets) before reading the offsets. Else a ledger or DLQ record could commit
+            # while its source offset does not, and the next owner would redo the job.
+            self.producer.flush(self.committer.timeout_s)
         offsets: dict[TP, int] = {}
         for tp, ps in self.parts.items():
             off = ps.offsets.commit_offset()
@@ -565,9 +602,7 @@ class Worker:
         if not self.parts:
             return
         try:
-            committed = self.consumer.committed(
-                [TopicPartition(*tp) for tp in self.parts], timeout=10
-            )
+            committed = self._committed_offsets()
             for tpo in committed:
                 tp = (tpo.topic, tpo.partition)
                 old = self.parts[tp]
@@ -580,6 +615,19 @@ class Worker:
         except Exception as e:
             # Could not move back: stop rather than skip records (nothing was committed).
             raise WorkerError(f"cannot rewind after an aborted commit: {e}") from None
+
+    def _committed_offsets(self, attempts: int = 6) -> list[TopicPartition]:
+        """The group's committed offsets, waiting out a broker restart (up to a minute)."""
+        tps = [TopicPartition(*tp) for tp in self.parts]
+        for attempt in range(attempts):
+            try:
+                return list(self.consumer.committed(tps, timeout=10))
+            except KafkaException:
+                if attempt == attempts - 1:
+                    raise
+                self.health.beat()
+                self.log.warning("committed_offsets_retry", attempt=attempt + 1)
+        raise AssertionError("unreachable")
 
     def _refresh_gauges(self) -> None:
         self.metrics.in_flight.set(sum(ps.in_flight for ps in self.parts.values()))
