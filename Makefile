@@ -23,7 +23,7 @@ lint: venv
 	$(BIN)/jobstream schemas check
 
 test: lint
-	scripts/with-broker.sh $(BIN)/python -m pytest tests -q -p no:cacheprovider --durations=15
+	scripts/with-broker.sh $(BIN)/python -m pytest tests -q -rsx -p no:cacheprovider --durations=15
 
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit -q -p no:cacheprovider

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.chaos.books import (
+    SCALE,
     Fleet,
     Workload,
     balanced,
@@ -49,6 +50,10 @@ class Blips(threading.Thread):
                 self.resets += self.proxy.drop(self.rng.choice((1, 2)))
 
 
+@pytest.mark.skipif(SCALE == "short", reason=(
+    "not in the CI run: known open defect (below) that can leave a worker hung; "
+    "make chaos runs it"
+))
 @pytest.mark.xfail(strict=False, reason=(
     "known defect, open: a produce during a blip can hit a transaction in an abortable state "
     "(_STATE) and the worker exits instead of aborting and rewinding; the books are still "
