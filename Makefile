@@ -23,6 +23,7 @@ lint: venv
 	$(BIN)/jobstream schemas check
 
 test: lint
+	JOBSTREAM_FRESH_BROKER=1 JOBSTREAM_BROKER__DATA_DIR=$(HOME)/.cache/jobstream/test-broker \
 	scripts/with-broker.sh $(BIN)/python -m pytest tests -q -rsx -p no:cacheprovider --durations=15
 
 test-unit: venv
