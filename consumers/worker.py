@@ -114,6 +114,7 @@ class Worker:
         self._stopping = False
         self._halted = False  # results are no longer routed (the DLQ guard tripped)
         self._full = False  # fetched-and-unfinished jobs reached the buffer limit
+        self._was_frozen = False  # the process stood still past the session (SIGSTOP)
         self._joined = False
         self._waiting: list[
             tuple[float, int, Job]
@@ -217,7 +218,7 @@ class Worker:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another member may own these now: whatever we hold for them must not be committed.
-        frozen = not self._poll_loop_alive()
+        frozen = self._was_frozen or not self._poll_loop_alive()
         self.committer.abort()
         self.ledger.aborted()
         for p in partitions:
@@ -253,6 +254,8 @@ class Worker:
                 if not msgs:
                     msg = self.consumer.poll(0.005 if busy else 0.1)
                     msgs = [msg] if msg is not None else []
+                if not self._poll_loop_alive():
+                    self._was_frozen = True  # stood still past the session: a zombie now
                 self.health.beat()
                 for msg in msgs:
                     self._receive(msg)
@@ -434,7 +437,8 @@ class Worker:
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
                 # Unfinished offsets are never committed, so the job is redone, not lost.
-                raise WorkerError(f"could not write {out.topic}: {err.str()}")
+                stop = WorkerFenced if self._was_frozen else WorkerError
+                raise stop(f"could not write {out.topic}: {err.str()}")
             cur = self.parts.get(job.tp)
             if cur is not None and cur.gen == gen:
                 self._finish(cur, job.offset)
