@@ -437,7 +437,8 @@ class Worker:
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
                 # Unfinished offsets are never committed, so the job is redone, not lost.
-                stop = WorkerFenced if self._was_frozen else WorkerError
+                frozen = self._was_frozen or not self._poll_loop_alive()  # thawed in a flush
+                stop = WorkerFenced if frozen else WorkerError
                 raise stop(f"could not write {out.topic}: {err.str()}")
             cur = self.parts.get(job.tp)
             if cur is not None and cur.gen == gen:
