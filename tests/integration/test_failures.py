@@ -9,11 +9,9 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
-from config.kafka import client_config
 from schemas import wire
 from schemas.registry import DecodeError
 from tests.harness import Stack
@@ -45,31 +43,6 @@ def build(pub: Any, seq: int, key: str, behaviour: str = "ok") -> tuple[str, byt
 def set_header(headers: list, name: str, value: str | None) -> list:
     out = [(k, v) for k, v in headers if k != name]
     return out if value is None else [*out, (name, value.encode())]
-
-
-def produce_raw(stack: Stack, records: list[Record]) -> list[tuple[int, int]]:
-    """Produce (partition, key, value, headers) records; their (partition, offset)s."""
-    p = Producer(client_config(stack.settings.kafka, **{"linger.ms": 5}))
-    where: list[tuple[int, int]] = [(-1, -1)] * len(records)
-    errors: list[str] = []
-    for i, (part, key, value, headers) in enumerate(records):
-        def cb(err: Any, msg: Any, i: int = i) -> None:
-            if err is not None:
-                errors.append(str(err))
-            else:
-                where[i] = (msg.partition(), msg.offset())
-
-        while True:
-            try:
-                p.produce(stack.topics.main, value=value, key=key, headers=headers,
-                          partition=part, on_delivery=cb)
-                break
-            except BufferError:
-                p.poll(0.1)
-        p.poll(0)
-    assert p.flush(30) == 0
-    assert not errors, errors[:3]
-    return where
 
 
 def alive(stack: Stack) -> None:
@@ -175,7 +148,7 @@ def test_poison_inputs_are_dead_lettered_and_never_stall(stack_factory) -> None:
             jid, gv, gh = build(pub, 99, f"g{part}-end")
             goods.append((jid, (part, f"g{part}-end".encode(), gv, gh)))
             records.append(("good", goods[-1][1]))
-    where = produce_raw(stack, [r for _, r in records])
+    where = stack.produce_raw([r for _, r in records])
     proc = stack.start_worker()
     stack.wait_for(lambda: run_ids(stack) >= {g for g, _ in goods}, 40, "every good job run")
     dlq = wait_topic(stack, stack.topics.dlq, len(poison))
@@ -268,7 +241,7 @@ def test_generated_bad_records_are_dead_lettered_good_ones_succeed(stack_factory
             records.append((cat, (seed % 6, key.encode(), v, hh)))
     assert sum(1 for c, _ in records if c != "good") == 1000 and len(good_ids) == 200
     print("\nbad kinds:", sorted(Counter(k for k, _ in bad).items()))
-    where = produce_raw(stack, [r for _, r in records])
+    where = stack.produce_raw([r for _, r in records])
     stack.start_worker()
     stack.wait_for(lambda: run_ids(stack) >= good_ids, 60, "200 good jobs run")
     dlq = wait_topic(stack, stack.topics.dlq, 1000, timeout=30)
@@ -339,12 +312,12 @@ def test_strict_ordering_retries_in_place_and_holds_the_partition(stack_factory)
             for seq in range(5):
                 _, v, h = build(pub, seq, f"w{p}")
                 wave2.append((p, f"w{p}".encode(), v, h))
-    produce_raw(stack, wave1)
+    stack.produce_raw(wave1)
     stack.start_worker()
     log = stack.tmp / "worker-0.log"
     stack.wait_for(lambda: log.exists() and log.read_text().count('"event": "failed"') >= 6, 30,
                    "each partition's seq 3 to fail once")
-    produce_raw(stack, wave2)  # arrives while every partition is held
+    stack.produce_raw(wave2)  # arrives while every partition is held
     wave2_at = time.time()
     runs = stack.wait_runs(90, timeout=40)
     assert len(runs) == 90
