@@ -13,6 +13,7 @@ which only an explicit commit can tie to a flush or a transaction.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -25,12 +26,20 @@ class CommitAborted(WorkerError):
     generation moved on). Nothing of it is visible; the worker rewinds to the last commit."""
 
 
+class ProducerFenced(WorkerFenced):
+    """The transactional producer can no longer be used (fenced, or in a fatal state). With a
+    transactional id of its own per process, this is the broker having timed out our open
+    transaction (a long outage), unless the process was frozen: the worker then renews its
+    producer and redoes the interval. A frozen one is a zombie and stops."""
+
+
 Offsets = dict[tuple[str, int], int]
+STUCK_GRACE_S = 5.0
 
 
 class Committer:
     def __init__(
-        self, mode: Mode, consumer: Consumer, producer: Producer, timeout_s: float = 30.0
+        self, mode: Mode, consumer: Consumer, producer: Producer, timeout_s: float = 10.0
     ) -> None:
         self.mode = mode
         self.consumer = consumer
@@ -56,8 +65,8 @@ class Committer:
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         if self.mode is Mode.AT_LEAST_ONCE:
             remaining = self.producer.flush(self.timeout_s)
-            if remaining:
-                raise WorkerFenced(f"{remaining} records not acknowledged within {self.timeout_s}s")
+            if remaining:  # redone from the last commit; a late delivery is a duplicate only
+                raise CommitAborted(f"{remaining} records not acknowledged in {self.timeout_s}s")
             if tps:
                 try:
                     self.consumer.commit(offsets=tps, asynchronous=False)
@@ -74,29 +83,60 @@ class Committer:
         self.before_produce()
         if tps:
             self._call(
-                self.producer.send_offsets_to_transaction,
-                tps,
-                self.consumer.consumer_group_metadata(),
-                self.timeout_s,
+                self._send_offsets_bounded, tps, self.consumer.consumer_group_metadata()
             )
         self._call(self.producer.commit_transaction, self.timeout_s)
         self.in_txn = False
 
-    def abort(self) -> None:
-        if self.mode is Mode.TRANSACTIONAL and self.in_txn:
-            # In a fatal state abort fails too; nothing of the transaction becomes visible anyway.
-            with contextlib.suppress(KafkaException):
-                self.producer.abort_transaction(self.timeout_s)
+    def _send_offsets_bounded(self, tps: list[TopicPartition], group: object) -> None:
+        """send_offsets_to_transaction can block past its timeout when the group coordinator
+        went away (librdkafka #5456, #5511): wait for it on the side, and past the timeout
+        give the producer up (the worker renews it, which aborts the transaction)."""
+        outcome: list[BaseException | None] = []
+
+        def call() -> None:
+            try:
+                self.producer.send_offsets_to_transaction(tps, group, self.timeout_s)
+                outcome.append(None)
+            except BaseException as e:
+                outcome.append(e)
+
+        t = threading.Thread(target=call, name="js-send-offsets", daemon=True)
+        t.start()
+        t.join(self.timeout_s + STUCK_GRACE_S)
+        if not outcome:
             self.in_txn = False
+            raise ProducerFenced(
+                f"send_offsets_to_transaction stuck for over {self.timeout_s + STUCK_GRACE_S:g}s "
+                "(the group coordinator moved); giving this producer up"
+            )
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    def abort(self) -> None:
+        """Abort the open transaction. Raises ProducerFenced when the producer is unusable
+        (nothing of the transaction becomes visible then either)."""
+        if self.mode is Mode.TRANSACTIONAL and self.in_txn:
+            self.in_txn = False
+            try:
+                self.producer.abort_transaction(self.timeout_s)
+            except KafkaException as e:
+                if _is_fencing(e.args[0]):
+                    raise ProducerFenced(f"cannot abort: {e.args[0]}") from None
+                # Timed out (broker unreachable): the next begin fails until the abort went
+                # through, and the interval is given up again then.
+                self.in_txn = True
 
     def _call(self, fn: object, *args: object) -> None:
         try:
             fn(*args)  # type: ignore[operator]
         except KafkaException as e:
             err = e.args[0]
-            self.abort()
             if _is_fencing(err):
-                raise WorkerFenced(f"fenced: {err}") from None
+                self.in_txn = False
+                raise ProducerFenced(f"fenced: {err}") from None
+            with contextlib.suppress(ProducerFenced):
+                self.abort()
             raise CommitAborted(f"transaction aborted: {err}") from None
 
 

@@ -51,6 +51,12 @@ class Metrics:
         self.rebalances = Counter(
             "jobstream_rebalances_total", "Partition assignment changes.", registry=r
         )
+        self.aborts = Counter(
+            "jobstream_aborted_intervals_total",
+            "Commit intervals given up and redone from the last commit (a failed write or "
+            "commit, a lost session).",
+            registry=r,
+        )
         self.breaker_open = Gauge(
             "jobstream_circuit_open",
             "1 while a job type's circuit breaker holds its partitions (open or half open).",

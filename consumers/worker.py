@@ -4,6 +4,7 @@ executor and report back through a queue."""
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import random
@@ -26,7 +27,7 @@ from config.kafka import client_config
 from config.logging import flush_logs, get_logger
 from config.settings import JobTypeSettings, Mode, Settings
 from config.topics import JobTopics, base_of, job_topics, ledger_topic, tier_delay
-from consumers.commit import CommitAborted, Committer
+from consumers.commit import CommitAborted, Committer, ProducerFenced
 from consumers.context import context_for, log_fields
 from consumers.decode import Job, decode_record
 from consumers.errors import (
@@ -38,6 +39,7 @@ from consumers.errors import (
     classify,
 )
 from consumers.executor import Executor, Task
+from consumers.freeze import FreezeWatch
 from consumers.health import Health
 from consumers.jobs import JobDef
 from consumers.ledger import SUCCEEDED, Ledger, encode_entry
@@ -52,6 +54,7 @@ from schemas.registry import SchemaRegistry
 
 TP = tuple[str, int]
 AUTH_FAILURE_LIMIT_S = 60.0
+RENEW_LIMIT_S = 300.0
 
 
 def now_ms() -> int:
@@ -114,7 +117,9 @@ class Worker:
         self._stopping = False
         self._halted = False  # results are no longer routed (the DLQ guard tripped)
         self._full = False  # fetched-and-unfinished jobs reached the buffer limit
-        self._was_frozen = False  # the process stood still past the session (SIGSTOP)
+        self._broken: str | None = None  # why this interval cannot commit (a failed write)
+        self._brokers_down = False
+        self._last_probe = 0.0
         self._joined = False
         self._waiting: list[
             tuple[float, int, Job]
@@ -147,18 +152,21 @@ class Worker:
         if self.ws.mode is Mode.TRANSACTIONAL:
             producer_conf["transactional.id"] = f"jobstream-{self.group}-{self.worker_id}"
             producer_conf["transaction.timeout.ms"] = 10_000
+        self._producer_conf = producer_conf
         self.publisher = Publisher(settings, self.registry, producer_config=producer_conf)
         self.producer = self.publisher.producer
         self.committer = Committer(self.ws.mode, self.consumer, self.producer)
         self.ledger = Ledger(settings)
-        self.executor = Executor(self.ws.max_in_flight, alive=self._poll_loop_alive)
+        # Past the session the group has moved on: handler threads of a thawed zombie must not
+        # start the jobs still queued here.
+        self.freeze = FreezeWatch(self.ws.session_timeout_ms / 1000)
+        self.executor = Executor(self.ws.max_in_flight, alive=self.freeze.alive)
         self.tracing = Tracing.from_environment()
-
-    def _poll_loop_alive(self) -> bool:
-        return time.monotonic() - self.health.last_poll < self.ws.session_timeout_ms / 1000
 
     def _on_client_error(self, err: KafkaError) -> None:
         self.publisher.errors(err)  # one watch for the consumer and the producer
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._brokers_down = True  # not ready until a broker answers again (_tick probes)
 
     # -- group membership ------------------------------------------------------------------
 
@@ -218,8 +226,9 @@ class Worker:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another member may own these now: whatever we hold for them must not be committed.
-        frozen = self._was_frozen or not self._poll_loop_alive()
-        self.committer.abort()
+        frozen = self.freeze.check()
+        with contextlib.suppress(ProducerFenced):  # renewed when the interval is redone
+            self.committer.abort()
         self.ledger.aborted()
         for p in partitions:
             self._drop((p.topic, p.partition))
@@ -233,7 +242,9 @@ class Worker:
         # split): the aborted interval is redone from the last commit and the group rejoined.
         lost = [f"{p.topic}[{p.partition}]" for p in partitions]
         self.log.warning("partitions_lost", partitions=lost)
+        self._broken = None
         self._rewind()
+        self.freeze.clear()
 
     def _drop(self, tp: TP) -> None:
         ps = self.parts.pop(tp, None)
@@ -254,13 +265,13 @@ class Worker:
                 if not msgs:
                     msg = self.consumer.poll(0.005 if busy else 0.1)
                     msgs = [msg] if msg is not None else []
-                if not self._poll_loop_alive():
-                    self._was_frozen = True  # stood still past the session: a zombie now
                 self.health.beat()
                 for msg in msgs:
                     self._receive(msg)
                 self._drain_results()
                 self.producer.poll(0)
+                if self._broken:
+                    self._abort_interval()
                 self._tick()
         except WorkerFenced as e:
             self.log.error("fenced", reason=str(e))
@@ -429,17 +440,21 @@ class Worker:
             self._next(ps, job)
 
     def _produce(self, ps: PartitionState, job: Job, out: Outgoing, duration: float | None) -> None:
-        """Send the outcome record; the source offset finishes once the broker has it."""
+        """Send the outcome record; the source offset finishes once the broker has it. A record
+        that cannot be written breaks the interval: its offset never finishes, and the whole
+        interval is aborted and redone from the last commit (a job is redone, never lost)."""
+        if self._broken:
+            return  # the interval is being given up: adding to it would be thrown away
         gen = ps.gen
         if self.dlq_guard is not None and out.outcome in _GUARDED:
             self._guard(out.outcome == "dead_lettered")
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
-                # Unfinished offsets are never committed, so the job is redone, not lost.
-                frozen = self._was_frozen or not self._poll_loop_alive()  # thawed in a flush
-                stop = WorkerFenced if frozen else WorkerError
-                raise stop(f"could not write {out.topic}: {err.str()}")
+                if self.freeze.check():  # thawed zombie: its writes time out, it must stop
+                    raise WorkerFenced(f"could not write {out.topic}: {err.str()}")
+                self._broken = self._broken or f"could not write {out.topic}: {err.str()}"
+                return
             cur = self.parts.get(job.tp)
             if cur is not None and cur.gen == gen:
                 self._finish(cur, job.offset)
@@ -448,10 +463,12 @@ class Worker:
         try:
             self.committer.before_produce()
             send_outcome(self.publisher, out, on_delivery, self.log)
+        except CommitAborted as e:  # no transaction could be begun (e.g. mid broker restart)
+            self._broken = str(e)
         except KafkaException as e:
-            # A transaction that must abort (we were fenced while frozen, or the producer is in a
-            # fatal state): nothing more of ours may become visible.
-            raise WorkerFenced(f"cannot produce {out.topic}: {e.args[0]}") from None
+            # The transaction went abortable (a write failed during a blip) or the producer is
+            # fenced: redo the interval (a frozen zombie stops there instead).
+            self._broken = f"cannot produce {out.topic}: {e.args[0]}"
 
     def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:
         jt = job.job_type or "unknown"
@@ -503,14 +520,26 @@ class Worker:
                 raise WorkerError(
                     f"the brokers keep refusing us{self.publisher.errors.explain()}"
                 )
-        self.health.ready = self._joined and all(
-            self.ledger.ready(ps.ledger_tp) for ps in self.parts.values()
-        )
-        self.health.reason = (
-            "ready"
-            if self.health.ready
-            else ("not joined yet" if not self._joined else "restoring ledger views")
-        )
+        if self._brokers_down and now - self._last_probe >= 1.0:
+            self._last_probe = now
+            self._brokers_down = not self._broker_answers()
+        restoring = not all(self.ledger.ready(ps.ledger_tp) for ps in self.parts.values())
+        self.health.ready = self._joined and not restoring and not self._brokers_down
+        if self.health.ready:
+            self.health.reason = "ready"
+        elif not self._joined:
+            self.health.reason = "not joined yet"
+        elif self._brokers_down:
+            self.health.reason = f"no broker reachable at {self.settings.kafka.bootstrap_servers}"
+        else:
+            self.health.reason = "restoring ledger views"
+
+    def _broker_answers(self) -> bool:
+        try:
+            self.consumer.list_topics(timeout=0.5)
+            return True
+        except KafkaException:
+            return False
 
     def _watch_protection(self, now: float) -> None:
         for jt, gate in self.gates.items():
@@ -575,6 +604,9 @@ class Worker:
             # offsets) before reading the offsets. Else a ledger or DLQ record could commit
             # while its source offset does not, and the next owner would redo the job.
             self.producer.flush(self.committer.timeout_s)
+        if self._broken:
+            self._abort_interval()
+            return
         offsets: dict[TP, int] = {}
         for tp, ps in self.parts.items():
             off = ps.offsets.commit_offset()
@@ -583,17 +615,57 @@ class Worker:
         try:
             self.committer.commit(offsets)
         except CommitAborted as e:
-            self.log.warning("commit_aborted", reason=str(e))
-            self._rewind()
+            self._broken = str(e)
+            self._abort_interval()
             return
-        except WorkerFenced:
-            self.ledger.aborted()
-            raise
+        except ProducerFenced as e:
+            self._broken = str(e)
+            self._abort_interval(renew=True)
+            return
         self.ledger.committed()
         for tp, off in offsets.items():
             self.parts[tp].offsets.mark_committed(off)
         self._finished_since_commit = 0
         self._last_commit = time.monotonic()
+
+    def _abort_interval(self, renew: bool = False) -> None:
+        """Give up everything since the last commit (none of it is visible) and redo it."""
+        reason = self._broken
+        if self.freeze.check():
+            # Frozen past the session: the group moved on and our transaction was timed out.
+            self.ledger.aborted()
+            raise WorkerFenced(f"stood still past the session, then: {reason}")
+        self.log.warning("interval_aborted", reason=reason)
+        self.metrics.aborts.inc()
+        self._broken = None
+        if not renew:
+            try:
+                self.committer.abort()
+            except ProducerFenced:
+                renew = True
+        if renew:
+            self._renew_producer(reason)
+        self._rewind()
+
+    def _renew_producer(self, reason: str | None) -> None:
+        """Our transactional id is ours alone, so a fenced producer means the broker timed out
+        our transaction (an outage longer than transaction.timeout.ms), not a second owner: a
+        new producer under the same id bumps the epoch and goes on. Waits out an outage."""
+        self.log.warning("producer_renewed", reason=reason)
+        deadline = time.monotonic() + RENEW_LIMIT_S
+        while True:
+            self.health.beat()
+            publisher = Publisher(
+                self.settings, self.registry, producer_config=self._producer_conf
+            )
+            try:
+                committer = Committer(self.ws.mode, self.consumer, publisher.producer)
+                break
+            except WorkerFenced as e:
+                if time.monotonic() >= deadline:
+                    raise WorkerFenced(f"cannot renew the producer: {e}") from None
+                self.log.warning("producer_renew_retry", error=str(e))
+        self.publisher, self.producer, self.committer = publisher, publisher.producer, committer
 
     def _rewind(self) -> None:
         """Nothing since the last commit became visible: redo it. Every owned partition goes

@@ -10,8 +10,6 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import pytest
-
 from tests.chaos.books import (
     Fleet,
     SinkTail,
@@ -97,11 +95,6 @@ class Feed(threading.Thread):
             pub.flush(120)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, open: a worker can hang in send_offsets_to_transaction while the broker is "
-    "down (librdkafka #5456) and readiness does not drop during the outage; the books (lost=0, "
-    "no runs after completion) are still printed"
-))
 def test_broker_restart_workers_recover_without_restarting(
     dedicated: Dedicated, dedicated_stack: Any
 ) -> None:

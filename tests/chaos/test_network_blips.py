@@ -11,10 +11,7 @@ import threading
 import time
 from typing import Any
 
-import pytest
-
 from tests.chaos.books import (
-    SCALE,
     Fleet,
     Workload,
     balanced,
@@ -50,15 +47,6 @@ class Blips(threading.Thread):
                 self.resets += self.proxy.drop(self.rng.choice((1, 2)))
 
 
-@pytest.mark.skipif(SCALE == "short", reason=(
-    "not in the CI run: known open defect (below) that can leave a worker hung; "
-    "make chaos runs it"
-))
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, open: a produce during a blip can hit a transaction in an abortable state "
-    "(_STATE) and the worker exits instead of aborting and rewinding; the books are still "
-    "printed"
-))
 def test_network_blips_workers_reconnect_and_books_balance(
     dedicated: Dedicated, dedicated_stack: Any
 ) -> None:

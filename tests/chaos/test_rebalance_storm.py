@@ -8,8 +8,6 @@ import random
 import subprocess
 import time
 
-import pytest
-
 from tests.chaos.books import (
     Fleet,
     SinkTail,
@@ -24,11 +22,6 @@ from tests.chaos.books import (
 from tests.harness import Stack
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, open: now and then a worker does not stop within 45 s of SIGTERM during the "
-    "storm (suspected: a transaction call blocking past its timeout, librdkafka #5456); the "
-    "books (lost, runs after completion) are still checked and printed"
-))
 def test_rebalance_storm_scaling_between_1_and_4_workers(stack_factory) -> None:  # type: ignore[no-untyped-def]
     n = sized(10_000, 25_000, 60_000)
     min_events = sized(3, 10, 20)  # short: the jobs run out within a few seconds

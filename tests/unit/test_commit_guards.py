@@ -1,0 +1,101 @@
+"""Pure decisions around committing: noticing a freeze, and not waiting for ever on a
+transactional call that ignores its timeout (librdkafka #5456). Fakes stand in for the
+producer here only to make it block or fail on cue; the broker behaviour is in tests/chaos."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from config.settings import Mode
+from consumers import commit
+from consumers.commit import CommitAborted, Committer, ProducerFenced
+from consumers.freeze import FreezeWatch
+
+
+class FakeProducer:
+    def __init__(self, send_offsets: Any = None) -> None:
+        self.send_offsets = send_offsets
+        self.calls: list[str] = []
+
+    def init_transactions(self, timeout: float) -> None:
+        self.calls.append("init")
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    def send_offsets_to_transaction(self, tps: Any, group: Any, timeout: float) -> None:
+        self.calls.append("send_offsets")
+        if self.send_offsets is not None:
+            self.send_offsets()
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.calls.append("commit")
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.calls.append("abort")
+
+
+class FakeConsumer:
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+
+def test_freeze_watch_sees_a_gap_past_the_limit_and_clears() -> None:
+    watch = FreezeWatch(limit_s=0.5)
+    try:
+        time.sleep(0.3)
+        assert watch.alive()
+        watch._last -= 5  # what a SIGSTOP looks like to the ticking thread: a late tick
+        assert not watch.alive()
+        time.sleep(0.3)
+        assert watch.check(), "a seen freeze stays seen until the worker deals with it"
+        watch.clear()
+        assert watch.alive()
+    finally:
+        watch.close()
+
+
+def test_send_offsets_that_never_returns_gives_the_producer_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(commit, "STUCK_GRACE_S", 0.2)
+    release = threading.Event()
+    producer = FakeProducer(send_offsets=lambda: release.wait(30))
+    c = Committer(Mode.TRANSACTIONAL, FakeConsumer(), producer, timeout_s=0.3)  # type: ignore[arg-type]
+    started = time.monotonic()
+    try:
+        with pytest.raises(ProducerFenced, match="stuck"):
+            c.commit({("t", 0): 5})
+        assert time.monotonic() - started < 2
+        assert not c.in_txn
+        assert "commit" not in producer.calls
+    finally:
+        release.set()
+
+
+def test_abortable_send_offsets_error_aborts_and_asks_for_a_redo() -> None:
+    def fail() -> None:
+        raise KafkaException(KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE, "coordinator moved"))
+
+    producer = FakeProducer(send_offsets=fail)
+    c = Committer(Mode.TRANSACTIONAL, FakeConsumer(), producer, timeout_s=1)  # type: ignore[arg-type]
+    with pytest.raises(CommitAborted):
+        c.commit({("t", 0): 5})
+    assert producer.calls[-1] == "abort"
+    assert not c.in_txn
+
+
+def test_fencing_error_is_producer_fenced() -> None:
+    def fenced() -> None:
+        raise KafkaException(KafkaError(KafkaError._FENCED, "old epoch", fatal=True))
+
+    producer = FakeProducer(send_offsets=fenced)
+    c = Committer(Mode.TRANSACTIONAL, FakeConsumer(), producer, timeout_s=1)  # type: ignore[arg-type]
+    with pytest.raises(ProducerFenced):
+        c.commit({("t", 0): 5})
+    assert "abort" not in producer.calls
