@@ -1,6 +1,12 @@
 """The dedup ledger: T.ledger (compacted) maps job id -> outcome. A worker keeps a compact view
 of each ledger partition whose number it owns, restored in the background on assignment.
 
+Besides completions it holds routing marks: a record retried or dead-lettered is marked by its
+position (topic, partition, offset), in the same transaction as the retry or dead letter. The
+offset commit can trail the mark (an earlier offset still running), so a next owner re-reading
+that record skips it instead of routing it again. Keyed by position, not job id: a job
+replayed from the DLQ arrives at a new position and runs.
+
 Entries written in the current commit interval stay `pending` until their transaction (or
 flush + offset commit) succeeds: an aborted interval must not make a job look done."""
 
@@ -25,8 +31,15 @@ _SCHEMA = fastavro.parse_schema(
     __import__("json").loads((INTERNAL_DIR / "ledger.avsc").read_text())
 )
 SUCCEEDED = "succeeded"
+ROUTED = {"retried": "retried", "dead_lettered": "dead_lettered"}  # outcome -> mark status
 
 LedgerTP = tuple[str, int]
+
+
+def routed_key(topic: str, partition: int, offset: int) -> str:
+    """The ledger key marking a record as routed (a job id would have to spell out this very
+    position to collide with it)."""
+    return f"@{topic}/{partition}/{offset}"
 
 
 def encode_entry(status: str, finished_at_ms: int, attempt: int, worker: str) -> bytes:
@@ -109,7 +122,7 @@ def restore_partitions(
                 if value is None or key is None:
                     continue
                 entry = decode_entry(value)
-                if entry and entry["status"] == SUCCEEDED and entry["finished_at"] >= cutoff:
+                if entry and entry["finished_at"] >= cutoff:  # completions and routing marks
                     views[tp].add(key.decode("utf-8", "replace"), entry["finished_at"])
             for tpo in consumer.position([TopicPartition(t, p) for t, p in ends]):
                 if tpo.offset >= ends[(tpo.topic, tpo.partition)]:

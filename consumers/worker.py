@@ -42,7 +42,7 @@ from consumers.executor import Executor, Task
 from consumers.freeze import FreezeWatch
 from consumers.health import Health
 from consumers.jobs import JobDef
-from consumers.ledger import SUCCEEDED, Ledger, encode_entry
+from consumers.ledger import ROUTED, SUCCEEDED, Ledger, encode_entry, routed_key
 from consumers.metrics import Metrics
 from consumers.offsets import PartitionOffsets
 from consumers.ordering import KeyQueues
@@ -311,6 +311,14 @@ class Worker:
             # record is already being handled here, so it is not a new job.
             self.log.warning("redelivered_skipped", topic=topic, partition=partition, offset=offset)
             return
+        if self.ledger.is_done(ps.ledger_tp, routed_key(topic, partition, offset)):
+            # Retried or dead-lettered already (by us before a rewind, or a previous owner whose
+            # offset commit trailed): routing it again would duplicate the retry or dead letter.
+            ps.offsets.track(offset)
+            self._finish(ps, offset)
+            self.metrics.job_finished(ps.job_type, "deduplicated", None, None)
+            self.log.info("routed_already", topic=topic, partition=partition, offset=offset)
+            return
         headers = cast("list[tuple[str, bytes]] | None", msg.headers())
         job = decode_record(
             topic,
@@ -448,6 +456,8 @@ class Worker:
         gen = ps.gen
         if self.dlq_guard is not None and out.outcome in _GUARDED:
             self._guard(out.outcome == "dead_lettered")
+        if out.outcome in ROUTED:  # after the guard: a refused dead letter must stay unmarked
+            self._mark_routed(ps, job, out.outcome)
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
@@ -469,6 +479,32 @@ class Worker:
             # The transaction went abortable (a write failed during a blip) or the producer is
             # fenced: redo the interval (a frozen zombie stops there instead).
             self._broken = f"cannot produce {out.topic}: {e.args[0]}"
+
+    def _mark_routed(self, ps: PartitionState, job: Job, outcome: str) -> None:
+        """The ledger mark for a record about to be retried or dead-lettered, in the same
+        transaction (see consumers/ledger.py); a failed write breaks the interval."""
+        if self._broken:
+            return
+        key = routed_key(job.topic, job.partition, job.offset)
+        finished = now_ms()
+        self.ledger.add_pending(ps.ledger_tp, key, finished)
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                self._broken = self._broken or f"could not write a ledger mark: {err.str()}"
+
+        try:
+            self.committer.before_produce()
+            self.publisher.send(
+                ps.ledger_tp[0],
+                key.encode(),
+                encode_entry(ROUTED[outcome], finished, job.attempt, self.worker_id),
+                [],
+                partition=ps.ledger_tp[1],
+                on_delivery=on_delivery,
+            )
+        except (CommitAborted, KafkaException) as e:
+            self._broken = f"cannot write a ledger mark: {e}"
 
     def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:
         jt = job.job_type or "unknown"

@@ -186,11 +186,12 @@ class Stack:
         return out
 
     def ledger_entries(self, timeout: float = 30) -> list[tuple[str, dict[str, Any]]]:
-        """(job id, entry) of every committed ledger record (read_committed)."""
+        """(job id, entry) of every committed completion in the ledger (read_committed); the
+        routing marks (keyed by record position) are left out."""
         out = []
         for m in self.read_topic(self.topics.ledger, timeout=timeout):
             entry = decode_entry(m.value()) if m.value() is not None else None
-            if m.key() is not None and entry is not None:
+            if m.key() is not None and entry is not None and entry["status"] == "succeeded":
                 out.append((m.key().decode(), entry))
         return out
 

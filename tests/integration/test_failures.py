@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
+from consumers.ledger import routed_key
 from schemas import wire
 from schemas.registry import DecodeError
 from tests.harness import Stack
@@ -87,8 +88,13 @@ def test_transient_failure_walks_the_tiers_then_succeeds(stack_factory) -> None:
     assert main.value() == r1.value() == r2.value() and main.key() == r1.key() == r2.key()
     assert hdrs(main)[wire.ENQUEUED_AT] == h1[wire.ENQUEUED_AT] == h2[wire.ENQUEUED_AT]
     assert stack.read_topic(t.dlq) == []
-    ledger = wait_topic(stack, t.ledger, 1)
-    assert [(m.key(), m.partition()) for m in ledger] == [(jid.encode(), main.partition())]
+    # The completion, and a routing mark for each record that was retried (by its position)
+    ledger = wait_topic(stack, t.ledger, 3)
+    assert sorted((m.key(), m.partition()) for m in ledger) == sorted([
+        (jid.encode(), main.partition()),
+        (routed_key(t.main, main.partition(), main.offset()).encode(), main.partition()),
+        (routed_key(t.retries[0], r1.partition(), r1.offset()).encode(), main.partition()),
+    ])
 
 
 # 2 -------------------------------------------------------------------------------------------
