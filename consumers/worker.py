@@ -1,21 +1,20 @@
 """The poll loop: poll -> decode -> (gate, dedup) -> dispatch -> outcome routing -> ledger ->
 commit. One thread owns the consumer, the producer and all bookkeeping; handlers run in the
-executor and report back through a queue."""
+executor and report back through a queue. Outcomes (success, retry, dead letter) are in
+consumers/outcomes.py; partitions coming and going and intervals given up in
+consumers/rebalance.py."""
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import os
 import random
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -26,13 +25,12 @@ from confluent_kafka import (
 from config.kafka import client_config
 from config.logging import flush_logs, get_logger
 from config.settings import JobTypeSettings, Mode, Settings
-from config.topics import JobTopics, base_of, job_topics, ledger_topic, tier_delay
+from config.topics import JobTopics, job_topics
 from consumers.commit import CommitAborted, Committer, ProducerFenced
 from consumers.context import context_for, log_fields
 from consumers.decode import Job, decode_record
 from consumers.errors import (
     DlqGuardTripped,
-    Failure,
     NotAdmitted,
     WorkerError,
     WorkerFenced,
@@ -42,45 +40,19 @@ from consumers.executor import Executor, Task
 from consumers.freeze import FreezeWatch
 from consumers.health import Health
 from consumers.jobs import JobDef
-from consumers.ledger import ROUTED, SUCCEEDED, Ledger, encode_entry, routed_key
+from consumers.ledger import Ledger, routed_key
 from consumers.metrics import Metrics
-from consumers.offsets import PartitionOffsets
-from consumers.ordering import KeyQueues
+from consumers.outcomes import Outcomes, now_ms
 from consumers.protection import DlqGuard, JobTypeGate
-from consumers.routing import Outgoing, route_failure, send_outcome
+from consumers.rebalance import TP, PartitionState, Rebalancing
 from consumers.tracing import Tracing
 from producers.publisher import Publisher
 from schemas.registry import SchemaRegistry
 
-TP = tuple[str, int]
 AUTH_FAILURE_LIMIT_S = 60.0
-RENEW_LIMIT_S = 300.0
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@dataclass
-class PartitionState:
-    tp: TP
-    job_type: str
-    ledger_tp: TP
-    is_tier: bool
-    gen: int
-    offsets: PartitionOffsets = field(default_factory=PartitionOffsets)
-    queues: KeyQueues[Job] = field(default_factory=KeyQueues)
-    running: int = 0
-    gated_until_ms: int = 0  # tier head not due before this
-    held: int = 0  # strict-ordering jobs waiting for an in-place retry
-    paused: bool = True  # as last told to the consumer
-
-    @property
-    def in_flight(self) -> int:
-        return self.offsets.in_flight
-
-
-class Worker:
+class Worker(Rebalancing, Outcomes):
     def __init__(
         self,
         settings: Settings,
@@ -188,69 +160,6 @@ class Worker:
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         self.log.info("subscribed", topics=topics, group=self.group, mode=self.ws.mode.value)
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Assign ourselves so the partitions can be paused before any fetch: they stay paused
-        # until their ledger view is restored.
-        consumer.incremental_assign(partitions)
-        if partitions:
-            consumer.pause(partitions)
-        self._joined = True
-        self.metrics.rebalances.inc()
-        ledger_tps = []
-        for p in partitions:
-            tp = (p.topic, p.partition)
-            jt = self.job_of_topic[p.topic]
-            self._gen += 1
-            ltp = (ledger_topic(base_of(p.topic)), p.partition)
-            self.parts[tp] = PartitionState(tp, jt, ltp, tier_delay(p.topic) is not None, self._gen)
-            ledger_tps.append(ltp)
-        self.ledger.acquire(ledger_tps)
-        self.log.info("assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        tps = [(p.topic, p.partition) for p in partitions if (p.topic, p.partition) in self.parts]
-        self.metrics.rebalances.inc()
-        for tp in tps:
-            self.parts[tp].queues.drain()  # not started: their offsets stay uncommitted
-        self._waiting = [w for w in self._waiting if w[2].tp not in tps]
-        self._deferred = [d for d in self._deferred if d[0].tp not in tps]
-        deadline = time.monotonic() + self.ws.revoke_grace_s
-        while any(self.parts[tp].running for tp in tps) and time.monotonic() < deadline:
-            self._drain_results(block_s=0.05)
-            self.producer.poll(0)
-        self._commit()
-        for tp in tps:
-            self._drop(tp)
-        self.log.info("revoked", partitions=[f"{t}[{p}]" for t, p in tps])
-
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Another member may own these now: whatever we hold for them must not be committed.
-        frozen = self.freeze.check()
-        with contextlib.suppress(ProducerFenced):  # renewed when the interval is redone
-            self.committer.abort()
-        self.ledger.aborted()
-        for p in partitions:
-            self._drop((p.topic, p.partition))
-        if frozen and self.ws.mode is Mode.TRANSACTIONAL:
-            # This process stood still past the session (SIGSTOP, a paused VM): a zombie. Its
-            # handler threads may have run on since; stop rather than guess what is stale.
-            raise WorkerFenced(
-                "partitions lost (session timed out); stopping so nothing stale is written"
-            )
-        # The loop kept running but could not reach the group (a broker restart, a network
-        # split): the aborted interval is redone from the last commit and the group rejoined.
-        lost = [f"{p.topic}[{p.partition}]" for p in partitions]
-        self.log.warning("partitions_lost", partitions=lost)
-        self._broken = None
-        self._rewind()
-        self.freeze.clear()
-
-    def _drop(self, tp: TP) -> None:
-        ps = self.parts.pop(tp, None)
-        if ps is not None:
-            self.ledger.release(ps.ledger_tp)
-            self.metrics.drop_lag(*tp)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -404,123 +313,6 @@ class Worker:
 
     # -- outcomes --------------------------------------------------------------------------
 
-    def _succeed(self, ps: PartitionState, job: Job, duration: float) -> None:
-        finished = now_ms()
-        value = encode_entry(SUCCEEDED, finished, job.attempt, self.worker_id)
-        self.ledger.add_pending(ps.ledger_tp, job.job_id, finished)
-        self._produce(
-            ps,
-            job,
-            Outgoing(ps.ledger_tp[0], ps.ledger_tp[1], job.job_id.encode(), value, [], "succeeded"),
-            duration,
-        )
-        self._next(ps, job)
-
-    def _fail(self, ps: PartitionState, job: Job, failure: Failure, duration: float | None) -> None:
-        jt = job.job_type if job.job_type in self.cfg else ps.job_type
-        decision, out = route_failure(
-            job,
-            failure,
-            self.cfg[jt],
-            self.topics[jt],
-            self.worker_id,
-            now_ms(),
-            self.ws.retry_jitter,
-            self.rng,
-        )
-        self.log.info(
-            "failed",
-            **log_fields(job),
-            category=failure.category.value,
-            error_class=failure.error_class,
-            error=failure.message,
-            duration_ms=_ms(duration),
-        )
-        if out is None:  # strict ordering: retry in place, the key (and partition) waits
-            job.attempt += 1
-            self._seq += 1
-            heapq.heappush(self._waiting, (time.monotonic() + decision.delay_s, self._seq, job))
-            ps.held += 1
-            self.metrics.job_finished(jt, "failed", duration, None)
-            return
-        self._produce(ps, job, out, duration)
-        if duration is not None or job.failure is None:
-            self._next(ps, job)
-
-    def _produce(self, ps: PartitionState, job: Job, out: Outgoing, duration: float | None) -> None:
-        """Send the outcome record; the source offset finishes once the broker has it. A record
-        that cannot be written breaks the interval: its offset never finishes, and the whole
-        interval is aborted and redone from the last commit (a job is redone, never lost)."""
-        if self._broken:
-            return  # the interval is being given up: adding to it would be thrown away
-        gen = ps.gen
-        if self.dlq_guard is not None and out.outcome in _GUARDED:
-            self._guard(out.outcome == "dead_lettered")
-        if out.outcome in ROUTED:  # after the guard: a refused dead letter must stay unmarked
-            self._mark_routed(ps, job, out.outcome)
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                if self.freeze.check():  # thawed zombie: its writes time out, it must stop
-                    raise WorkerFenced(f"could not write {out.topic}: {err.str()}")
-                self._broken = self._broken or f"could not write {out.topic}: {err.str()}"
-                return
-            cur = self.parts.get(job.tp)
-            if cur is not None and cur.gen == gen:
-                self._finish(cur, job.offset)
-            self._record_outcome(job, out, duration)
-
-        try:
-            self.committer.before_produce()
-            send_outcome(self.publisher, out, on_delivery, self.log)
-        except CommitAborted as e:  # no transaction could be begun (e.g. mid broker restart)
-            self._broken = str(e)
-        except KafkaException as e:
-            # The transaction went abortable (a write failed during a blip) or the producer is
-            # fenced: redo the interval (a frozen zombie stops there instead).
-            self._broken = f"cannot produce {out.topic}: {e.args[0]}"
-
-    def _mark_routed(self, ps: PartitionState, job: Job, outcome: str) -> None:
-        """The ledger mark for a record about to be retried or dead-lettered, in the same
-        transaction (see consumers/ledger.py); a failed write breaks the interval."""
-        if self._broken:
-            return
-        key = routed_key(job.topic, job.partition, job.offset)
-        finished = now_ms()
-        self.ledger.add_pending(ps.ledger_tp, key, finished)
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                self._broken = self._broken or f"could not write a ledger mark: {err.str()}"
-
-        try:
-            self.committer.before_produce()
-            self.publisher.send(
-                ps.ledger_tp[0],
-                key.encode(),
-                encode_entry(ROUTED[outcome], finished, job.attempt, self.worker_id),
-                [],
-                partition=ps.ledger_tp[1],
-                on_delivery=on_delivery,
-            )
-        except (CommitAborted, KafkaException) as e:
-            self._broken = f"cannot write a ledger mark: {e}"
-
-    def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:
-        jt = job.job_type or "unknown"
-        latency = (now_ms() - job.enqueued_at_ms) / 1000 if job.enqueued_at_ms else None
-        self.metrics.job_finished(jt, out.outcome, duration, latency)
-        fields = log_fields(job)
-        if out.outcome == "retried":
-            self.metrics.retried(jt, out.tier or "")
-            self.log.info("retried", **fields, tier=out.tier, duration_ms=_ms(duration))
-        else:
-            self.log.info(out.outcome, **fields, duration_ms=_ms(duration))
-
-    def _finish(self, ps: PartitionState, offset: int) -> None:
-        ps.offsets.finish(offset)
-        self._finished_since_commit += 1
-
     # -- periodic work ---------------------------------------------------------------------
 
     def _tick(self) -> None:
@@ -582,20 +374,6 @@ class Worker:
             for state in gate.transitions(now):
                 self.metrics.set_breaker(jt, state.value)
                 self.log.warning("circuit_" + state.value, job_type=jt)
-
-    def _guard(self, dead_letter: bool) -> None:
-        """Count a routing decision; refuse a dead letter that would pass the guard's limit
-        (its offset stays unfinished, so the next owner gets the job, not the DLQ)."""
-        assert self.dlq_guard is not None and self.ws.dlq_guard is not None
-        now = time.monotonic()
-        self.dlq_guard.record(dead_letter, now)
-        if dead_letter and self.dlq_guard.tripped(now):
-            g = self.ws.dlq_guard
-            raise DlqGuardTripped(
-                f"more than {g.max_ratio:.0%} of the jobs in the last {g.window_s:g}s were "
-                "dead-lettered (worker.dlq_guard); stopping so a bad deploy does not "
-                "dead-letter everything"
-            )
 
     def _reconcile_pauses(self) -> None:
         # Pausing makes librdkafka drop what it prefetched, and the refetch after resuming takes
@@ -664,84 +442,6 @@ class Worker:
         self._finished_since_commit = 0
         self._last_commit = time.monotonic()
 
-    def _abort_interval(self, renew: bool = False) -> None:
-        """Give up everything since the last commit (none of it is visible) and redo it."""
-        reason = self._broken
-        if self.freeze.check():
-            # Frozen past the session: the group moved on and our transaction was timed out.
-            self.ledger.aborted()
-            raise WorkerFenced(f"stood still past the session, then: {reason}")
-        self.log.warning("interval_aborted", reason=reason)
-        self.metrics.aborts.inc()
-        self._broken = None
-        if not renew:
-            try:
-                self.committer.abort()
-            except ProducerFenced:
-                renew = True
-        if renew:
-            self._renew_producer(reason)
-        self._rewind()
-
-    def _renew_producer(self, reason: str | None) -> None:
-        """Our transactional id is ours alone, so a fenced producer means the broker timed out
-        our transaction (an outage longer than transaction.timeout.ms), not a second owner: a
-        new producer under the same id bumps the epoch and goes on. Waits out an outage."""
-        self.log.warning("producer_renewed", reason=reason)
-        deadline = time.monotonic() + RENEW_LIMIT_S
-        while True:
-            self.health.beat()
-            publisher = Publisher(
-                self.settings, self.registry, producer_config=self._producer_conf
-            )
-            try:
-                committer = Committer(self.ws.mode, self.consumer, publisher.producer)
-                break
-            except WorkerFenced as e:
-                if time.monotonic() >= deadline:
-                    raise WorkerFenced(f"cannot renew the producer: {e}") from None
-                self.log.warning("producer_renew_retry", error=str(e))
-        self.publisher, self.producer, self.committer = publisher, publisher.producer, committer
-
-    def _rewind(self) -> None:
-        """Nothing since the last commit became visible: redo it. Every owned partition goes
-        back to its committed offset with fresh state; results of jobs still running belong to
-        the old generation and are ignored."""
-        self.ledger.aborted()
-        self._waiting.clear()
-        self._deferred.clear()
-        self._finished_since_commit = 0
-        self._last_commit = time.monotonic()
-        if not self.parts:
-            return
-        try:
-            committed = self._committed_offsets()
-            for tpo in committed:
-                tp = (tpo.topic, tpo.partition)
-                old = self.parts[tp]
-                self._gen += 1
-                self.parts[tp] = PartitionState(
-                    tp, old.job_type, old.ledger_tp, old.is_tier, self._gen, paused=old.paused
-                )
-                start = tpo.offset if tpo.offset >= 0 else OFFSET_BEGINNING
-                self.consumer.seek(TopicPartition(tpo.topic, tpo.partition, start))
-        except Exception as e:
-            # Could not move back: stop rather than skip records (nothing was committed).
-            raise WorkerError(f"cannot rewind after an aborted commit: {e}") from None
-
-    def _committed_offsets(self, attempts: int = 6) -> list[TopicPartition]:
-        """The group's committed offsets, waiting out a broker restart (up to a minute)."""
-        tps = [TopicPartition(*tp) for tp in self.parts]
-        for attempt in range(attempts):
-            try:
-                return list(self.consumer.committed(tps, timeout=10))
-            except KafkaException:
-                if attempt == attempts - 1:
-                    raise
-                self.health.beat()
-                self.log.warning("committed_offsets_retry", attempt=attempt + 1)
-        raise AssertionError("unreachable")
-
     def _refresh_gauges(self) -> None:
         self.metrics.in_flight.set(sum(ps.in_flight for ps in self.parts.values()))
         self.metrics.ledger_entries.set(self.ledger.entries())
@@ -779,9 +479,3 @@ class Worker:
         except Exception as e:
             self.log.warning("close_failed", error=str(e))
         self.executor.shutdown()
-
-_GUARDED = ("succeeded", "retried", "dead_lettered")
-
-
-def _ms(duration: float | None) -> float | None:
-    return None if duration is None else round(duration * 1000, 3)

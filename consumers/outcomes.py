@@ -1,0 +1,192 @@
+"""Outcomes of a job: the ledger record of a success, the retry or dead letter of a failure
+(with its routing mark), and finishing the source offset once the broker has the record.
+Part of Worker (consumers/worker.py)."""
+
+from __future__ import annotations
+
+import heapq
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import KafkaError, KafkaException, Message
+
+from config.settings import JobTypeSettings, WorkerSettings
+from config.topics import JobTopics
+from consumers.commit import CommitAborted, Committer
+from consumers.context import log_fields
+from consumers.decode import Job
+from consumers.errors import DlqGuardTripped, Failure, WorkerFenced
+from consumers.freeze import FreezeWatch
+from consumers.ledger import ROUTED, SUCCEEDED, Ledger, encode_entry, routed_key
+from consumers.metrics import Metrics
+from consumers.protection import DlqGuard
+from consumers.rebalance import PartitionState
+from consumers.routing import Outgoing, route_failure, send_outcome
+from producers.publisher import Publisher
+
+_GUARDED = ("succeeded", "retried", "dead_lettered")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _ms(duration: float | None) -> float | None:
+    return None if duration is None else round(duration * 1000, 3)
+
+
+class Outcomes:
+    # provided by Worker
+    ws: WorkerSettings
+    cfg: dict[str, JobTypeSettings]
+    topics: dict[str, JobTopics]
+    publisher: Publisher
+    committer: Committer
+    ledger: Ledger
+    metrics: Metrics
+    freeze: FreezeWatch
+    dlq_guard: DlqGuard | None
+    log: Any
+    rng: random.Random
+    worker_id: str
+    parts: dict[tuple[str, int], PartitionState]
+    _broken: str | None
+    _seq: int
+    _waiting: list[tuple[float, int, Job]]
+    _finished_since_commit: int
+
+    if TYPE_CHECKING:
+
+        def _next(self, ps: PartitionState, job: Job) -> None: ...
+
+    def _succeed(self, ps: PartitionState, job: Job, duration: float) -> None:
+        finished = now_ms()
+        value = encode_entry(SUCCEEDED, finished, job.attempt, self.worker_id)
+        self.ledger.add_pending(ps.ledger_tp, job.job_id, finished)
+        self._produce(
+            ps,
+            job,
+            Outgoing(ps.ledger_tp[0], ps.ledger_tp[1], job.job_id.encode(), value, [], "succeeded"),
+            duration,
+        )
+        self._next(ps, job)
+
+    def _fail(self, ps: PartitionState, job: Job, failure: Failure, duration: float | None) -> None:
+        jt = job.job_type if job.job_type in self.cfg else ps.job_type
+        decision, out = route_failure(
+            job,
+            failure,
+            self.cfg[jt],
+            self.topics[jt],
+            self.worker_id,
+            now_ms(),
+            self.ws.retry_jitter,
+            self.rng,
+        )
+        self.log.info(
+            "failed",
+            **log_fields(job),
+            category=failure.category.value,
+            error_class=failure.error_class,
+            error=failure.message,
+            duration_ms=_ms(duration),
+        )
+        if out is None:  # strict ordering: retry in place, the key (and partition) waits
+            job.attempt += 1
+            self._seq += 1
+            heapq.heappush(self._waiting, (time.monotonic() + decision.delay_s, self._seq, job))
+            ps.held += 1
+            self.metrics.job_finished(jt, "failed", duration, None)
+            return
+        self._produce(ps, job, out, duration)
+        if duration is not None or job.failure is None:
+            self._next(ps, job)
+
+    def _produce(self, ps: PartitionState, job: Job, out: Outgoing, duration: float | None) -> None:
+        """Send the outcome record; the source offset finishes once the broker has it. A record
+        that cannot be written breaks the interval: its offset never finishes, and the whole
+        interval is aborted and redone from the last commit (a job is redone, never lost)."""
+        if self._broken:
+            return  # the interval is being given up: adding to it would be thrown away
+        gen = ps.gen
+        if self.dlq_guard is not None and out.outcome in _GUARDED:
+            self._guard(out.outcome == "dead_lettered")
+        if out.outcome in ROUTED:  # after the guard: a refused dead letter must stay unmarked
+            self._mark_routed(ps, job, out.outcome)
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                if self.freeze.check():  # thawed zombie: its writes time out, it must stop
+                    raise WorkerFenced(f"could not write {out.topic}: {err.str()}")
+                self._broken = self._broken or f"could not write {out.topic}: {err.str()}"
+                return
+            cur = self.parts.get(job.tp)
+            if cur is not None and cur.gen == gen:
+                self._finish(cur, job.offset)
+            self._record_outcome(job, out, duration)
+
+        try:
+            self.committer.before_produce()
+            send_outcome(self.publisher, out, on_delivery, self.log)
+        except CommitAborted as e:  # no transaction could be begun (e.g. mid broker restart)
+            self._broken = str(e)
+        except KafkaException as e:
+            # The transaction went abortable (a write failed during a blip) or the producer is
+            # fenced: redo the interval (a frozen zombie stops there instead).
+            self._broken = f"cannot produce {out.topic}: {e.args[0]}"
+
+    def _mark_routed(self, ps: PartitionState, job: Job, outcome: str) -> None:
+        """The ledger mark for a record about to be retried or dead-lettered, in the same
+        transaction (see consumers/ledger.py); a failed write breaks the interval."""
+        if self._broken:
+            return
+        key = routed_key(job.topic, job.partition, job.offset)
+        finished = now_ms()
+        self.ledger.add_pending(ps.ledger_tp, key, finished)
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                self._broken = self._broken or f"could not write a ledger mark: {err.str()}"
+
+        try:
+            self.committer.before_produce()
+            self.publisher.send(
+                ps.ledger_tp[0],
+                key.encode(),
+                encode_entry(ROUTED[outcome], finished, job.attempt, self.worker_id),
+                [],
+                partition=ps.ledger_tp[1],
+                on_delivery=on_delivery,
+            )
+        except (CommitAborted, KafkaException) as e:
+            self._broken = f"cannot write a ledger mark: {e}"
+
+    def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:
+        jt = job.job_type or "unknown"
+        latency = (now_ms() - job.enqueued_at_ms) / 1000 if job.enqueued_at_ms else None
+        self.metrics.job_finished(jt, out.outcome, duration, latency)
+        fields = log_fields(job)
+        if out.outcome == "retried":
+            self.metrics.retried(jt, out.tier or "")
+            self.log.info("retried", **fields, tier=out.tier, duration_ms=_ms(duration))
+        else:
+            self.log.info(out.outcome, **fields, duration_ms=_ms(duration))
+
+    def _finish(self, ps: PartitionState, offset: int) -> None:
+        ps.offsets.finish(offset)
+        self._finished_since_commit += 1
+
+    def _guard(self, dead_letter: bool) -> None:
+        """Count a routing decision; refuse a dead letter that would pass the guard's limit
+        (its offset stays unfinished, so the next owner gets the job, not the DLQ)."""
+        assert self.dlq_guard is not None and self.ws.dlq_guard is not None
+        now = time.monotonic()
+        self.dlq_guard.record(dead_letter, now)
+        if dead_letter and self.dlq_guard.tripped(now):
+            g = self.ws.dlq_guard
+            raise DlqGuardTripped(
+                f"more than {g.max_ratio:.0%} of the jobs in the last {g.window_s:g}s were "
+                "dead-lettered (worker.dlq_guard); stopping so a bad deploy does not "
+                "dead-letter everything"
+            )
