@@ -116,6 +116,13 @@ class Executor:
                 task.func(*task.args)
             except BaseException as e:  # a handler's failure is data, not a crash
                 error = e
+            took = time.monotonic() - task.started
+            if error is None and took > task.timeout_s:
+                # Finished, but late: the same outcome as when the loop had noticed it first
+                # (whichever came first must not decide between success and timeout).
+                error = JobTimeout(
+                    f"handler ran past its timeout of {task.timeout_s}s (done after {took:.2f}s)"
+                )
             with self._mutex:
                 self._running.pop(id(task), None)
             self._finish(task, error)

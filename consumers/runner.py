@@ -3,11 +3,12 @@ SIGTERM/SIGINT into a graceful stop (a second signal exits at once)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from types import FrameType
 
-from config.logging import configure_logging, flush_logs, get_logger
+from config.logging import configure_logging, get_logger
 from config.settings import Settings
 from consumers.health import Health, HealthServer
 from consumers.jobs import AppError, load_app
@@ -42,15 +43,15 @@ def run_worker(
     signals = {"count": 0}
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # No logging in here: the signal can land while this thread holds the log buffer's
+        # lock (a flush), and logging would wait for it for ever. The loop logs `stopping`.
         signals["count"] += 1
+        name = signal.Signals(signum).name
         if signals["count"] > 1:
-            log.warning("second_signal_exiting_now", signal=signal.Signals(signum).name)
-            flush_logs()
+            line = {"event": "second_signal_exiting_now", "signal": name, "level": "warning"}
+            os.write(2, (json.dumps(line) + "\n").encode())
             os._exit(130)
-        log.info(
-            "stopping", signal=signal.Signals(signum).name, grace_s=settings.worker.shutdown_grace_s
-        )
-        worker.stop()
+        worker.stop(name)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -87,6 +87,7 @@ class Worker(Rebalancing, Outcomes):
         self.parts: dict[TP, PartitionState] = {}
         self._gen = 0
         self._stopping = False
+        self._stop_signal: str | None = None
         self._halted = False  # results are no longer routed (the DLQ guard tripped)
         self._full = False  # fetched-and-unfinished jobs reached the buffer limit
         self._broken: str | None = None  # why this interval cannot commit (a failed write)
@@ -195,10 +196,15 @@ class Worker(Rebalancing, Outcomes):
             self.log.error("worker_error", reason=str(e))
             self._close(commit=False)
             return 1
+        self.log.info(
+            "stopping", signal=self._stop_signal, grace_s=self.ws.shutdown_grace_s
+        )
         self._shutdown()
         return 0
 
-    def stop(self) -> None:
+    def stop(self, signal_name: str | None = None) -> None:
+        """Ask the loop to stop (safe from a signal handler: it only sets flags)."""
+        self._stop_signal = signal_name
         self._stopping = True
 
     def _receive(self, msg: Message) -> None:

@@ -56,3 +56,18 @@ def test_gate_is_asked_before_running_and_told_the_result() -> None:
         assert [type(e) for e in gate.told] == [NotAdmitted, type(None)]
     finally:
         ex.shutdown()
+
+
+def test_a_run_that_finishes_past_its_timeout_is_a_timeout() -> None:
+    """Whether the loop noticed the late run first must not decide success versus timeout."""
+    ex = Executor(threads=1)
+    ex.submit(Task(lambda: time.sleep(0.4), (), False, 0.2, "late"))
+    ex.submit(Task(lambda: None, (), False, 0.2, "quick"))
+    deadline = time.monotonic() + 5
+    results = {}
+    while len(results) < 2 and time.monotonic() < deadline:  # no check_timeouts() here
+        token, error, _ = ex.results.get(timeout=5)
+        results[token] = error
+    ex.shutdown()
+    assert isinstance(results["late"], JobTimeout) and "done after" in str(results["late"])
+    assert results["quick"] is None
