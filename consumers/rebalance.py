@@ -77,7 +77,7 @@ class Rebalancing:
 
         def _commit(self) -> None: ...
 
-        def _drain_results(self, block_s: float = 0.0) -> None: ...
+        def _drain_results(self, block_s: float = 0.0, discard: bool = False) -> None: ...
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Assign ourselves so the partitions can be paused before any fetch: they stay paused
@@ -188,6 +188,13 @@ class Rebalancing:
         self.ledger.aborted()
         self._waiting.clear()
         self._deferred.clear()
+        for ps in self.parts.values():
+            ps.queues.drain()
+        # Handlers still running would overlap with the redone jobs of their keys (order is
+        # per key): let them end first, their outcomes dropped (hung ones end at their timeout).
+        deadline = time.monotonic() + self.ws.revoke_grace_s
+        while any(ps.running for ps in self.parts.values()) and time.monotonic() < deadline:
+            self._drain_results(block_s=0.05, discard=True)
         self._finished_since_commit = 0
         self._last_commit = time.monotonic()
         if not self.parts:

@@ -293,7 +293,7 @@ class Worker(Rebalancing, Outcomes):
         if nxt is not None:
             self._start(ps, nxt)
 
-    def _drain_results(self, block_s: float = 0.0) -> None:
+    def _drain_results(self, block_s: float = 0.0, discard: bool = False) -> None:
         results = self.executor.results
         if block_s:
             self.health.beat()  # a wait loop (revoke, shutdown) is the poll thread alive too
@@ -306,8 +306,8 @@ class Worker(Rebalancing, Outcomes):
             if ps is None or ps.gen != gen:
                 continue  # its partition was revoked while it ran: the new owner redoes it
             ps.running -= 1
-            if self._halted:
-                continue  # left unfinished: the partition's next owner runs it
+            if self._halted or discard:
+                continue  # left unfinished: redone from the last commit, here or elsewhere
             if isinstance(error, NotAdmitted):
                 self._deferred.append((ps, job))  # the breaker opened while it waited
                 continue
