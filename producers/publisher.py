@@ -6,7 +6,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -38,11 +37,16 @@ class PayloadTooLarge(ValueError):
 
 
 def new_job_id() -> str:
-    return uuid.uuid4().hex
+    """A random (version 4) UUID as 32 hex digits; uuid.uuid4().hex costs three times this."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    return b.hex()
 
 
 def new_traceparent() -> str:
-    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+    ids = os.urandom(24).hex()
+    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 def now_ms() -> int:
@@ -256,9 +260,7 @@ class Publisher:
 
     def _describe_limit(self, topic: str) -> int:
         producer_limit = 1_000_000
-        admin = AdminClient(
-            client_config(self.settings.kafka, log_level=3, error_cb=self.errors)
-        )
+        admin = AdminClient(client_config(self.settings.kafka, log_level=3, error_cb=self.errors))
         res = ConfigResource(ConfigResource.Type.TOPIC, topic)
         try:
             configs = admin.describe_configs([res], request_timeout=10)[res].result(timeout=15)
