@@ -127,6 +127,10 @@ class WorkerSettings(_Model):
     max_in_flight: int = Field(64, ge=1, le=100_000)  # handlers running at once
     # Jobs fetched beyond max_in_flight before fetching pauses (resumes at half of it).
     max_buffered: int = Field(1000, ge=0, le=1_000_000)
+    # librdkafka fetch.wait.max.ms for the worker: how long a resumed partition's first fetch
+    # can wait behind a long poll. Lower refills faster; each idle worker then sends about
+    # 1000/fetch_wait_max_ms fetch requests per second per broker.
+    fetch_wait_max_ms: int = Field(25, ge=1, le=10_000)
     commit_interval_ms: int = Field(500, ge=10, le=60_000)
     commit_max_records: int = Field(5_000, ge=1)
     shutdown_grace_s: float = Field(30.0, ge=0)

@@ -56,7 +56,7 @@ class Executor:
         self._work: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._running: dict[int, Task] = {}  # sync tasks by id(task)
         self._mutex = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._threads: set[threading.Thread] = set()  # a set: asked once per task
         self.abandoned = 0
         self._wake = on_result
         for _ in range(threads):
@@ -73,7 +73,7 @@ class Executor:
         t = threading.Thread(
             target=self._serve, name=f"js-handler-{len(self._threads)}", daemon=True
         )
-        self._threads.append(t)
+        self._threads.add(t)
         t.start()
 
     def submit(self, task: Task) -> None:
@@ -167,8 +167,8 @@ class Executor:
                 t, JobTimeout(f"handler ran past its timeout of {t.timeout_s}s (thread abandoned)")
             )
             with self._mutex:
-                if t.thread in self._threads:
-                    self._threads.remove(t.thread)
+                if t.thread is not None:
+                    self._threads.discard(t.thread)
             self._spawn()  # keep capacity: a fresh thread takes the stuck one's slot
 
     def running(self) -> int:

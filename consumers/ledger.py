@@ -13,6 +13,7 @@ flush + offset commit) succeeds: an aborted interval must not make a job look do
 from __future__ import annotations
 
 import io
+import json
 import queue
 import threading
 import time
@@ -25,11 +26,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from config.kafka import client_config
 from config.settings import Settings
 from consumers.ledger_view import LedgerView
-from schemas.registry import INTERNAL_DIR
+from schemas.registry import INTERNAL_DIR, avro_writer
 
-_SCHEMA = fastavro.parse_schema(
-    __import__("json").loads((INTERNAL_DIR / "ledger.avsc").read_text())
-)
+_RAW_SCHEMA = json.loads((INTERNAL_DIR / "ledger.avsc").read_text())
+_SCHEMA = fastavro.parse_schema(_RAW_SCHEMA)
+_write_entry = avro_writer(_RAW_SCHEMA)
 SUCCEEDED = "succeeded"
 ROUTED = {"retried": "retried", "dead_lettered": "dead_lettered"}  # outcome -> mark status
 
@@ -43,19 +44,15 @@ def routed_key(topic: str, partition: int, offset: int) -> str:
 
 
 def encode_entry(status: str, finished_at_ms: int, attempt: int, worker: str) -> bytes:
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(
-        buf,
-        _SCHEMA,
+    return _write_entry(
         {
             "status": status,
             "finished_at": finished_at_ms,
             "attempt": attempt,
             "worker": worker,
             "result_digest": None,
-        },
+        }
     )
-    return buf.getvalue()
 
 
 def decode_entry(value: bytes) -> dict[str, Any] | None:

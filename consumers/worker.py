@@ -37,6 +37,7 @@ from consumers.errors import (
     classify,
 )
 from consumers.executor import Executor, Task
+from consumers.fetch_wake import FetchWaker
 from consumers.freeze import FreezeWatch
 from consumers.health import Health
 from consumers.jobs import JobDef
@@ -115,6 +116,8 @@ class Worker(Rebalancing, Outcomes):
                     "session.timeout.ms": self.ws.session_timeout_ms,
                     "max.poll.interval.ms": self.ws.max_poll_interval_ms,
                     "enable.partition.eof": False,
+                    # A resumed partition's first fetch waits this long (see fetch_wake.py).
+                    "fetch.wait.max.ms": self.ws.fetch_wait_max_ms,
                     "error_cb": self._on_client_error,
                 },
             )
@@ -134,6 +137,7 @@ class Worker(Rebalancing, Outcomes):
         # start the jobs still queued here.
         self.freeze = FreezeWatch(self.ws.session_timeout_ms / 1000)
         self.executor = Executor(self.ws.max_in_flight, alive=self.freeze.alive)
+        self.fetch_wake = FetchWaker(self.consumer)
         self.tracing = Tracing.from_environment()
 
     def _on_client_error(self, err: KafkaError) -> None:
@@ -415,6 +419,7 @@ class Worker(Rebalancing, Outcomes):
             self.consumer.pause(tp)
         else:
             self.consumer.resume(tp)
+            self.fetch_wake.resumed(ps.tp)
         ps.paused = paused
 
     def _commit(self) -> None:
@@ -480,6 +485,7 @@ class Worker(Rebalancing, Outcomes):
         except WorkerFenced as e:
             self.log.error("final_commit_failed", reason=str(e))
         self.ledger.close()
+        self.fetch_wake.close()
         try:
             self.consumer.close()  # leaves the group (revoke callback commits nothing new)
         except Exception as e:
