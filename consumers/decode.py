@@ -32,6 +32,9 @@ class Job:
     not_before_ms: int = 0
     payload: dict[str, Any] | None = None
     failure: Failure | None = None  # set when the record cannot be run at all
+    # A strict-ordering in-place retry: its partition stays paused until this run ends (not
+    # only until it starts, or records behind it would be fetched and run meanwhile).
+    holds_partition: bool = False
 
     @property
     def tp(self) -> TopicPartition:

@@ -96,6 +96,7 @@ class Outcomes:
             job.attempt += 1
             self._seq += 1
             heapq.heappush(self._waiting, (time.monotonic() + decision.delay_s, self._seq, job))
+            job.holds_partition = True
             ps.held += 1
             self.metrics.job_finished(jt, "failed", duration, None)
             return

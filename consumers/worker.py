@@ -269,6 +269,7 @@ class Worker(Rebalancing, Outcomes):
         if self.ledger.is_done(ps.ledger_tp, job.job_id):
             self.metrics.job_finished(job.job_type, "deduplicated", None, None)
             self.log.info("deduplicated", **log_fields(job))
+            self._release_hold(ps, job)
             self._finish(ps, job.offset)
             self._next(ps, job)
             return
@@ -294,6 +295,11 @@ class Worker(Rebalancing, Outcomes):
             )
         )
 
+    def _release_hold(self, ps: PartitionState, job: Job) -> None:
+        if job.holds_partition:  # a failure retried in place again takes it anew
+            job.holds_partition = False
+            ps.held -= 1
+
     def _next(self, ps: PartitionState, job: Job) -> None:
         nxt = ps.queues.done(job.order_key)
         if nxt is not None:
@@ -317,6 +323,7 @@ class Worker(Rebalancing, Outcomes):
             if isinstance(error, NotAdmitted):
                 self._deferred.append((ps, job))  # the breaker opened while it waited
                 continue
+            self._release_hold(ps, job)
             if error is None:
                 self._succeed(ps, job, duration)
             else:
@@ -337,7 +344,6 @@ class Worker(Rebalancing, Outcomes):
             _, _, job = heapq.heappop(self._waiting)
             ps = self.parts.get(job.tp)
             if ps is not None:
-                ps.held -= 1
                 self._start(ps, job)
         if self._deferred:
             deferred, self._deferred = self._deferred, []
