@@ -24,6 +24,7 @@ from consumers.protection import DlqGuard
 from consumers.rebalance import PartitionState
 from consumers.routing import Outgoing, route_failure, send_outcome
 from producers.publisher import Publisher
+from schemas import wire
 
 _GUARDED = ("succeeded", "retried", "dead_lettered")
 
@@ -55,6 +56,7 @@ class Outcomes:
     _seq: int
     _waiting: list[tuple[float, int, Job]]
     _finished_since_commit: int
+    _due_floors: dict[tuple[str, int], int]  # latest js-not-before written per tier partition
 
     if TYPE_CHECKING:
 
@@ -83,6 +85,7 @@ class Outcomes:
             now_ms(),
             self.ws.retry_jitter,
             self.rng,
+            self._due_floors,
         )
         self.log.info(
             "failed",
@@ -100,6 +103,10 @@ class Outcomes:
             ps.held += 1
             self.metrics.job_finished(jt, "failed", duration, None)
             return
+        if out.outcome == "retried":
+            due = dict(out.headers).get(wire.NOT_BEFORE)
+            if due is not None:
+                self._due_floors[(out.topic, out.partition)] = int(due)
         self._produce(ps, job, out, duration)
         if duration is not None or job.failure is None:
             self._next(ps, job)

@@ -101,6 +101,7 @@ class Worker(Rebalancing, Outcomes):
         self._deferred: list[tuple[PartitionState, Job]] = []  # rate-limited, ready to start
         self._seq = 0
         self._finished_since_commit = 0
+        self._due_floors: dict[tuple[str, int], int] = {}
         self._last_commit = time.monotonic()
         self._last_lag = 0.0
 

@@ -2,7 +2,13 @@ import random
 
 import pytest
 
+from config.settings import JobTypeSettings
+from config.topics import job_topics
+from consumers.decode import Job
+from consumers.errors import Failure
 from consumers.retry import Category, Decision, backoff_s, decide, next_tier, not_before_ms
+from consumers.routing import route_failure
+from schemas import wire
 
 TIERS = [10.0, 60.0, 600.0]
 
@@ -107,3 +113,41 @@ def test_category_values_match_header_values() -> None:
         "unknown_job_type",
     ]
     assert Category("timeout") is Category.TIMEOUT
+
+
+def _failed_job(partition: int) -> tuple[Job, Failure]:
+    job = Job("jobs.x", partition, 7, b"k", b"", {}, [], job_type="x", job_id="j1", attempt=1)
+    return job, Failure(Category.TRANSIENT, "ConnectionError", "down", "")
+
+
+def test_retry_not_before_never_precedes_the_record_ahead_in_its_tier_partition() -> None:
+    """A tier is read in order: a due time below the one already written ahead of it would
+    only be waited out anyway, so it is raised to match (and the header tells the truth)."""
+    cfg = JobTypeSettings(retry_tiers=("60s",))
+    topics = job_topics("x", cfg)
+    tier_tp = (topics.retries[0], 2)
+    rng = random.Random(3)
+    dues = []
+    floors: dict[tuple[str, int], int] = {}
+    for _ in range(200):
+        job, failure = _failed_job(2)
+        _, out = route_failure(job, failure, cfg, topics, "w", 1_000_000, 0.1, rng, floors)
+        assert out is not None
+        due = int(dict(out.headers)[wire.NOT_BEFORE])
+        floors[tier_tp] = due
+        dues.append(due)
+    assert dues == sorted(dues)
+    assert 1_000_000 + 54_000 <= dues[0] <= 1_000_000 + 66_000
+    # Without floors the same jitter puts them out of order (what the floor prevents).
+    loose = [
+        int(
+            dict(route_failure(*_failed_job(2), cfg, topics, "w", 1_000_000, 0.1, rng)[1].headers)[
+                wire.NOT_BEFORE
+            ]
+        )  # type: ignore[union-attr]
+        for _ in range(50)
+    ]
+    assert loose != sorted(loose)
+    # Another partition's floor does not apply.
+    _, other = route_failure(*_failed_job(3), cfg, topics, "w", 1_000_000, 0.0, rng, floors)
+    assert other is not None and int(dict(other.headers)[wire.NOT_BEFORE]) == 1_060_000
