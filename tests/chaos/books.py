@@ -24,7 +24,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,6 +239,23 @@ class SinkTail:
                     self.runs += 1
                     self.last[r["pid"]] = max(self.last.get(r["pid"], 0.0), r["end"])
         return len(self.ran)
+
+    def running(self, wl: Workload, seconds: float, stall_s: float = 90) -> Iterator[int]:
+        """Yield the number of distinct jobs run so far, every 0.2 s, until every good job
+        ran, `seconds` passed, or no handler ran for `stall_s` (the books then say what is
+        missing). The fault-injecting loops of the scenarios run in its body."""
+        deadline = time.monotonic() + seconds
+        moved_at, runs_seen = time.monotonic(), 0
+        while time.monotonic() < deadline:
+            ran = self.poll()
+            if wl.ok <= self.ran:
+                return
+            if self.runs != runs_seen:
+                moved_at, runs_seen = time.monotonic(), self.runs
+            elif time.monotonic() - moved_at > stall_s:
+                return
+            yield ran
+            time.sleep(0.2)
 
 
 # -- quiescence and the books --------------------------------------------------------------

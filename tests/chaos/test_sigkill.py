@@ -40,16 +40,7 @@ def test_sigkill_random_workers_every_few_seconds(stack_factory) -> None:  # typ
     segment, floor = len(wl.ok) // (min_kills + 1), max(50, len(wl.ok) // 100)
     last_kill, at_last = time.monotonic(), 0
     interval = rng.uniform(2, 5)
-    deadline = time.monotonic() + sized(150, 600, 1500)
-    moved_at, runs_seen = time.monotonic(), 0
-    while time.monotonic() < deadline:
-        ran = sink.poll()
-        if wl.ok <= sink.ran:
-            break
-        if sink.runs != runs_seen:
-            moved_at, runs_seen = time.monotonic(), sink.runs
-        elif time.monotonic() - moved_at > 90:
-            break  # stalled: no handler ran for 90 s; the books will say what is missing
+    for ran in sink.running(wl, sized(150, 600, 1500)):
         fleet.check()
         while len(fleet.alive()) < WORKERS:  # an unexpected exit is recorded; keep the size
             fleet.start()
@@ -60,7 +51,6 @@ def test_sigkill_random_workers_every_few_seconds(stack_factory) -> None:  # typ
             fleet.start()
             kills += 1
             last_kill, at_last, interval = time.monotonic(), ran, rng.uniform(2, 5)
-        time.sleep(0.2)
     quiet = wait_quiescent(stack, fleet, wl, timeout=sized(120, 300, 600))
     books = conclude("sigkill", stack, fleet, wl, started, {"sigkill": kills}, quiet)
     assert kills >= min_kills, f"only {kills} kills before the run ended"
