@@ -20,17 +20,16 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import fastavro
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from config.kafka import client_config
 from config.settings import Settings
 from consumers.ledger_view import LedgerView
-from schemas.registry import INTERNAL_DIR, avro_writer
+from schemas.registry import INTERNAL_DIR, avro_reader, avro_writer
 
 _RAW_SCHEMA = json.loads((INTERNAL_DIR / "ledger.avsc").read_text())
-_SCHEMA = fastavro.parse_schema(_RAW_SCHEMA)
 _write_entry = avro_writer(_RAW_SCHEMA)
+_read_entry = avro_reader(_RAW_SCHEMA)
 SUCCEEDED = "succeeded"
 ROUTED = {"retried": "retried", "dead_lettered": "dead_lettered"}  # outcome -> mark status
 
@@ -57,7 +56,7 @@ def encode_entry(status: str, finished_at_ms: int, attempt: int, worker: str) ->
 
 def decode_entry(value: bytes) -> dict[str, Any] | None:
     try:
-        out = fastavro.schemaless_reader(io.BytesIO(value), _SCHEMA, None)
+        out = _read_entry(io.BytesIO(value))
     except Exception:
         return None  # a foreign or corrupt ledger record never blocks restoring the rest
     return out if isinstance(out, dict) else None
@@ -105,6 +104,8 @@ def restore_partitions(
         consumer.assign(assign)
         cutoff = int(time.time() * 1000) - ttl_ms
         while ends and not (stop and stop.is_set()):
+            # Added per partition once per batch: add_many's set-up costs more than one entry.
+            batch: dict[LedgerTP, list[tuple[str, int]]] = {tp: [] for tp in views}
             for msg in consumer.consume(1000, timeout=0.5):
                 tp = (msg.topic() or "", msg.partition() or 0)
                 err = msg.error()
@@ -119,8 +120,11 @@ def restore_partitions(
                 if value is None or key is None:
                     continue
                 entry = decode_entry(value)
-                if entry and entry["finished_at"] >= cutoff:  # completions and routing marks
-                    views[tp].add(key.decode("utf-8", "replace"), entry["finished_at"])
+                if entry and entry["finished_at"] >= cutoff and tp in batch:  # marks too
+                    batch[tp].append((key.decode("utf-8", "replace"), entry["finished_at"]))
+            for tp, entries in batch.items():
+                if entries:
+                    views[tp].add_many(entries)
             for tpo in consumer.position([TopicPartition(t, p) for t, p in ends]):
                 if tpo.offset >= ends[(tpo.topic, tpo.partition)]:
                     del ends[(tpo.topic, tpo.partition)]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import fastavro._read as fastavro_read
 import fastavro._write as fastavro_write
 from fastavro.types import Schema
 
@@ -92,6 +93,7 @@ class SchemaRegistry:
         # microseconds.
         self._validate = {jt: compile_validator(sv.raw, sv.pii) for jt, sv in self._latest.items()}
         self._write = {jt: avro_writer(sv.raw) for jt, sv in self._latest.items()}
+        self._read: dict[tuple[str, int], Callable[[io.BytesIO], Any]] = {}  # built when used
 
     @classmethod
     def from_dirs(cls, dirs: Iterable[Path] = (), *, builtin: bool = True) -> SchemaRegistry:
@@ -146,14 +148,17 @@ class SchemaRegistry:
 
     def decode(self, job_type: str, version: int, data: bytes) -> dict[str, Any]:
         """Read bytes written with `version` into the newest version of the job type."""
-        writer = self.get(job_type, version)
-        reader = self.latest(job_type)
+        read = self._read.get((job_type, version))
+        if read is None:
+            writer = self.get(job_type, version)
+            reader = self.latest(job_type)
+            same = writer.version == reader.version
+            read = self._read[(job_type, version)] = avro_reader(
+                writer.raw, None if same else reader.raw
+            )
         buf = io.BytesIO(data)
         try:
-            if writer.version == reader.version:
-                out = fastavro.schemaless_reader(buf, writer.parsed, None)
-            else:
-                out = fastavro.schemaless_reader(buf, writer.parsed, reader.parsed)
+            out = read(buf)
         except Exception as e:  # truncated or garbage bytes raise many types in fastavro
             raise DecodeError(
                 f"cannot decode {job_type} v{version} payload ({len(data)} bytes): "
@@ -197,6 +202,43 @@ def avro_writer(raw: dict[str, Any]) -> Callable[[Any], bytes]:
         except (TypeError, AttributeError, KeyError):
             return public(payload)  # a moved signature, or bad data: the public path decides
         return bytes(out)
+
+    return direct
+
+
+_READ_OPTIONS = {  # what schemaless_reader passes by default
+    "return_record_name": False,
+    "return_record_name_override": False,
+    "handle_unicode_errors": "strict",
+    "return_named_type": False,
+    "return_named_type_override": False,
+}
+
+
+def avro_reader(
+    writer_raw: dict[str, Any], reader_raw: dict[str, Any] | None = None
+) -> Callable[[io.BytesIO], Any]:
+    """schemaless_reader for one writer (and reader) schema, parsed once: like the writer
+    above, it skips the re-parse on every call through fastavro's internal _read_data, with
+    the public path where that is missing or its signature moved."""
+    named: dict[str, dict[str, Any]] = {"writer": {}, "reader": {}}
+    writer = fastavro.parse_schema(writer_raw, named["writer"])
+    reader = None if reader_raw is None else fastavro.parse_schema(reader_raw, named["reader"])
+
+    def public(buf: io.BytesIO) -> Any:
+        return fastavro.schemaless_reader(buf, writer, reader)
+
+    read_data = getattr(fastavro_read, "_read_data", None)
+    if read_data is None:
+        return public
+
+    def direct(buf: io.BytesIO) -> Any:
+        start = buf.tell()
+        try:
+            return read_data(buf, writer, named, reader, _READ_OPTIONS)
+        except TypeError:
+            buf.seek(start)  # a moved signature, or bad data: the public path decides
+            return public(buf)
 
     return direct
 

@@ -14,7 +14,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from schemas.registry import avro_writer
+from schemas.registry import avro_reader, avro_writer
 from schemas.validate import PayloadError, check_payload, compile_validator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,3 +176,42 @@ def test_direct_writer_refuses_bad_data_like_fastavro() -> None:
     write = avro_writer(RICH)
     with pytest.raises((TypeError, ValueError)):
         write({"i": "not an int"})
+
+
+@pytest.mark.parametrize("schema", _schemas(), ids=lambda s: s["name"])
+def test_direct_reader_reads_what_fastavro_reads(schema: dict[str, Any]) -> None:
+    names: dict[str, Any] = {}
+    _named(schema, names)
+    read = avro_reader(schema)
+    parsed = fastavro.parse_schema(schema)
+    rnd = random.Random(13)
+    for _ in range(300):
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, _value(schema, names, rnd))
+        data = buf.getvalue()
+        expected = fastavro.schemaless_reader(io.BytesIO(data), parsed, None)
+        got = io.BytesIO(data)
+        assert read(got) == expected
+        assert got.tell() == len(data)
+        cut = io.BytesIO(data[: rnd.randrange(len(data))]) if len(data) > 1 else None
+        if cut is not None:
+            outcome = []
+            for fn in (read, lambda b: fastavro.schemaless_reader(b, parsed, None)):
+                b = io.BytesIO(cut.getvalue())
+                try:
+                    outcome.append(("ok", fn(b), b.tell()))
+                except Exception:
+                    outcome.append(("error",))
+            assert outcome[0] == outcome[1]
+
+
+def test_direct_reader_resolves_an_older_writer_into_the_newest_reader() -> None:
+    v1, v2 = (
+        json.loads((ROOT / "schemas/avro/orders.confirmation" / f"v{n}.avsc").read_text())
+        for n in (1, 2)
+    )
+    buf = io.BytesIO()
+    payload = {"order_id": "o-1", "email": "a@b.c", "total_cents": 1299}
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(v1), payload)
+    read = avro_reader(v1, v2)
+    assert read(io.BytesIO(buf.getvalue())) == {**payload, "currency": "EUR", "locale": None}
