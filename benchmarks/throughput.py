@@ -46,7 +46,7 @@ def overhead(b: Bench) -> list[Row]:
     if not b.quick:
         b.notes.append(
             "overhead: 100,000 jobs per mode instead of the issue's 200,000, so that the full "
-            "run stays under ~15 minutes on 2 shared cores (the worker runs at ~1-2k jobs/s)"
+            "run stays under ~15 minutes on 2 shared cores"
         )
     rows: list[Row] = []
     for mode, (short, target) in MODES.items():
