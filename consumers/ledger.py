@@ -120,7 +120,7 @@ def restore_partitions(
                 if value is None or key is None:
                     continue
                 entry = decode_entry(value)
-                if entry and entry["finished_at"] >= cutoff and tp in batch:  # marks too
+                if entry and entry["finished_at"] >= cutoff:  # completions and routing marks
                     batch[tp].append((key.decode("utf-8", "replace"), entry["finished_at"]))
             for tp, entries in batch.items():
                 if entries:

@@ -24,7 +24,6 @@ from consumers.protection import DlqGuard
 from consumers.rebalance import PartitionState
 from consumers.routing import Outgoing, route_failure, send_outcome
 from producers.publisher import Publisher
-from schemas import wire
 
 _GUARDED = ("succeeded", "retried", "dead_lettered")
 
@@ -104,9 +103,7 @@ class Outcomes:
             self.metrics.job_finished(jt, "failed", duration, None)
             return
         if out.outcome == "retried":
-            due = dict(out.headers).get(wire.NOT_BEFORE)
-            if due is not None:
-                self._due_floors[(out.topic, out.partition)] = int(due)
+            self._due_floors[(out.topic, out.partition)] = out.not_before_ms
         self._produce(ps, job, out, duration)
         if duration is not None or job.failure is None:
             self._next(ps, job)

@@ -29,6 +29,7 @@ class Outgoing:
     outcome: str  # retried | dead_lettered | retry_in_place
     tier: str | None = None
     delay_s: float = 0.0
+    not_before_ms: int = 0  # a retry's js-not-before
 
 
 def failure_headers(job: Job, failure: Failure, worker_id: str, now_ms: int) -> dict[str, str]:
@@ -84,8 +85,9 @@ def route_failure(
     fh = failure_headers(job, failure, worker_id, now_ms)
     if decision.action == "retry" and decision.tier is not None:
         delay = topics.tier_seconds[decision.tier]
+        topic = topics.retries[decision.tier]
         due = not_before_ms(now_ms, delay, jitter, rng)
-        due = max(due, (due_floors or {}).get((topics.retries[decision.tier], job.partition), 0))
+        due = max(due, (due_floors or {}).get((topic, job.partition), 0))
         extra = {
             **fh,
             wire.ATTEMPT: str(job.attempt + 1),
@@ -93,7 +95,6 @@ def route_failure(
         }
         headers = _carried(job, (*wire.FAILURE_HEADERS, wire.ATTEMPT, wire.NOT_BEFORE))
         headers += wire.encode_headers(extra)
-        topic = topics.retries[decision.tier]
         return decision, Outgoing(
             topic,
             job.partition,
@@ -103,6 +104,7 @@ def route_failure(
             "retried",
             tier=topic.rsplit(".", 1)[-1],
             delay_s=delay,
+            not_before_ms=due,
         )
     headers = _carried(job, (*wire.FAILURE_HEADERS, wire.NOT_BEFORE)) + wire.encode_headers(fh)
     return decision, Outgoing(

@@ -134,6 +134,7 @@ def test_retry_not_before_never_precedes_the_record_ahead_in_its_tier_partition(
         _, out = route_failure(job, failure, cfg, topics, "w", 1_000_000, 0.1, rng, floors)
         assert out is not None
         due = int(dict(out.headers)[wire.NOT_BEFORE])
+        assert out.not_before_ms == due
         floors[tier_tp] = due
         dues.append(due)
     assert dues == sorted(dues)
