@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from benchmarks import raw
 from benchmarks.common import Bench, Row, Stack, fetch_gaps, limit_row, ratio_row, say
-from config.settings import Mode
+from config.settings import Assignment, Mode
 
 MODES = {Mode.AT_LEAST_ONCE: ("alo", 0.85), Mode.TRANSACTIONAL: ("txn", 0.7)}
 SLEEP_MS = 20
@@ -122,58 +122,69 @@ def io_bound(b: Bench) -> list[Row]:
     return rows
 
 
+SCALING_IN_FLIGHT = 16
+
+
+def _scaled_rate(b: Bench, n: int, procs: int, assignment: str) -> tuple[float, list[int]]:
+    st = b.stack(
+        f"scaling-{procs}-{assignment}",
+        "bench.sleep",
+        worker={"max_in_flight": SCALING_IN_FLIGHT, "assignment": assignment},
+    )
+    for _ in range(procs):
+        st.start_worker(http=True)
+    try:
+        # All members joined and holding partitions before any job exists.
+        spread = st.wait_ready()
+        say(
+            f"scaling/{procs} ({assignment}): ready, main-topic partitions per process "
+            f"{spread}; publishing {n:,} jobs"
+        )
+        st.fill(n)
+        ends = st.end_offsets()
+        done = st.wait_committed(ends, timeout=max(300.0, n / 50))
+        first = st.first_run()
+    finally:
+        st.stop_workers()
+    rate = n / (done - first)
+    say(f"scaling/{procs} ({assignment}): {rate:,.0f} jobs/s")
+    st.tidy()
+    return rate, spread
+
+
 def scaling(b: Bench) -> list[Row]:
     n = b.size(15_000, 2_000)
-    in_flight = 16
-    rates: dict[int, float] = {}
-    spread: dict[int, list[int]] = {}
-    for procs in (1, 2, 3):
-        st = b.stack(f"scaling-{procs}", "bench.sleep", worker={"max_in_flight": in_flight})
-        for _ in range(procs):
-            st.start_worker(http=True)
-        try:
-            # All members joined and holding partitions before any job exists.
-            spread[procs] = st.wait_ready()
-            say(
-                f"scaling/{procs}: {procs} worker process(es) ready, main-topic partitions per "
-                f"process {spread[procs]}; publishing {n:,} jobs"
-            )
-            st.fill(n)
-            ends = st.end_offsets()
-            done = st.wait_committed(ends, timeout=max(300.0, n / 50))
-            first = st.first_run()
-        finally:
-            st.stop_workers()
-        rates[procs] = n / (done - first)
-        say(f"scaling/{procs}: {rates[procs]:,.0f} jobs/s")
-        st.tidy()
-    ideal = in_flight * 1000 / SLEEP_MS
+    default = Assignment.RANGE.value
+    runs = [(1, default), (2, default), (3, default)]
+    runs += [(3, a.value) for a in Assignment if a is not Assignment.RANGE]
+    measured = {run: _scaled_rate(b, n, *run) for run in runs}
+    one = measured[(1, default)][0]
+    ideal = SCALING_IN_FLIGHT * 1000 / SLEEP_MS
     rows = [
         ratio_row(
             "7 scaling",
             "1 worker process",
-            rates[1],
+            one,
             ideal,
             "jobs/s",
-            f"ideal {in_flight} / {SLEEP_MS} ms",
+            f"ideal {SCALING_IN_FLIGHT} / {SLEEP_MS} ms",
             None,
-            f"{n:,} jobs sleeping {SLEEP_MS} ms, max_in_flight {in_flight} per process "
+            f"{n:,} jobs sleeping {SLEEP_MS} ms, max_in_flight {SCALING_IN_FLIGHT} per process "
             "(kept low so 3 processes stay I/O-bound on 2 cores)",
         )
     ]
-    for procs, target in ((2, None), (3, 2.7)):
+    for procs, assignment in runs[1:]:
+        rate, spread = measured[(procs, assignment)]
         rows.append(
             ratio_row(
                 "7 scaling",
-                f"{procs} worker processes",
-                rates[procs],
-                rates[1],
+                f"{procs} worker processes, assignment {assignment}",
+                rate,
+                one,
                 "jobs/s",
                 "1 process",
-                target,
-                "main-topic partitions per process: "
-                + "/".join(str(x) for x in spread[procs])
-                + " (the assignor balances main + retry-tier partitions together)",
+                2.7 if procs == 3 else None,
+                "main-topic partitions per process: " + "/".join(str(x) for x in spread),
             )
         )
     return rows

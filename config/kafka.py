@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from config.settings import KafkaSettings, SecurityProtocol
+from config.settings import Assignment, KafkaSettings, SecurityProtocol, WorkerSettings
 
 
 def client_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
@@ -32,6 +32,18 @@ def client_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     conf.update(kafka.extra)
     conf.update(overrides)
     return conf
+
+
+def group_config(ws: WorkerSettings) -> dict[str, Any]:
+    """The group-protocol settings of a worker's consumer."""
+    if ws.assignment is Assignment.CONSUMER_PROTOCOL:
+        # Range on the server: each topic spread evenly, and moves are still incremental.
+        # The session timeout is the broker's (librdkafka refuses session.timeout.ms here).
+        return {"group.protocol": "consumer", "group.remote.assignor": "range"}
+    return {
+        "partition.assignment.strategy": ws.assignment.value,
+        "session.timeout.ms": ws.session_timeout_ms,
+    }
 
 
 def redacted(conf: dict[str, Any]) -> dict[str, Any]:

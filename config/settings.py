@@ -35,6 +35,14 @@ class SecurityProtocol(StrEnum):
     SASL_SSL = "SASL_SSL"
 
 
+class Assignment(StrEnum):
+    """How the group spreads partitions over workers (README: Scaling and rebalances)."""
+
+    RANGE = "range"  # classic protocol, eager: every topic spread evenly
+    COOPERATIVE_STICKY = "cooperative-sticky"  # classic, incremental: even over all topics only
+    CONSUMER_PROTOCOL = "consumer-protocol"  # KIP-848 (Kafka 4.0+), server-side range: both
+
+
 class Mode(StrEnum):
     TRANSACTIONAL = "transactional"
     AT_LEAST_ONCE = "at_least_once"
@@ -135,6 +143,8 @@ class WorkerSettings(_Model):
     commit_max_records: int = Field(5_000, ge=1)
     shutdown_grace_s: float = Field(30.0, ge=0)
     revoke_grace_s: float = Field(10.0, ge=0)
+    assignment: Assignment = Assignment.RANGE
+    # Classic protocols only; with consumer-protocol the broker's group config decides it.
     session_timeout_ms: int = Field(10_000, ge=1000)
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     http_host: str = "127.0.0.1"

@@ -249,6 +249,12 @@ class LocalBroker:
             "transaction.state.log.num.partitions": "10",
             "share.coordinator.state.topic.replication.factor": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # Consumer-protocol (KIP-848) groups get the classic defaults' short session, so
+            # tests of worker.assignment=consumer-protocol see failures as fast.
+            "group.consumer.min.session.timeout.ms": "6000",
+            "group.consumer.session.timeout.ms": "10000",
+            "group.consumer.min.heartbeat.interval.ms": "1000",
+            "group.consumer.heartbeat.interval.ms": "2000",
             "auto.create.topics.enable": "false",
             "log.cleaner.backoff.ms": "5000",
         }

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from config.settings import Mode, Settings, WorkerSettings
+from config.settings import Assignment, Mode, Settings, WorkerSettings
 from config.topics import base_of, ledger_topic, tier_delay
 from consumers.commit import Committer, ProducerFenced
 from consumers.decode import Job
@@ -81,8 +81,11 @@ class Rebalancing:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Assign ourselves so the partitions can be paused before any fetch: they stay paused
-        # until their ledger view is restored.
-        consumer.incremental_assign(partitions)
+        # until their ledger view is restored. Eager (range) hands over the whole assignment.
+        if self.ws.assignment is Assignment.RANGE:
+            consumer.assign(partitions)
+        else:
+            consumer.incremental_assign(partitions)
         if partitions:
             consumer.pause(partitions)
         self._joined = True

@@ -44,6 +44,18 @@ def _admin(settings: Settings) -> AdminClient:
     return AdminClient(client_config(settings.kafka))
 
 
+def group_session_ms(settings: Settings, group: str, timeout: float = 10.0) -> int | None:
+    """The session timeout the broker gives a consumer-protocol (KIP-848) group, or None when
+    it cannot be read (no DescribeConfigs right on the group, an older broker)."""
+    try:
+        res = ConfigResource(ConfigResource.Type.GROUP, group)
+        entries = _admin(settings).describe_configs([res], request_timeout=timeout)[res]
+        value = entries.result(timeout=timeout)["consumer.session.timeout.ms"].value
+        return int(value) if value else None
+    except Exception:
+        return None
+
+
 def describe(settings: Settings, plan: list[TopicSpec], timeout: float = 15.0) -> list[TopicState]:
     admin = _admin(settings)
     try:

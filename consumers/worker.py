@@ -22,9 +22,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from config.kafka import client_config
+from config.kafka import client_config, group_config
 from config.logging import flush_logs, get_logger
-from config.settings import JobTypeSettings, Mode, Settings
+from config.settings import Assignment, JobTypeSettings, Mode, Settings
 from config.topics import JobTopics, job_topics
 from consumers.commit import CommitAborted, Committer, ProducerFenced
 from consumers.context import context_for, log_fields
@@ -46,6 +46,7 @@ from consumers.metrics import Metrics
 from consumers.outcomes import Outcomes, now_ms
 from consumers.protection import DlqGuard, JobTypeGate
 from consumers.rebalance import TP, PartitionState, Rebalancing
+from consumers.topics import group_session_ms
 from consumers.tracing import Tracing
 from producers.publisher import Publisher
 from schemas.registry import SchemaRegistry
@@ -112,9 +113,8 @@ class Worker(Rebalancing, Outcomes):
                     "group.id": self.group,
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
-                    "partition.assignment.strategy": "cooperative-sticky",
                     "isolation.level": "read_committed",
-                    "session.timeout.ms": self.ws.session_timeout_ms,
+                    **group_config(self.ws),
                     "max.poll.interval.ms": self.ws.max_poll_interval_ms,
                     "enable.partition.eof": False,
                     # A resumed partition's first fetch waits this long (see fetch_wake.py).
@@ -162,10 +162,28 @@ class Worker(Rebalancing, Outcomes):
             raise WorkerError(
                 f"topics missing: {sorted(missing)}; create them with `jobstream topics apply`"
             )
+        if self.ws.assignment is Assignment.CONSUMER_PROTOCOL:
+            # The broker owns the session here; the freeze watch must use the same limit.
+            session_ms = group_session_ms(self.settings, self.group)
+            if session_ms is None:
+                self.log.warning(
+                    "group_session_unknown",
+                    detail="could not read the group's consumer.session.timeout.ms; "
+                    f"assuming worker.session_timeout_ms ({self.ws.session_timeout_ms})",
+                )
+            else:
+                self.freeze.limit_s = session_ms / 1000
         self.consumer.subscribe(
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
-        self.log.info("subscribed", topics=topics, group=self.group, mode=self.ws.mode.value)
+        self.log.info(
+            "subscribed",
+            topics=topics,
+            group=self.group,
+            mode=self.ws.mode.value,
+            assignment=self.ws.assignment.value,
+            session_s=self.freeze.limit_s,
+        )
 
     # -- the loop --------------------------------------------------------------------------
 
