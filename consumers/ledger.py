@@ -34,6 +34,7 @@ SUCCEEDED = "succeeded"
 ROUTED = {"retried": "retried", "dead_lettered": "dead_lettered"}  # outcome -> mark status
 
 LedgerTP = tuple[str, int]
+RETAIN_S = 120.0  # how long the view of a partition given up is kept for a quick return
 
 
 def routed_key(topic: str, partition: int, offset: int) -> str:
@@ -63,11 +64,17 @@ def decode_entry(value: bytes) -> dict[str, Any] | None:
 
 
 def restore_partitions(
-    settings: Settings, tps: Iterable[LedgerTP], ttl_ms: int, stop: threading.Event | None = None
+    settings: Settings,
+    tps: Iterable[LedgerTP],
+    ttl_ms: int,
+    stop: threading.Event | None = None,
+    seeds: dict[LedgerTP, LedgerView] | None = None,
 ) -> dict[LedgerTP, LedgerView]:
-    """Read ledger partitions from the beginning to their end (read_committed) into views."""
+    """Read ledger partitions to their end (read_committed) into views: from the beginning, or
+    from where a seed view (one this worker held before) was read to."""
     wanted = list(tps)
-    views = {tp: LedgerView() for tp in wanted}
+    seeds = seeds or {}
+    views = {tp: seeds[tp] if tp in seeds else LedgerView() for tp in wanted}
     if not wanted:
         return views
     consumer = Consumer(
@@ -98,9 +105,14 @@ def restore_partitions(
         assign = []
         for topic, p in wanted:
             low, high = marks.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            if high > low:
+            view = views[(topic, p)]
+            if view.read_to < low:  # what the seed missed was cleaned away: read it all
+                view = views[(topic, p)] = LedgerView()
+            start = view.read_to or OFFSET_BEGINNING
+            view.read_to = high
+            if high > max(low, start):
                 ends[(topic, p)] = high
-                assign.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+                assign.append(TopicPartition(topic, p, start))
         consumer.assign(assign)
         cutoff = int(time.time() * 1000) - ttl_ms
         while ends and not (stop and stop.is_set()):
@@ -145,6 +157,11 @@ class Ledger:
         self._users: dict[LedgerTP, int] = {}
         self._restoring: set[LedgerTP] = set()
         self._early: dict[LedgerTP, dict[str, int]] = {}  # committed while restoring
+        # Views of partitions given up lately, kept a while: an eager rebalance hands most of
+        # them straight back, and catching up from where a view was read to is cheaper than
+        # reading the whole partition again.
+        self._retired: dict[LedgerTP, tuple[float, LedgerView]] = {}
+        self._seeds: dict[LedgerTP, LedgerView] = {}
         self._done: queue.SimpleQueue[
             tuple[list[LedgerTP], dict[LedgerTP, LedgerView] | Exception]
         ] = queue.SimpleQueue()
@@ -153,14 +170,17 @@ class Ledger:
     def acquire(self, tps: Iterable[LedgerTP]) -> None:
         """Start using these ledger partitions; restore the ones not held yet."""
         fresh: list[LedgerTP] = []
+        self._drop_retired(time.monotonic() - RETAIN_S)
         for tp in tps:
             self._users[tp] = self._users.get(tp, 0) + 1
             if tp in self._restoring or tp in fresh:
                 continue
             if self._users[tp] > 1 and tp in self.views:
                 # Held through another of our partitions (a retry tier), but this newly assigned
-                # partition's completions were written by its previous owner: read it again.
-                del self.views[tp]
+                # partition's completions were written by its previous owner: catch up.
+                self._seeds[tp] = self.views.pop(tp)
+            elif tp in self._retired:
+                self._seeds[tp] = self._retired.pop(tp)[1]
             if tp not in self.views:
                 fresh.append(tp)
         if fresh:
@@ -173,13 +193,21 @@ class Ledger:
         self._users[tp] = self._users.get(tp, 1) - 1
         if self._users[tp] <= 0:
             self._users.pop(tp, None)
-            self.views.pop(tp, None)
+            view = self.views.pop(tp, None)
+            if view is not None:
+                self._retired[tp] = (time.monotonic(), view)
             self.pending.pop(tp, None)
 
+    def _drop_retired(self, before: float) -> None:
+        for tp in [tp for tp, (at, _) in self._retired.items() if at < before]:
+            del self._retired[tp]
+
     def _restore(self, tps: list[LedgerTP]) -> None:
+        seeds = {tp: self._seeds.pop(tp) for tp in tps if tp in self._seeds}
         try:
-            self._done.put((tps, restore_partitions(self.settings, tps, self.ttl_ms, self._stop)))
-        except Exception as e:  # reported to the poll loop, which retries
+            views = restore_partitions(self.settings, tps, self.ttl_ms, self._stop, seeds)
+            self._done.put((tps, views))
+        except Exception as e:  # reported to the poll loop, which retries (from scratch)
             self._done.put((tps, e))
 
     def collect(self) -> list[Exception]:
@@ -231,6 +259,7 @@ class Ledger:
         cutoff = int(time.time() * 1000) - self.ttl_ms
         for view in self.views.values():
             view.expire(cutoff)
+        self._drop_retired(time.monotonic() - RETAIN_S)
 
     def entries(self) -> int:
         return sum(len(v) for v in self.views.values())

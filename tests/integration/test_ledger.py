@@ -9,6 +9,7 @@ import time
 
 from config.settings import load_settings
 from consumers.ledger import decode_entry, restore_partitions
+from consumers.ledger_view import LedgerView
 from tests.harness import Stack
 
 
@@ -130,3 +131,33 @@ def test_restore_reads_committed_ledger(stack_factory) -> None:
     assert sum(len(v) for v in views.values()) == 20
     assert all(any(j in v for v in views.values()) for j in ids)
     assert os.environ.get("JOBSTREAM_CONFIG") is None
+
+
+def test_restore_catches_up_a_seed_view_from_where_it_was_read_to(stack_factory) -> None:
+    """A view kept from an earlier ownership (an eager rebalance hands the partition straight
+    back) is caught up with what was written since, not read again from the beginning."""
+    stack: Stack = stack_factory()
+    settings = load_settings(kafka={"bootstrap_servers": stack.settings.kafka.bootstrap_servers})
+    tps = [(stack.topics.ledger, p) for p in range(6)]
+    first = stack.publish_many([({"seq": 0, "behaviour": "ok"}, f"a{i}") for i in range(20)])
+    stack.start_worker()
+    stack.wait_runs(20)
+    assert stack.stop_all() == [0]
+    views = restore_partitions(settings, tps, ttl_ms=3_600_000)
+    later = stack.publish_many([({"seq": 0, "behaviour": "ok"}, f"b{i}") for i in range(10)])
+    stack.start_worker()
+    stack.wait_runs(30)
+    assert stack.stop_all() == [0, 0]  # both workers' exit codes
+
+    # Empty seeds marked as read to the same offsets: only what came after is read.
+    empty = {}
+    for tp, view in views.items():
+        empty[tp] = LedgerView()
+        empty[tp].read_to = view.read_to
+    caught_up = restore_partitions(settings, tps, ttl_ms=3_600_000, seeds=empty)
+    found = {j for j in first + later if any(j in v for v in caught_up.values())}
+    assert found == set(later)
+
+    full = restore_partitions(settings, tps, ttl_ms=3_600_000, seeds=views)
+    assert all(any(j in v for v in full.values()) for j in first + later)
+    assert sum(len(v) for v in full.values()) == 30
