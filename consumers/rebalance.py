@@ -77,6 +77,8 @@ class Rebalancing:
 
         def _commit(self) -> None: ...
 
+        def _serve_producer(self, flush_s: float | None = None) -> None: ...
+
         def _drain_results(self, block_s: float = 0.0, discard: bool = False) -> None: ...
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -111,7 +113,7 @@ class Rebalancing:
         deadline = time.monotonic() + self.ws.revoke_grace_s
         while any(self.parts[tp].running for tp in tps) and time.monotonic() < deadline:
             self._drain_results(block_s=0.05)
-            self.producer.poll(0)
+            self._serve_producer()
         self._commit()
         for tp in tps:
             self._drop(tp)

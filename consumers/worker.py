@@ -204,7 +204,7 @@ class Worker(Rebalancing, Outcomes):
                 for msg in msgs:
                     self._receive(msg)
                 self._drain_results()
-                self.producer.poll(0)
+                self._serve_producer()
                 if self._broken:
                     self._abort_interval()
                 self._tick()
@@ -453,13 +453,25 @@ class Worker(Rebalancing, Outcomes):
             self.consumer.resume(tp)
         ps.paused = paused
 
+    def _serve_producer(self, flush_s: float | None = None) -> None:
+        """Serve delivery reports (and wait for them all with flush_s). librdkafka reports a
+        fatal producer error (fenced: a thawed zombie) by raising it from one poll or flush:
+        that breaks the interval, and _abort_interval decides between stopping and renewing."""
+        try:
+            if flush_s is None:
+                self.producer.poll(0)
+            else:
+                self.producer.flush(flush_s)
+        except KafkaException as e:
+            self._broken = self._broken or f"producer failed: {e.args[0]}"
+
     def _commit(self) -> None:
         if self.committer.in_txn:
             # commit_transaction makes every record produced so far visible, so the offsets
             # must cover them all: wait for their acknowledgements (which finish the source
             # offsets) before reading the offsets. Else a ledger or DLQ record could commit
             # while its source offset does not, and the next owner would redo the job.
-            self.producer.flush(self.committer.timeout_s)
+            self._serve_producer(flush_s=self.committer.timeout_s)
         if self._broken:
             self._abort_interval()
             return
@@ -502,8 +514,8 @@ class Worker(Rebalancing, Outcomes):
         deadline = time.monotonic() + self.ws.shutdown_grace_s
         while any(ps.running for ps in self.parts.values()) and time.monotonic() < deadline:
             self._drain_results(block_s=0.05)
-            self.producer.poll(0)
-        self.producer.flush(10)
+            self._serve_producer()
+        self._serve_producer(flush_s=10)
         self._close(commit=True)
         self.log.info("stopped", abandoned=self.executor.abandoned)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import time
+
+from confluent_kafka import Producer
 
 from config.settings import load_settings
 from consumers.ledger import decode_entry, restore_partitions
@@ -161,3 +164,28 @@ def test_restore_catches_up_a_seed_view_from_where_it_was_read_to(stack_factory)
     full = restore_partitions(settings, tps, ttl_ms=3_600_000, seeds=views)
     assert all(any(j in v for v in full.values()) for j in first + later)
     assert sum(len(v) for v in full.values()) == 30
+
+
+def test_a_fenced_producer_is_renewed_and_the_interval_redone(stack_factory) -> None:
+    """Another producer takes the worker's transactional id mid-interval (as a broker that timed
+    out our transaction would): librdkafka raises the fatal error from whichever call sees it
+    first (produce, poll, flush or commit). The worker renews its producer, redoes the interval
+    and finishes every job; it neither crashes nor stops."""
+    stack: Stack = stack_factory()
+    stack.publish_many([({"seq": 0, "behaviour": "sleep_ms:300"}, f"a{i}") for i in range(40)])
+    proc = stack.start_worker()
+    stack.wait_runs(5)
+    first = json.loads((stack.tmp / "worker-0.log").read_text().splitlines()[0])
+    txn_id = f"jobstream-{stack.settings.worker.group_id}-{first['worker']}"
+    thief = Producer(
+        {"bootstrap.servers": stack.settings.kafka.bootstrap_servers, "transactional.id": txn_id}
+    )
+    thief.init_transactions(30)  # bumps the epoch: the worker's producer is fenced
+    later = stack.publish_many([({"seq": 1, "behaviour": "ok"}, f"b{i}") for i in range(20)])
+    stack.wait_runs(60, timeout=90)
+    assert proc.poll() is None, "the worker stopped"
+    assert stack.stop_all() == [0]
+    log = (stack.tmp / "worker-0.log").read_text()
+    assert '"event": "producer_renewed"' in log
+    ledger = {m.key().decode() for m in stack.read_topic(stack.topics.ledger)}
+    assert set(later) <= ledger
