@@ -48,8 +48,9 @@ def group_session_ms(settings: Settings, group: str, timeout: float = 10.0) -> i
     """The session timeout the broker gives a consumer-protocol (KIP-848) group, or None when
     it cannot be read (no DescribeConfigs right on the group, an older broker)."""
     try:
+        admin = _admin(settings)  # held until the answer came: a dropped client cancels it
         res = ConfigResource(ConfigResource.Type.GROUP, group)
-        entries = _admin(settings).describe_configs([res], request_timeout=timeout)[res]
+        entries = admin.describe_configs([res], request_timeout=timeout)[res]
         value = entries.result(timeout=timeout)["consumer.session.timeout.ms"].value
         return int(value) if value else None
     except Exception:

@@ -248,6 +248,8 @@ def make_stack(
         "commit_interval_ms": 200,
         "shutdown_grace_s": 20,
         "session_timeout_ms": 6000,
+        # JOBSTREAM_TEST_ASSIGNMENT runs the suite under another worker.assignment.
+        "assignment": os.environ.get("JOBSTREAM_TEST_ASSIGNMENT", "range"),
         **(worker or {}),
     }
     data = {
