@@ -183,7 +183,7 @@ def scaling(b: Bench) -> list[Row]:
                 one,
                 "jobs/s",
                 "1 process",
-                2.7 if procs == 3 else None,
+                2.7 if (procs, assignment) == (3, default) else None,  # others: for contrast
                 "main-topic partitions per process: " + "/".join(str(x) for x in spread),
             )
         )

@@ -1,5 +1,6 @@
 """One HTTP port: /metrics, /healthz (the poll loop made progress recently), /readyz (joined
-the group and every assigned partition's ledger view restored)."""
+the group, every assigned partition's ledger view restored, a broker reachable, and the poll
+loop not blocked for seconds)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 class Health:
     """Shared between the poll loop (writes) and the HTTP thread (reads)."""
 
-    def __init__(self, stall_after_s: float = 30.0) -> None:
+    def __init__(self, stall_after_s: float = 30.0, ready_stall_s: float = 5.0) -> None:
         self.last_poll = time.monotonic()
         self.stall_after_s = stall_after_s
+        # The loop sets `ready` only between calls: one blocked on the brokers (a commit in an
+        # outage) cannot clear it, so readiness also needs a recent beat.
+        self.ready_stall_s = ready_stall_s
         self.ready = False
         self.reason = "starting"
 
@@ -29,6 +33,12 @@ class Health:
         if age > self.stall_after_s:
             return False, f"poll loop stalled for {age:.1f}s"
         return True, "ok"
+
+    def readiness(self) -> tuple[bool, str]:
+        age = time.monotonic() - self.last_poll
+        if age > self.ready_stall_s:
+            return False, f"poll loop blocked for {age:.1f}s (waiting on the brokers)"
+        return (True, "ready") if self.ready else (False, self.reason)
 
 
 class HealthServer:
@@ -51,8 +61,8 @@ class HealthServer:
                     ok, why = h.healthy()
                     self._send(200 if ok else 503, why.encode())
                 elif path == "/readyz":
-                    ok = h.ready and h.healthy()[0]
-                    self._send(200 if ok else 503, (h.reason if not ok else "ready").encode())
+                    ok, why = h.readiness()
+                    self._send(200 if ok else 503, why.encode())
                 else:
                     self._send(404, b"not found")
 

@@ -125,7 +125,13 @@ class Worker(Rebalancing, Outcomes):
         )
         # message.max.bytes: up to the broker's default topic limit, so a record that came in
         # near the limit can still be dead-lettered with its (trimmed) failure headers.
-        producer_conf: dict[str, Any] = {"linger.ms": 2, "message.max.bytes": 1_048_588}
+        producer_conf: dict[str, Any] = {
+            "linger.ms": 2,
+            "message.max.bytes": 1_048_588,
+            # The producer's view of the brokers counts for readiness too: a consumer-protocol
+            # consumer may not report all brokers down within a short outage.
+            "error_cb": self._on_client_error,
+        }
         if self.ws.mode is Mode.TRANSACTIONAL:
             producer_conf["transactional.id"] = f"jobstream-{self.group}-{self.worker_id}"
             producer_conf["transaction.timeout.ms"] = 10_000

@@ -118,7 +118,7 @@ from Secrets (env beats the YAML file in jobstream's settings precedence).
 {{- with $v.kafka.extra }}{{ $_ := set $kafka "extra" . }}{{ end -}}
 {{- /* http_host/http_port are env vars of the worker container instead: they must match
      its containerPort and probes, and env wins over this file (and over the image's env). */ -}}
-{{- $worker := dict "group_id" $v.worker.groupId "mode" $v.worker.mode "max_in_flight" $v.worker.maxInFlight "shutdown_grace_s" $v.worker.shutdownGraceSeconds -}}
+{{- $worker := dict "group_id" $v.worker.groupId "mode" $v.worker.mode "max_in_flight" $v.worker.maxInFlight "shutdown_grace_s" $v.worker.shutdownGraceSeconds "assignment" $v.worker.assignment -}}
 {{- $cfg := dict "kafka" $kafka "worker" $worker "log" (dict "level" $v.log.level "format" $v.log.format) -}}
 {{- with $v.jobs }}{{ $_ := set $cfg "jobs" . }}{{ end -}}
 {{- with $v.schemaDirs }}{{ $_ := set $cfg "schema_dirs" . }}{{ end -}}
