@@ -36,7 +36,7 @@ class Health:
 
     def readiness(self) -> tuple[bool, str]:
         age = time.monotonic() - self.last_poll
-        if age > self.ready_stall_s:
+        if age > min(self.ready_stall_s, self.stall_after_s):  # never ready when not healthy
             return False, f"poll loop blocked for {age:.1f}s (waiting on the brokers)"
         return (True, "ready") if self.ready else (False, self.reason)
 
