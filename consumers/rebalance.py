@@ -1,6 +1,6 @@
-"""Partitions coming and going, and intervals given up: the worker's rebalance callbacks,
-aborting an interval and rewinding to the last commit, and renewing a producer whose
-transaction the broker timed out. Part of Worker (consumers/worker.py)."""
+"""Partitions coming and going, and intervals given up: joining the group, the worker's
+rebalance callbacks, aborting an interval and rewinding to the last commit, and renewing a
+producer whose transaction the broker timed out. Part of Worker (consumers/worker.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from config.settings import Assignment, Mode, Settings, WorkerSettings
-from config.topics import base_of, ledger_topic, tier_delay
+from config.topics import JobTopics, base_of, ledger_topic, tier_delay
 from consumers.commit import Committer, ProducerFenced
 from consumers.decode import Job
 from consumers.errors import WorkerError, WorkerFenced
@@ -22,6 +22,7 @@ from consumers.ledger import Ledger
 from consumers.metrics import Metrics
 from consumers.offsets import PartitionOffsets
 from consumers.ordering import KeyQueues
+from consumers.topics import group_session_ms
 from producers.publisher import Publisher
 from schemas.registry import SchemaRegistry
 
@@ -64,6 +65,8 @@ class Rebalancing:
     log: Any
     parts: dict[TP, PartitionState]
     job_of_topic: dict[str, str]
+    topics: dict[str, JobTopics]
+    group: str
     _producer_conf: dict[str, Any]
     _broken: str | None
     _gen: int
@@ -80,6 +83,43 @@ class Rebalancing:
         def _serve_producer(self, flush_s: float | None = None) -> None: ...
 
         def _drain_results(self, block_s: float = 0.0, discard: bool = False) -> None: ...
+
+    def subscribe(self) -> None:
+        topics = sorted(self.job_of_topic)
+        try:
+            live = self.consumer.list_topics(timeout=15).topics
+        except Exception as e:
+            raise WorkerError(
+                f"broker unreachable at {self.settings.kafka.bootstrap_servers}: {e}"
+            ) from None
+        missing = [t for t in topics if t not in live]
+        missing += [ltp for ltp in {t.ledger for t in self.topics.values()} if ltp not in live]
+        if missing:
+            raise WorkerError(
+                f"topics missing: {sorted(missing)}; create them with `jobstream topics apply`"
+            )
+        if self.ws.assignment is Assignment.CONSUMER_PROTOCOL:
+            # The broker owns the session here; the freeze watch must use the same limit.
+            session_ms = group_session_ms(self.settings, self.group)
+            if session_ms is None:
+                self.log.warning(
+                    "group_session_unknown",
+                    detail="could not read the group's consumer.session.timeout.ms; "
+                    f"assuming worker.session_timeout_ms ({self.ws.session_timeout_ms})",
+                )
+            else:
+                self.freeze.limit_s = session_ms / 1000
+        self.consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        self.log.info(
+            "subscribed",
+            topics=topics,
+            group=self.group,
+            mode=self.ws.mode.value,
+            assignment=self.ws.assignment.value,
+            session_s=self.freeze.limit_s,
+        )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Assign ourselves so the partitions can be paused before any fetch: they stay paused

@@ -24,7 +24,7 @@ from confluent_kafka import (
 
 from config.kafka import client_config, group_config
 from config.logging import flush_logs, get_logger
-from config.settings import Assignment, JobTypeSettings, Mode, Settings
+from config.settings import JobTypeSettings, Mode, Settings
 from config.topics import JobTopics, job_topics
 from consumers.commit import CommitAborted, Committer, ProducerFenced
 from consumers.context import context_for, log_fields
@@ -46,7 +46,6 @@ from consumers.metrics import Metrics
 from consumers.outcomes import Outcomes, now_ms
 from consumers.protection import DlqGuard, JobTypeGate
 from consumers.rebalance import TP, PartitionState, Rebalancing
-from consumers.topics import group_session_ms
 from consumers.tracing import Tracing
 from producers.publisher import Publisher
 from schemas.registry import SchemaRegistry
@@ -151,45 +150,6 @@ class Worker(Rebalancing, Outcomes):
         self.publisher.errors(err)  # one watch for the consumer and the producer
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
             self._brokers_down = True  # not ready until a broker answers again (_tick probes)
-
-    # -- group membership ------------------------------------------------------------------
-
-    def subscribe(self) -> None:
-        topics = sorted(self.job_of_topic)
-        try:
-            live = self.consumer.list_topics(timeout=15).topics
-        except Exception as e:
-            raise WorkerError(
-                f"broker unreachable at {self.settings.kafka.bootstrap_servers}: {e}"
-            ) from None
-        missing = [t for t in topics if t not in live]
-        missing += [ltp for ltp in {t.ledger for t in self.topics.values()} if ltp not in live]
-        if missing:
-            raise WorkerError(
-                f"topics missing: {sorted(missing)}; create them with `jobstream topics apply`"
-            )
-        if self.ws.assignment is Assignment.CONSUMER_PROTOCOL:
-            # The broker owns the session here; the freeze watch must use the same limit.
-            session_ms = group_session_ms(self.settings, self.group)
-            if session_ms is None:
-                self.log.warning(
-                    "group_session_unknown",
-                    detail="could not read the group's consumer.session.timeout.ms; "
-                    f"assuming worker.session_timeout_ms ({self.ws.session_timeout_ms})",
-                )
-            else:
-                self.freeze.limit_s = session_ms / 1000
-        self.consumer.subscribe(
-            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
-        self.log.info(
-            "subscribed",
-            topics=topics,
-            group=self.group,
-            mode=self.ws.mode.value,
-            assignment=self.ws.assignment.value,
-            session_s=self.freeze.limit_s,
-        )
 
     # -- the loop --------------------------------------------------------------------------
 
