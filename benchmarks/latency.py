@@ -17,6 +17,7 @@ import urllib.request
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
+from benchmarks import raw
 from benchmarks.common import (
     PARTITIONS,
     Bench,
@@ -104,34 +105,17 @@ def latency(b: Bench) -> list[Row]:
             o.start()
         total = int(rate * seconds)
         say(f"latency/{short}: {total:,} jobs at {rate:,.0f}/s (half of {max_rate:,.0f})")
-        sent: dict[bytes, float] = {}
-        pub = st.publisher()
-        pub.publish("bench.noop", bench_payload(0))  # warm the publisher, outside the figures
-        t0 = time.time()
-        for i in range(total):
-            due = t0 + i / rate
-            wait = due - time.time()
-            if wait > 0:
-                time.sleep(wait)
-            at = time.time()
-            sent[pub.publish_async("bench.noop", bench_payload(i)).encode()] = at
-        pub.flush(60)
-        deadline = time.time() + 60
-        while time.time() < deadline and not all(all(k in o.seen for k in sent) for o in observers):
-            time.sleep(0.2)
+        sent, t0 = _drive(st, rate, total, observers)
         own = _own_histogram(st.ports[0], "0.025")
         for o in observers:
             o.stop.set()
             o.join(10)
         st.stop_workers()
         st.tidy()
-        counted = [k for k, at in sent.items() if at >= t0 + WARMUP_S]
         for o, label in zip(observers, ("finished", "committed"), strict=True):
-            lat = [(o.seen[k] - sent[k]) * 1000 for k in counted if k in o.seen]
-            missing = len(counted) - len(lat)
-            p50, p99 = percentile(lat, 50), percentile(lat, 99)
+            p50, p99, seen, missing = _percentiles(o, sent, t0)
             say(f"latency/{short} {label}: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-            note = f"{len(lat):,} jobs at {rate:,.0f}/s" + (
+            note = f"{seen:,} jobs at {rate:,.0f}/s" + (
                 f", {missing} never seen" if missing else ""
             )
             target = TARGET_P99_MS[mode] if label == "finished" else None
@@ -145,4 +129,63 @@ def latency(b: Bench) -> list[Row]:
                     "4 latency", f"enqueue->{label} p99, {mode.value}", p99, "ms", target, note
                 )
             )
+        rows.append(_raw_relay(b, short, rate, total))
     return rows
+
+
+def _drive(
+    st: Stack, rate: float, total: int, observers: list[Observer]
+) -> tuple[dict[bytes, float], float]:
+    """Publish `total` jobs at `rate` and wait until every observer saw them all."""
+    sent: dict[bytes, float] = {}
+    pub = st.publisher()
+    pub.publish("bench.noop", bench_payload(0))  # warm the publisher, outside the figures
+    t0 = time.time()
+    for i in range(total):
+        due = t0 + i / rate
+        wait = due - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        at = time.time()
+        sent[pub.publish_async("bench.noop", bench_payload(i)).encode()] = at
+    pub.flush(60)
+    deadline = time.time() + 60
+    while time.time() < deadline and not all(all(k in o.seen for k in sent) for o in observers):
+        time.sleep(0.2)
+    return sent, t0
+
+
+def _percentiles(o: Observer, sent: dict[bytes, float], t0: float) -> tuple[float, float, int, int]:
+    """p50, p99 (ms) of enqueue -> seen, jobs seen and jobs never seen (after the warm-up)."""
+    counted = [k for k, at in sent.items() if at >= t0 + WARMUP_S]
+    lat = [(o.seen[k] - sent[k]) * 1000 for k in counted if k in o.seen]
+    return percentile(lat, 50), percentile(lat, 99), len(lat), len(counted) - len(lat)
+
+
+def _raw_relay(b: Bench, short: str, rate: float, total: int) -> Row:
+    """The same two Kafka hops without jobstream: a raw consumer that writes each job's
+    ledger-sized record as soon as it arrives (benchmarks/raw.py relay_loop)."""
+    st = b.stack(f"latency-raw-{short}", "bench.noop")
+    stop = threading.Event()
+    relay = threading.Thread(
+        target=raw.relay_loop, args=(st.settings, st.topics.main, st.topics.ledger, stop)
+    )
+    relay.start()
+    observer = Observer(st, "read_uncommitted")
+    observer.start()
+    try:
+        sent, t0 = _drive(st, rate, total, [observer])
+    finally:
+        stop.set()
+        observer.stop.set()
+        relay.join(30)
+        observer.join(10)
+        st.tidy()
+    p50, p99, seen, missing = _percentiles(observer, sent, t0)
+    say(f"latency/{short} raw relay: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    note = f"p50 {p50:.1f} ms; {seen:,} jobs at {rate:,.0f}/s" + (
+        f", {missing} never seen" if missing else ""
+    )
+    return limit_row(
+        "4 latency", f"raw relay enqueue->seen p99, {short} rate", p99, "ms", None, note
+    )

@@ -3,11 +3,19 @@ publisher, without jobstream in between."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from config.kafka import client_config
 from config.settings import Mode, Settings
@@ -111,6 +119,42 @@ def consume_loop(
         commit()
         return first, time.time()
     finally:
+        consumer.close()
+
+
+def relay_loop(settings: Settings, topic: str, ledger_topic: str, stop: Any) -> None:
+    """The latency baseline: consume `topic` (fresh group, the worker's fetch settings) and
+    produce one ledger-sized record per job, keyed by its js-job-id, to `ledger_topic` on the
+    same partition as soon as it arrives; flush + commit every 0.5 s. Runs until `stop` is set."""
+    consumer = Consumer(
+        client_config(
+            settings.kafka,
+            **{
+                "group.id": f"raw-relay-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 25,
+            },
+        )
+    )
+    producer = Producer(client_config(settings.kafka, **WORKER_PRODUCER))
+    value = encode_entry(SUCCEEDED, int(time.time() * 1000), 1, "raw-relay")
+    consumer.subscribe([topic])
+    last_commit = time.monotonic()
+    try:
+        while not stop.is_set():
+            msg = consumer.poll(0.005)
+            if msg is not None and msg.error() is None:
+                job_id = dict(msg.headers() or []).get("js-job-id")
+                producer.produce(ledger_topic, value, job_id, partition=msg.partition() or 0)
+            producer.poll(0)
+            if time.monotonic() - last_commit >= 0.5:
+                producer.flush(30)
+                with contextlib.suppress(KafkaException):  # nothing consumed yet
+                    consumer.commit(asynchronous=False)
+                last_commit = time.monotonic()
+    finally:
+        producer.flush(30)
         consumer.close()
 
 
