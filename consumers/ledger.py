@@ -161,7 +161,6 @@ class Ledger:
         # them straight back, and catching up from where a view was read to is cheaper than
         # reading the whole partition again.
         self._retired: dict[LedgerTP, tuple[float, LedgerView]] = {}
-        self._seeds: dict[LedgerTP, LedgerView] = {}
         self._done: queue.SimpleQueue[
             tuple[list[LedgerTP], dict[LedgerTP, LedgerView] | Exception]
         ] = queue.SimpleQueue()
@@ -170,6 +169,7 @@ class Ledger:
     def acquire(self, tps: Iterable[LedgerTP]) -> None:
         """Start using these ledger partitions; restore the ones not held yet."""
         fresh: list[LedgerTP] = []
+        seeds: dict[LedgerTP, LedgerView] = {}  # views to catch up instead of reading anew
         self._drop_retired(time.monotonic() - RETAIN_S)
         for tp in tps:
             self._users[tp] = self._users.get(tp, 0) + 1
@@ -178,15 +178,15 @@ class Ledger:
             if self._users[tp] > 1 and tp in self.views:
                 # Held through another of our partitions (a retry tier), but this newly assigned
                 # partition's completions were written by its previous owner: catch up.
-                self._seeds[tp] = self.views.pop(tp)
+                seeds[tp] = self.views.pop(tp)
             elif tp in self._retired:
-                self._seeds[tp] = self._retired.pop(tp)[1]
+                seeds[tp] = self._retired.pop(tp)[1]
             if tp not in self.views:
                 fresh.append(tp)
         if fresh:
             self._restoring.update(fresh)
             threading.Thread(
-                target=self._restore, args=(fresh,), name="js-ledger-restore", daemon=True
+                target=self._restore, args=(fresh, seeds), name="js-ledger-restore", daemon=True
             ).start()
 
     def release(self, tp: LedgerTP) -> None:
@@ -202,8 +202,9 @@ class Ledger:
         for tp in [tp for tp, (at, _) in self._retired.items() if at < before]:
             del self._retired[tp]
 
-    def _restore(self, tps: list[LedgerTP]) -> None:
-        seeds = {tp: self._seeds.pop(tp) for tp in tps if tp in self._seeds}
+    def _restore(
+        self, tps: list[LedgerTP], seeds: dict[LedgerTP, LedgerView] | None = None
+    ) -> None:
         try:
             views = restore_partitions(self.settings, tps, self.ttl_ms, self._stop, seeds)
             self._done.put((tps, views))
