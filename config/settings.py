@@ -181,7 +181,7 @@ class BrokerSettings(_Model):
     version: str = "4.1.1"
     data_dir: Path = Path.home() / ".cache" / "jobstream" / "broker"
     cache_dir: Path = Path.home() / ".cache" / "jobstream" / "jars"
-    heap: str = "512m"
+    heap: str = "1g"  # 512m ran out during two test suites in a row (thousands of partitions)
 
 
 class _YamlSource(PydanticBaseSettingsSource):

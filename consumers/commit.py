@@ -3,7 +3,11 @@
 - transactional (default): each commit interval is one Kafka transaction holding the ledger,
   retry and DLQ records and the consumed offsets (send_offsets_to_transaction with the group
   metadata, which fences a zombie whose generation is stale).
-- at_least_once: flush the producer, then commit offsets synchronously.
+- at_least_once: commit the offsets of jobs whose records the broker acknowledged. A
+  periodic commit is asynchronous and does not flush: an offset finishes only on its record's
+  acknowledgement, so it never covers an unwritten record, and the poll loop does not stall
+  (a flush + synchronous commit held it 15-95 ms, the largest share of the latency p99). A
+  revoke or shutdown flushes and commits synchronously: the next owner starts from there.
 
 Offsets are committed explicitly (enable.auto.commit=false) rather than through
 store_offsets + auto commit: the commit point must move exactly when our records are durable,
@@ -58,11 +62,20 @@ class Committer:
             self._call(self.producer.begin_transaction)
             self.in_txn = True
 
-    def commit(self, offsets: Offsets) -> None:
+    def commit(self, offsets: Offsets, wait: bool = True) -> None:
         """Make produced records and `offsets` durable together. Raises WorkerFenced when this
         worker must stop (its producer is fenced or in a fatal state), CommitAborted when the
-        interval failed but the worker can redo it from the last commit."""
+        interval failed but the worker can redo it from the last commit. wait=False (at least
+        once only): send the commit without waiting; a failure reaches the consumer's
+        on_commit callback, and a later commit covers the same offsets."""
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        if self.mode is Mode.AT_LEAST_ONCE and not wait:
+            if tps:
+                try:
+                    self.consumer.commit(offsets=tps, asynchronous=True)
+                except KafkaException as e:
+                    raise CommitAborted(f"offset commit failed: {e.args[0]}") from None
+            return
         if self.mode is Mode.AT_LEAST_ONCE:
             remaining = self.producer.flush(self.timeout_s)
             if remaining:  # redone from the last commit; a late delivery is a duplicate only

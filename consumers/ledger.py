@@ -2,13 +2,15 @@
 of each ledger partition whose number it owns, restored in the background on assignment.
 
 Besides completions it holds routing marks: a record retried or dead-lettered is marked by its
-position (topic, partition, offset), in the same transaction as the retry or dead letter. The
-offset commit can trail the mark (an earlier offset still running), so a next owner re-reading
-that record skips it instead of routing it again. Keyed by position, not job id: a job
-replayed from the DLQ arrives at a new position and runs.
+position (topic, partition, offset), in the same transaction as the retry or dead letter (at
+least once: once the retry or dead letter is acknowledged). The offset commit can trail the
+mark (an earlier offset still running), so a next owner re-reading that record skips it
+instead of routing it again. Keyed by position, not job id: a job replayed from the DLQ
+arrives at a new position and runs.
 
-Entries written in the current commit interval stay `pending` until their transaction (or
-flush + offset commit) succeeds: an aborted interval must not make a job look done."""
+Entries written in the current commit interval stay `pending` until their transaction commits
+(at least once: until the broker acknowledges them): an aborted interval must not make a job
+look done."""
 
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ _RAW_SCHEMA = json.loads((INTERNAL_DIR / "ledger.avsc").read_text())
 _write_entry = avro_writer(_RAW_SCHEMA)
 _read_entry = avro_reader(_RAW_SCHEMA)
 SUCCEEDED = "succeeded"
+# The status enum's index as the first byte of an entry (zig-zag: 0, 1, 2 -> 0, 2, 4).
+_STATUS_BYTES = frozenset(2 * i for i in range(len(_RAW_SCHEMA["fields"][0]["type"]["symbols"])))
 ROUTED = {"retried": "retried", "dead_lettered": "dead_lettered"}  # outcome -> mark status
 
 LedgerTP = tuple[str, int]
@@ -53,6 +57,24 @@ def encode_entry(status: str, finished_at_ms: int, attempt: int, worker: str) ->
             "result_digest": None,
         }
     )
+
+
+def entry_finished_at(value: bytes) -> int | None:
+    """finished_at of an encoded entry, or None when it does not start like one. The restore
+    needs only this field (the key says which job): reading the two leading fields by hand
+    takes half the time of decoding the record, a third of the restore's own cost per entry.
+    The layout is fixed by ledger.avsc: the status enum index (one byte), then finished_at
+    as a zig-zag varint."""
+    if len(value) < 5 or value[0] not in _STATUS_BYTES:  # + attempt, worker, result_digest
+        return None
+    acc = shift = 0
+    for i in range(1, min(len(value), 11)):
+        b = value[i]
+        acc |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (acc >> 1) ^ -(acc & 1)
+        shift += 7
+    return None
 
 
 def decode_entry(value: bytes) -> dict[str, Any] | None:
@@ -131,9 +153,9 @@ def restore_partitions(
                 key = msg.key()
                 if value is None or key is None:
                     continue
-                entry = decode_entry(value)
-                if entry and entry["finished_at"] >= cutoff:  # completions and routing marks
-                    batch[tp].append((key.decode("utf-8", "replace"), entry["finished_at"]))
+                finished = entry_finished_at(value)
+                if finished is not None and finished >= cutoff:  # completions, routing marks
+                    batch[tp].append((key.decode("utf-8", "replace"), finished))
             for tp, entries in batch.items():
                 if entries:
                     views[tp].add_many(entries)
@@ -244,14 +266,24 @@ class Ledger:
         self.pending.setdefault(tp, {})[job_id] = finished_at_ms
 
     def committed(self) -> None:
-        """The interval's transaction (or flush + commit) succeeded: pending entries count."""
+        """The interval's transaction succeeded: its pending entries count."""
         for tp, entries in self.pending.items():
-            view = self.views.get(tp)
-            if view is not None:
-                view.add_many(entries.items())
-            elif tp in self._restoring:  # the restore may have read past its end before this
-                self._early.setdefault(tp, {}).update(entries)
+            self._keep(tp, entries)
         self.pending = {}
+
+    def confirm(self, tp: LedgerTP, job_id: str) -> None:
+        """At least once: the broker acknowledged this entry, so it is durable and counts
+        (there is no transaction to wait for)."""
+        finished = self.pending.get(tp, {}).pop(job_id, None)
+        if finished is not None:
+            self._keep(tp, {job_id: finished})
+
+    def _keep(self, tp: LedgerTP, entries: dict[str, int]) -> None:
+        view = self.views.get(tp)
+        if view is not None:
+            view.add_many(entries.items())
+        elif tp in self._restoring:  # the restore may have read past its end before this
+            self._early.setdefault(tp, {}).update(entries)
 
     def aborted(self) -> None:
         self.pending = {}

@@ -62,6 +62,12 @@ class PartitionOffsets:
             raise ValueError(f"offset {offset} was never safe to commit (safe: {self._safe})")
         self._committed = offset
 
+    def commit_failed(self, offset: int) -> None:
+        """An asynchronous commit of `offset` failed: offer it again unless a later one was
+        marked meanwhile."""
+        if self._committed == offset:
+            self._committed = None
+
     @property
     def in_flight(self) -> int:
         """Tracked records not finished yet."""

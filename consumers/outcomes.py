@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from config.settings import JobTypeSettings, WorkerSettings
+from config.settings import JobTypeSettings, Mode, WorkerSettings
 from config.topics import JobTopics
 from consumers.commit import CommitAborted, Committer
 from consumers.context import log_fields
@@ -54,6 +54,7 @@ class Outcomes:
     _broken: str | None
     _seq: int
     _waiting: list[tuple[float, int, Job]]
+    _marks_due: list[tuple[PartitionState, Job, str]]  # at least once: records acknowledged
     _finished_since_commit: int
     _due_floors: dict[tuple[str, int], int]  # latest js-not-before written per tier partition
 
@@ -117,7 +118,12 @@ class Outcomes:
         gen = ps.gen
         if self.dlq_guard is not None and out.outcome in _GUARDED:
             self._guard(out.outcome == "dead_lettered")
-        if out.outcome in ROUTED:  # after the guard: a refused dead letter must stay unmarked
+        # After the guard: a refused dead letter must stay unmarked. At least once, nothing ties
+        # the mark to the record: it is written once the record is acknowledged (a mark for an
+        # unwritten record would have the redo skip the job: lost; the other way round a crash
+        # in between costs a duplicate retry at most).
+        mark_after = self.ws.mode is Mode.AT_LEAST_ONCE
+        if out.outcome in ROUTED and not mark_after:
             self._mark_routed(ps, job, out.outcome)
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
@@ -129,6 +135,10 @@ class Outcomes:
             cur = self.parts.get(job.tp)
             if cur is not None and cur.gen == gen:
                 self._finish(cur, job.offset)
+            if out.outcome == "succeeded":
+                self._entry_acked(ps.ledger_tp, job.job_id)
+            elif mark_after:
+                self._marks_due.append((ps, job, out.outcome))  # not from inside a callback
             self._record_outcome(job, out, duration)
 
         try:
@@ -141,9 +151,15 @@ class Outcomes:
             # fenced: redo the interval (a frozen zombie stops there instead).
             self._broken = f"cannot produce {out.topic}: {e.args[0]}"
 
+    def _write_marks(self) -> None:
+        due, self._marks_due = self._marks_due, []
+        for ps, job, outcome in due:
+            self._mark_routed(ps, job, outcome)
+
     def _mark_routed(self, ps: PartitionState, job: Job, outcome: str) -> None:
-        """The ledger mark for a record about to be retried or dead-lettered, in the same
-        transaction (see consumers/ledger.py); a failed write breaks the interval."""
+        """The ledger mark for a record retried or dead-lettered, in the same transaction (see
+        consumers/ledger.py), or right after it at least once; a failed write breaks the
+        interval."""
         if self._broken:
             return
         key = routed_key(job.topic, job.partition, job.offset)
@@ -153,6 +169,8 @@ class Outcomes:
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
                 self._broken = self._broken or f"could not write a ledger mark: {err.str()}"
+            else:
+                self._entry_acked(ps.ledger_tp, key)
 
         try:
             self.committer.before_produce()
@@ -166,6 +184,10 @@ class Outcomes:
             )
         except (CommitAborted, KafkaException) as e:
             self._broken = f"cannot write a ledger mark: {e}"
+
+    def _entry_acked(self, tp: tuple[str, int], key: str) -> None:
+        if self.ws.mode is Mode.AT_LEAST_ONCE:  # durable now; a transaction waits its commit
+            self.ledger.confirm(tp, key)
 
     def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:
         jt = job.job_type or "unknown"

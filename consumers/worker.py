@@ -53,6 +53,10 @@ from schemas.registry import SchemaRegistry
 AUTH_FAILURE_LIMIT_S = 60.0
 
 
+def _commit_error(err: KafkaError | None) -> bool:
+    return err is not None and err.code() != KafkaError._NO_OFFSET
+
+
 class Worker(Rebalancing, Outcomes):
     def __init__(
         self,
@@ -99,6 +103,7 @@ class Worker(Rebalancing, Outcomes):
             tuple[float, int, Job]
         ] = []  # (due monotonic, seq, job) in-place retries
         self._deferred: list[tuple[PartitionState, Job]] = []  # rate-limited, ready to start
+        self._marks_due: list[tuple[PartitionState, Job, str]] = []
         self._seq = 0
         self._finished_since_commit = 0
         self._due_floors: dict[tuple[str, int], int] = {}
@@ -119,6 +124,7 @@ class Worker(Rebalancing, Outcomes):
                     # A resumed partition's first fetch waits this long (see fetch_wake.py).
                     "fetch.wait.max.ms": self.ws.fetch_wait_max_ms,
                     "error_cb": self._on_client_error,
+                    "on_commit": self._on_commit,
                 },
             )
         )
@@ -150,6 +156,20 @@ class Worker(Rebalancing, Outcomes):
         self.publisher.errors(err)  # one watch for the consumer and the producer
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
             self._brokers_down = True  # not ready until a broker answers again (_tick probes)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """Results of asynchronous offset commits (at least once): offer a failed one again."""
+        failed = [p for p in partitions if _commit_error(p.error or err)]
+        for p in failed:
+            ps = self.parts.get((p.topic, p.partition))
+            if ps is not None:
+                ps.offsets.commit_failed(p.offset)
+        if failed:
+            self.log.warning(
+                "commit_failed",
+                error=str(err or failed[0].error),
+                partitions=[f"{p.topic}[{p.partition}]" for p in failed],
+            )
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -341,7 +361,7 @@ class Worker(Rebalancing, Outcomes):
             (now - self._last_commit) * 1000 >= self.ws.commit_interval_ms
             or self._finished_since_commit >= self.ws.commit_max_records
         ):
-            self._commit()
+            self._commit(wait=False)
         if now - self._last_lag >= 5.0:
             self._last_lag = now
             self._refresh_gauges()
@@ -430,8 +450,12 @@ class Worker(Rebalancing, Outcomes):
                 self.producer.flush(flush_s)
         except KafkaException as e:
             self._broken = self._broken or f"producer failed: {e.args[0]}"
+        if self._marks_due:
+            self._write_marks()
 
-    def _commit(self) -> None:
+    def _commit(self, wait: bool = True) -> None:
+        """Commit what finished; wait=False lets an at-least-once commit go on in the
+        background (see consumers/commit.py)."""
         if self.committer.in_txn:
             # commit_transaction makes every record produced so far visible, so the offsets
             # must cover them all: wait for their acknowledgements (which finish the source
@@ -447,7 +471,7 @@ class Worker(Rebalancing, Outcomes):
             if off is not None:
                 offsets[tp] = off
         try:
-            self.committer.commit(offsets)
+            self.committer.commit(offsets, wait=wait)
         except CommitAborted as e:
             self._broken = str(e)
             self._abort_interval()
@@ -456,7 +480,8 @@ class Worker(Rebalancing, Outcomes):
             self._broken = str(e)
             self._abort_interval(renew=True)
             return
-        self.ledger.committed()
+        if self.ws.mode is Mode.TRANSACTIONAL:
+            self.ledger.committed()  # at least once: each entry counts once acknowledged
         for tp, off in offsets.items():
             self.parts[tp].offsets.mark_committed(off)
         self._finished_since_commit = 0

@@ -81,3 +81,4 @@ def stack_factory(tmp_path, bootstrap, unique):  # type: ignore[no-untyped-def]
     yield make
     for s in made:
         s.stop_all(timeout=20)
+        s.delete_topics()

@@ -3,6 +3,7 @@ write every handler run to. Everything talks to the real broker."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from config.kafka import client_config
 from config.settings import Settings, load_settings
@@ -210,6 +212,16 @@ class Stack:
         finally:
             c.close()
 
+    def delete_topics(self) -> None:
+        """Drop the job type's topics: a suite creates thousands of partitions, and a broker
+        that keeps them all slows down and, at its default heap, ran out of memory."""
+        t = self.topics
+        admin = AdminClient(client_config(self.settings.kafka))
+        names = [*t.consumed, t.dlq, t.ledger]
+        for fut in admin.delete_topics(names, operation_timeout=30).values():
+            with contextlib.suppress(Exception):  # gone already, or the broker is down
+                fut.result(30)
+
     def stop_all(self, sig: int = signal.SIGTERM, timeout: float = 40) -> list[int | None]:
         for p in self.procs:
             if p.poll() is None:
@@ -248,8 +260,10 @@ def make_stack(
         "commit_interval_ms": 200,
         "shutdown_grace_s": 20,
         "session_timeout_ms": 6000,
-        # JOBSTREAM_TEST_ASSIGNMENT runs the suite under another worker.assignment.
+        # JOBSTREAM_TEST_ASSIGNMENT / _MODE run the suite under another worker.assignment or
+        # worker.mode.
         "assignment": os.environ.get("JOBSTREAM_TEST_ASSIGNMENT", "range"),
+        "mode": os.environ.get("JOBSTREAM_TEST_MODE", "transactional"),
         **(worker or {}),
     }
     data = {

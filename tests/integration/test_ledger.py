@@ -48,9 +48,10 @@ def test_ledger_records_are_written_to_the_source_partition(stack_factory) -> No
 
 
 def test_restart_does_not_rerun_recorded_jobs(stack_factory) -> None:
-    """A job whose completion is recorded never runs again, even when its offset was not
-    committed: at-least-once mode, commit interval long, worker killed, job replayed."""
-    stack: Stack = stack_factory()
+    """A job whose completion is recorded never runs again: the same job ids published again
+    after a restart are all deduplicated (at-least-once mode, where an entry counts once the
+    broker acknowledged it)."""
+    stack: Stack = stack_factory(worker={"mode": "at_least_once"})
     ids = stack.publish_many([({"seq": 0, "behaviour": "ok"}, f"k{i}") for i in range(50)])
     stack.start_worker()
     stack.wait_runs(50)
@@ -171,7 +172,7 @@ def test_a_fenced_producer_is_renewed_and_the_interval_redone(stack_factory) -> 
     out our transaction would): librdkafka raises the fatal error from whichever call sees it
     first (produce, poll, flush or commit). The worker renews its producer, redoes the interval
     and finishes every job; it neither crashes nor stops."""
-    stack: Stack = stack_factory()
+    stack: Stack = stack_factory(worker={"mode": "transactional"})
     ids = stack.publish_many(
         [({"seq": 0, "behaviour": "sleep_ms:300"}, f"a{i}") for i in range(40)]
     )

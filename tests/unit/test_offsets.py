@@ -45,6 +45,21 @@ def test_mark_committed_suppresses_until_progress() -> None:
     assert p.commit_offset() == 2
 
 
+def test_a_failed_async_commit_is_offered_again() -> None:
+    p = PartitionOffsets()
+    p.track(0)
+    p.finish(0)
+    p.mark_committed(1)
+    assert p.commit_offset() is None
+    p.commit_failed(1)
+    assert p.commit_offset() == 1
+    p.track(1)
+    p.finish(1)
+    p.mark_committed(2)
+    p.commit_failed(1)  # a later commit was marked meanwhile: it covers the failed one
+    assert p.commit_offset() is None
+
+
 def test_mark_committed_rejects_unsafe_offset() -> None:
     p = PartitionOffsets()
     p.track(0)

@@ -1,0 +1,56 @@
+"""Ledger pieces without a broker: when a pending entry starts to count (no partition is
+acquired, so no restore runs), and reading an entry's finished_at as the restore does."""
+
+from config.settings import load_settings
+from consumers.ledger import Ledger, decode_entry, encode_entry, entry_finished_at
+from consumers.ledger_view import LedgerView
+
+TP = ("t.ledger", 0)
+
+
+def _ledger() -> Ledger:
+    ledger = Ledger(load_settings())
+    ledger.views[TP] = LedgerView()  # as after a finished restore
+    return ledger
+
+
+def test_a_confirmed_entry_outlives_an_aborted_interval() -> None:
+    ledger = _ledger()
+    ledger.add_pending(TP, "acked", 1)
+    ledger.add_pending(TP, "in-flight", 2)
+    assert ledger.is_done(TP, "acked") and ledger.is_done(TP, "in-flight")
+    ledger.confirm(TP, "acked")  # at least once: the broker acknowledged it
+    ledger.aborted()
+    assert ledger.is_done(TP, "acked")
+    assert not ledger.is_done(TP, "in-flight")
+
+
+def test_confirm_of_an_entry_no_longer_pending_adds_nothing() -> None:
+    ledger = _ledger()
+    ledger.add_pending(TP, "job", 1)
+    ledger.aborted()  # the interval was given up before the acknowledgement was served
+    ledger.confirm(TP, "job")
+    assert not ledger.is_done(TP, "job")
+
+
+def test_committed_moves_every_pending_entry() -> None:
+    ledger = _ledger()
+    ledger.add_pending(TP, "a", 1)
+    ledger.add_pending(TP, "b", 2)
+    ledger.committed()
+    ledger.aborted()
+    assert ledger.is_done(TP, "a") and ledger.is_done(TP, "b")
+
+
+def test_entry_finished_at_reads_what_the_encoder_wrote() -> None:
+    for status in ("succeeded", "retried", "dead_lettered"):
+        for ms in (0, 1, 63, 64, 1795474937360, 2**62):
+            value = encode_entry(status, ms, 3, "worker-1")
+            assert entry_finished_at(value) == ms == decode_entry(value)["finished_at"]
+
+
+def test_entry_finished_at_refuses_what_is_not_an_entry() -> None:
+    good = encode_entry("succeeded", 1795474937360, 1, "w")
+    for junk in (b"", b"\x00", b"\x06" + good[1:], b"\x01" + good[1:], good[:3],
+                 b"\x00" + b"\xff" * 12, b"{\"status\": 1}"):
+        assert entry_finished_at(junk) is None, junk
