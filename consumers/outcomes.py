@@ -137,7 +137,7 @@ class Outcomes:
                 self._finish(cur, job.offset)
             if out.outcome == "succeeded":
                 self._entry_acked(ps.ledger_tp, job.job_id)
-            elif mark_after:
+            elif mark_after and out.outcome in ROUTED:
                 self._marks_due.append((ps, job, out.outcome))  # not from inside a callback
             self._record_outcome(job, out, duration)
 

@@ -6,6 +6,7 @@ consumers/rebalance.py."""
 
 from __future__ import annotations
 
+import gc
 import heapq
 import os
 import random
@@ -174,6 +175,10 @@ class Worker(Rebalancing, Outcomes):
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> int:
+        # What start-up made (modules, schemas, clients) lives as long as the process: out of
+        # the collector's sight, a full collection scans only what came since. It scanned it
+        # all before: 40-50 ms with the loop stopped, nothing collected, a few times a minute.
+        gc.freeze()
         try:
             self.subscribe()
             while not self._stopping:
