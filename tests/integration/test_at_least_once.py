@@ -50,3 +50,22 @@ def test_a_retry_the_broker_refuses_is_redone_not_lost(stack_factory, bootstrap,
     assert '"event": "routed_already"' not in text
     time.sleep(0.5)
     assert all(p.poll() is None for p in stack.procs), f"a worker died; logs in {stack.tmp}"
+
+
+def test_offsets_are_committed_in_the_background_while_running(stack_factory) -> None:
+    """The periodic at-least-once commit does not wait for the broker; it must still land:
+    committed offsets reach the end of every partition while the worker runs, before any
+    revoke or shutdown commit (commit_interval_ms 200)."""
+    stack: Stack = stack_factory(worker={"mode": "at_least_once"})
+    ids = stack.publish_many([({"seq": i, "behaviour": "ok"}, f"k{i}") for i in range(300)])
+    stack.start_worker()
+    stack.wait_runs(len(ids))
+    ends = stack.end_offsets(stack.topics.main)
+    stack.wait_for(
+        lambda: stack.committed(stack.topics.main) == ends,
+        20,
+        f"committed offsets at the partition ends {ends}",
+    )
+    assert all(p.poll() is None for p in stack.procs), f"a worker stopped; logs in {stack.tmp}"
+    ledger = {key for key, _ in stack.ledger_entries()}
+    assert ledger == set(ids)
