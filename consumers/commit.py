@@ -37,6 +37,18 @@ class ProducerFenced(WorkerFenced):
     producer and redoes the interval. A frozen one is a zombie and stops."""
 
 
+def kafka_exception(e: BaseException) -> KafkaException | None:
+    """The KafkaException behind a producer call's failure, or None for anything else. A fatal
+    error (fenced) can be pending while confluent-kafka runs the next callback of the same
+    poll; that callback's first C call then fails with a SystemError chained to it (seen once
+    in CI: `time.monotonic` "returned a result with an exception set", worker exit 70)."""
+    if isinstance(e, KafkaException):
+        return e
+    if isinstance(e, SystemError) and isinstance(e.__cause__, KafkaException):
+        return e.__cause__
+    return None
+
+
 Offsets = dict[tuple[str, int], int]
 STUCK_GRACE_S = 5.0
 
@@ -143,7 +155,10 @@ class Committer:
     def _call(self, fn: object, *args: object) -> None:
         try:
             fn(*args)  # type: ignore[operator]
-        except KafkaException as e:
+        except (KafkaException, SystemError) as raised:
+            e = kafka_exception(raised)
+            if e is None:
+                raise
             err = e.args[0]
             if _is_fencing(err):
                 self.in_txn = False

@@ -13,7 +13,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from config.settings import JobTypeSettings, Mode, WorkerSettings
 from config.topics import JobTopics
-from consumers.commit import CommitAborted, Committer
+from consumers.commit import CommitAborted, Committer, kafka_exception
 from consumers.context import log_fields
 from consumers.decode import Job
 from consumers.errors import DlqGuardTripped, Failure, WorkerFenced
@@ -146,10 +146,13 @@ class Outcomes:
             send_outcome(self.publisher, out, on_delivery, self.log)
         except CommitAborted as e:  # no transaction could be begun (e.g. mid broker restart)
             self._broken = str(e)
-        except KafkaException as e:
+        except (KafkaException, SystemError) as raised:
             # The transaction went abortable (a write failed during a blip) or the producer is
             # fenced: redo the interval (a frozen zombie stops there instead).
-            self._broken = f"cannot produce {out.topic}: {e.args[0]}"
+            cause = kafka_exception(raised)
+            if cause is None:
+                raise
+            self._broken = f"cannot produce {out.topic}: {cause.args[0]}"
 
     def _write_marks(self) -> None:
         due, self._marks_due = self._marks_due, []
@@ -182,8 +185,13 @@ class Outcomes:
                 partition=ps.ledger_tp[1],
                 on_delivery=on_delivery,
             )
-        except (CommitAborted, KafkaException) as e:
+        except CommitAborted as e:
             self._broken = f"cannot write a ledger mark: {e}"
+        except (KafkaException, SystemError) as raised:
+            cause = kafka_exception(raised)
+            if cause is None:
+                raise
+            self._broken = f"cannot write a ledger mark: {cause}"
 
     def _entry_acked(self, tp: tuple[str, int], key: str) -> None:
         if self.ws.mode is Mode.AT_LEAST_ONCE:  # durable now; a transaction waits its commit

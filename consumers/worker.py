@@ -27,7 +27,7 @@ from config.kafka import client_config, group_config
 from config.logging import flush_logs, get_logger
 from config.settings import JobTypeSettings, Mode, Settings
 from config.topics import JobTopics, job_topics
-from consumers.commit import CommitAborted, Committer, ProducerFenced
+from consumers.commit import CommitAborted, Committer, ProducerFenced, kafka_exception
 from consumers.context import context_for, log_fields
 from consumers.decode import Job, decode_record
 from consumers.errors import (
@@ -453,7 +453,10 @@ class Worker(Rebalancing, Outcomes):
                 self.producer.poll(0)
             else:
                 self.producer.flush(flush_s)
-        except KafkaException as e:
+        except (KafkaException, SystemError) as raised:
+            e = kafka_exception(raised)
+            if e is None:
+                raise
             self._broken = self._broken or f"producer failed: {e.args[0]}"
         if self._marks_due:
             self._write_marks()

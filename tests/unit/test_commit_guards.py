@@ -13,7 +13,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from config.settings import Mode
 from consumers import commit
-from consumers.commit import CommitAborted, Committer, ProducerFenced
+from consumers.commit import CommitAborted, Committer, ProducerFenced, kafka_exception
 from consumers.freeze import FreezeWatch
 
 
@@ -99,3 +99,44 @@ def test_fencing_error_is_producer_fenced() -> None:
     with pytest.raises(ProducerFenced):
         c.commit({("t", 0): 5})
     assert "abort" not in producer.calls
+
+
+def test_kafka_exception_sees_through_a_callback_system_error() -> None:
+    fatal = KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+    try:
+        try:
+            raise fatal
+        except KafkaException as pending:
+            raise SystemError("<built-in function monotonic> returned a result") from pending
+    except SystemError as chained:
+        assert kafka_exception(chained) is fatal
+    assert kafka_exception(fatal) is fatal
+    assert kafka_exception(SystemError("unrelated")) is None
+    assert kafka_exception(ValueError("x")) is None
+
+
+def test_a_fatal_error_surfacing_as_system_error_in_commit_fences_the_producer() -> None:
+    """The fatal error pending while a delivery callback runs inside commit_transaction's flush
+    comes out as a SystemError: it must read as the fenced producer it is, not crash."""
+
+    class Fenced(FakeProducer):
+        def commit_transaction(self, timeout: float) -> None:
+            try:
+                raise KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+            except KafkaException as pending:
+                raise SystemError("callback returned a result with an exception set") from pending
+
+    c = Committer(Mode.TRANSACTIONAL, FakeConsumer(), Fenced(), timeout_s=0.3)  # type: ignore[arg-type]
+    c.before_produce()
+    with pytest.raises(ProducerFenced, match="fenced"):
+        c.commit({})
+    assert not c.in_txn
+
+    class Broken(FakeProducer):
+        def commit_transaction(self, timeout: float) -> None:
+            raise SystemError("not a Kafka error")
+
+    c = Committer(Mode.TRANSACTIONAL, FakeConsumer(), Broken(), timeout_s=0.3)  # type: ignore[arg-type]
+    c.before_produce()
+    with pytest.raises(SystemError, match="not a Kafka error"):
+        c.commit({})
