@@ -25,7 +25,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from config.kafka import client_config
-from config.settings import Settings
+from config.settings import Mode, Settings
 from consumers.ledger_view import LedgerView
 from schemas.registry import INTERNAL_DIR, avro_reader, avro_writer
 
@@ -173,6 +173,8 @@ class Ledger:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # At least once there is no transaction to wait for: an entry counts once acknowledged.
+        self._count_on_ack = settings.worker.mode is Mode.AT_LEAST_ONCE
         self.ttl_ms = int(settings.worker.ledger_ttl_s * 1000)
         self.views: dict[LedgerTP, LedgerView] = {}
         self.pending: dict[LedgerTP, dict[str, int]] = {}
@@ -266,14 +268,19 @@ class Ledger:
         self.pending.setdefault(tp, {})[job_id] = finished_at_ms
 
     def committed(self) -> None:
-        """The interval's transaction succeeded: its pending entries count."""
+        """The interval's commit succeeded: in a transaction, its pending entries count now (at
+        least once, each counted on its acknowledgement and what is pending is in flight)."""
+        if self._count_on_ack:
+            return
         for tp, entries in self.pending.items():
             self._keep(tp, entries)
         self.pending = {}
 
-    def confirm(self, tp: LedgerTP, job_id: str) -> None:
-        """At least once: the broker acknowledged this entry, so it is durable and counts
-        (there is no transaction to wait for)."""
+    def acked(self, tp: LedgerTP, job_id: str) -> None:
+        """The broker acknowledged this entry: at least once it is durable and counts now; a
+        transaction's entries wait for committed()."""
+        if not self._count_on_ack:
+            return
         finished = self.pending.get(tp, {}).pop(job_id, None)
         if finished is not None:
             self._keep(tp, {job_id: finished})

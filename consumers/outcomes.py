@@ -136,7 +136,7 @@ class Outcomes:
             if cur is not None and cur.gen == gen:
                 self._finish(cur, job.offset)
             if out.outcome == "succeeded":
-                self._entry_acked(ps.ledger_tp, job.job_id)
+                self.ledger.acked(ps.ledger_tp, job.job_id)
             elif mark_after and out.outcome in ROUTED:
                 self._marks_due.append((ps, job, out.outcome))  # not from inside a callback
             self._record_outcome(job, out, duration)
@@ -173,7 +173,7 @@ class Outcomes:
             if err is not None:
                 self._broken = self._broken or f"could not write a ledger mark: {err.str()}"
             else:
-                self._entry_acked(ps.ledger_tp, key)
+                self.ledger.acked(ps.ledger_tp, key)
 
         try:
             self.committer.before_produce()
@@ -192,10 +192,6 @@ class Outcomes:
             if cause is None:
                 raise
             self._broken = f"cannot write a ledger mark: {cause}"
-
-    def _entry_acked(self, tp: tuple[str, int], key: str) -> None:
-        if self.ws.mode is Mode.AT_LEAST_ONCE:  # durable now; a transaction waits its commit
-            self.ledger.confirm(tp, key)
 
     def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:
         jt = job.job_type or "unknown"

@@ -488,8 +488,7 @@ class Worker(Rebalancing, Outcomes):
             self._broken = str(e)
             self._abort_interval(renew=True)
             return
-        if self.ws.mode is Mode.TRANSACTIONAL:
-            self.ledger.committed()  # at least once: each entry counts once acknowledged
+        self.ledger.committed()
         for tp, off in offsets.items():
             self.parts[tp].offsets.mark_committed(off)
         self._finished_since_commit = 0

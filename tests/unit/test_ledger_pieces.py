@@ -8,38 +8,51 @@ from consumers.ledger_view import LedgerView
 TP = ("t.ledger", 0)
 
 
-def _ledger() -> Ledger:
-    ledger = Ledger(load_settings())
+def _ledger(mode: str = "at_least_once") -> Ledger:
+    ledger = Ledger(load_settings(worker={"mode": mode}))
     ledger.views[TP] = LedgerView()  # as after a finished restore
     return ledger
 
 
-def test_a_confirmed_entry_outlives_an_aborted_interval() -> None:
+def test_an_acknowledged_entry_outlives_an_aborted_interval() -> None:
     ledger = _ledger()
     ledger.add_pending(TP, "acked", 1)
     ledger.add_pending(TP, "in-flight", 2)
     assert ledger.is_done(TP, "acked") and ledger.is_done(TP, "in-flight")
-    ledger.confirm(TP, "acked")  # at least once: the broker acknowledged it
+    ledger.acked(TP, "acked")  # at least once: the broker acknowledged it
     ledger.aborted()
     assert ledger.is_done(TP, "acked")
     assert not ledger.is_done(TP, "in-flight")
 
 
-def test_confirm_of_an_entry_no_longer_pending_adds_nothing() -> None:
+def test_an_ack_for_an_entry_no_longer_pending_adds_nothing() -> None:
     ledger = _ledger()
     ledger.add_pending(TP, "job", 1)
     ledger.aborted()  # the interval was given up before the acknowledgement was served
-    ledger.confirm(TP, "job")
+    ledger.acked(TP, "job")
     assert not ledger.is_done(TP, "job")
 
 
 def test_committed_moves_every_pending_entry() -> None:
-    ledger = _ledger()
+    ledger = _ledger("transactional")
     ledger.add_pending(TP, "a", 1)
     ledger.add_pending(TP, "b", 2)
     ledger.committed()
     ledger.aborted()
     assert ledger.is_done(TP, "a") and ledger.is_done(TP, "b")
+
+
+def test_each_mode_counts_an_entry_at_its_own_moment() -> None:
+    alo = _ledger()
+    alo.add_pending(TP, "in-flight", 1)
+    alo.committed()  # an async offset commit does not make an unacknowledged entry durable
+    alo.aborted()
+    assert not alo.is_done(TP, "in-flight")
+    txn = _ledger("transactional")
+    txn.add_pending(TP, "acked", 1)
+    txn.acked(TP, "acked")  # visible to nobody until the transaction commits
+    txn.aborted()
+    assert not txn.is_done(TP, "acked")
 
 
 def test_entry_finished_at_reads_what_the_encoder_wrote() -> None:
