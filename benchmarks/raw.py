@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import (
@@ -44,12 +45,16 @@ def consume_loop(
     mode: Mode | None,
     ledger_topic: str | None,
     commit_interval_s: float = 0.5,
+    handoff_threads: int = 0,
 ) -> tuple[float, float]:
     """A hand-written worker loop over `topic` in a fresh group: per record, produce one
     ledger-sized record (key = record key) to `ledger_topic` on the same partition; every
     `commit_interval_s` commit like the worker does in `mode` (at-least-once: flush, then a
     synchronous offset commit; transactional: offsets sent into the transaction, commit).
     mode None: consume only, one synchronous commit at the end.
+    handoff_threads > 0: also run a no-op for each record on a thread pool of that size and
+    wait for it before the record's produce: the least a worker whose handlers run on threads
+    adds to the loop.
 
     Returns (first record received, all offsets committed) as wall times."""
     group = f"raw-{uuid.uuid4().hex[:8]}"
@@ -95,9 +100,13 @@ def consume_loop(
             producer.commit_transaction(30)
             in_txn = False
 
+    pool = ThreadPoolExecutor(handoff_threads) if handoff_threads else None
     try:
         while seen < n:
             msgs = consumer.consume(500, timeout=0.1)
+            if pool is not None:
+                for done in [pool.submit(_noop) for _ in msgs]:
+                    done.result()
             for m in msgs:
                 if m.error() is not None:
                     continue
@@ -119,7 +128,13 @@ def consume_loop(
         commit()
         return first, time.time()
     finally:
+        if pool is not None:
+            pool.shutdown()
         consumer.close()
+
+
+def _noop() -> None:
+    pass
 
 
 def relay_loop(settings: Settings, topic: str, ledger_topic: str, stop: Any) -> None:

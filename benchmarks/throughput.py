@@ -58,6 +58,7 @@ def overhead(b: Bench) -> list[Row]:
         raw_rate = n / (done - first)
         say(f"overhead/{short}: raw loop {raw_rate:,.0f} jobs/s")
         if mode is Mode.AT_LEAST_ONCE:
+            rows.append(handoff_floor(st, n, mode, raw_rate, b.create_topic("overhead-floor-out")))
             first, done = raw.consume_loop(st.settings, st.topics.main, n, None, None)
             rows.append(
                 limit_row(
@@ -95,6 +96,27 @@ def overhead(b: Bench) -> list[Row]:
         rows.append(stall_row("1 overhead", st, f"no-op worker, {mode.value}"))
         st.tidy()
     return rows
+
+
+def handoff_floor(st: Stack, n: int, mode: Mode, raw_rate: float, out: str) -> Row:
+    """The raw loop plus only a thread hand-off per record: what the target leaves no room for."""
+    threads = st.settings.worker.max_in_flight
+    first, done = raw.consume_loop(
+        st.settings, st.topics.main, n, mode, out, handoff_threads=threads
+    )
+    rate = n / (done - first)
+    say(f"overhead: raw loop + thread hand-off {rate:,.0f} jobs/s")
+    return ratio_row(
+        "1 overhead",
+        f"floor: raw loop + a no-op on a thread per record, {mode.value}",
+        rate,
+        raw_rate,
+        "jobs/s",
+        f"raw loop, {mode.value}",
+        None,
+        f"{threads} threads (the worker's max_in_flight); no decoding, ledger lookup, logging "
+        "or metrics",
+    )
 
 
 def io_bound(b: Bench) -> list[Row]:
