@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -174,9 +173,9 @@ def relay_loop(settings: Settings, topic: str, ledger_topic: str, stop: Any) -> 
 
 
 def read_to_end(settings: Settings, topic: str, partitions: int) -> int:
-    """Read every partition of `topic` from the beginning to its high watermark (assign, no
-    group, read_committed), touching key and value: the loop of the ledger restore without
-    decoding or storing. Returns the records read."""
+    """Read every partition of `topic` from its low to its high watermark (assign, no group,
+    read_committed), touching key and value: the loop of the ledger restore without decoding
+    or storing. Returns the records read."""
     consumer = Consumer(
         client_config(
             settings.kafka,
@@ -196,11 +195,11 @@ def read_to_end(settings: Settings, topic: str, partitions: int) -> int:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
             if high > low:
                 ends[p] = high
-                assign.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+                assign.append(TopicPartition(topic, p, low))
         consumer.assign(assign)
         count = 0
         while ends:
-            for msg in consumer.consume(1000, timeout=0.5):
+            for msg in consumer.consume(1000, timeout=0.05):
                 err = msg.error()
                 if err is not None:
                     if err.code() != KafkaError._PARTITION_EOF:
