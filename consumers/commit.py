@@ -37,16 +37,19 @@ class ProducerFenced(WorkerFenced):
     producer and redoes the interval. A frozen one is a zombie and stops."""
 
 
-def kafka_exception(e: BaseException) -> KafkaException | None:
-    """The KafkaException behind a producer call's failure, or None for anything else. A fatal
-    error (fenced) can be pending while confluent-kafka runs the next callback of the same
-    poll; that callback's first C call then fails with a SystemError chained to it (seen once
-    in CI: `time.monotonic` "returned a result with an exception set", worker exit 70)."""
+def kafka_exception(e: BaseException) -> KafkaException:
+    """The KafkaException behind a producer call's failure; anything else is raised again. An
+    exception raised by one callback (a fatal error, or WorkerFenced from a delivery report)
+    can be pending while confluent-kafka runs the next callback of the same poll; that
+    callback's first C call then fails with a SystemError chained to it (seen once in CI:
+    `time.monotonic` "returned a result with an exception set", worker exit 70). The pending
+    exception is what happened, so it is the one returned or raised."""
     if isinstance(e, KafkaException):
         return e
-    if isinstance(e, SystemError) and isinstance(e.__cause__, KafkaException):
-        return e.__cause__
-    return None
+    cause = e.__cause__ if isinstance(e, SystemError) else None
+    if isinstance(cause, KafkaException):
+        return cause
+    raise cause or e
 
 
 Offsets = dict[tuple[str, int], int]
@@ -154,10 +157,7 @@ class Committer:
         try:
             fn(*args)  # type: ignore[operator]
         except (KafkaException, SystemError) as raised:
-            e = kafka_exception(raised)
-            if e is None:
-                raise
-            err = e.args[0]
+            err = kafka_exception(raised).args[0]
             if _is_fencing(err):
                 self.in_txn = False
                 raise ProducerFenced(f"fenced: {err}") from None

@@ -150,8 +150,6 @@ class Outcomes:
             # The transaction went abortable (a write failed during a blip) or the producer is
             # fenced: redo the interval (a frozen zombie stops there instead).
             cause = kafka_exception(raised)
-            if cause is None:
-                raise
             self._broken = f"cannot produce {out.topic}: {cause.args[0]}"
 
     def _write_marks(self) -> None:
@@ -189,8 +187,6 @@ class Outcomes:
             self._broken = f"cannot write a ledger mark: {e}"
         except (KafkaException, SystemError) as raised:
             cause = kafka_exception(raised)
-            if cause is None:
-                raise
             self._broken = f"cannot write a ledger mark: {cause}"
 
     def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:

@@ -451,8 +451,6 @@ class Worker(Rebalancing, Outcomes):
                 self.producer.flush(flush_s)
         except (KafkaException, SystemError) as raised:
             e = kafka_exception(raised)
-            if e is None:
-                raise
             self._broken = self._broken or f"producer failed: {e.args[0]}"
         if self._marks_due:
             self._write_marks()

@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError, KafkaException
 from config.settings import Mode
 from consumers import commit
 from consumers.commit import CommitAborted, Committer, ProducerFenced, kafka_exception
+from consumers.errors import WorkerFenced
 from consumers.freeze import FreezeWatch
 
 
@@ -111,8 +112,24 @@ def test_kafka_exception_sees_through_a_callback_system_error() -> None:
     except SystemError as chained:
         assert kafka_exception(chained) is fatal
     assert kafka_exception(fatal) is fatal
-    assert kafka_exception(SystemError("unrelated")) is None
-    assert kafka_exception(ValueError("x")) is None
+    with pytest.raises(SystemError, match="unrelated"):
+        kafka_exception(SystemError("unrelated"))
+    with pytest.raises(ValueError, match="x"):
+        kafka_exception(ValueError("x"))
+
+
+def test_a_pending_non_kafka_exception_is_raised_as_itself() -> None:
+    """A delivery report of a thawed zombie raises WorkerFenced; the next callback of the same
+    poll fails with a SystemError chained to it. The worker must stop as fenced (exit 3), not
+    as an internal error (exit 70)."""
+    try:
+        try:
+            raise WorkerFenced("could not write jobs.x.ledger: timed out")
+        except WorkerFenced as pending:
+            raise SystemError("<built-in function monotonic> returned a result") from pending
+    except SystemError as chained:
+        with pytest.raises(WorkerFenced, match="could not write"):
+            kafka_exception(chained)
 
 
 def test_a_fatal_error_surfacing_as_system_error_in_commit_fences_the_producer() -> None:
