@@ -7,6 +7,8 @@ import contextlib
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from hashlib import blake2b
+from struct import Struct
 from typing import Any
 
 from confluent_kafka import (
@@ -172,10 +174,14 @@ def relay_loop(settings: Settings, topic: str, ledger_topic: str, stop: Any) -> 
         consumer.close()
 
 
-def read_to_end(settings: Settings, topic: str, partitions: int) -> int:
+unpack = Struct("<QQ").unpack
+
+
+def read_to_end(settings: Settings, topic: str, partitions: int, digest: bool = False) -> int:
     """Read every partition of `topic` from its low to its high watermark (assign, no group,
     read_committed), touching key and value: the loop of the ledger restore without decoding
-    or storing. Returns the records read."""
+    or storing. digest: also take each key's 16-byte blake2b digest, as a LedgerView must.
+    Returns the records read."""
     consumer = Consumer(
         client_config(
             settings.kafka,
@@ -185,6 +191,7 @@ def read_to_end(settings: Settings, topic: str, partitions: int) -> int:
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
                 "fetch.max.bytes": 16 * 1024 * 1024,
+                "fetch.queue.backoff.ms": 20,  # as the restore: no idle second
             },
         )
     )
@@ -207,6 +214,8 @@ def read_to_end(settings: Settings, topic: str, partitions: int) -> int:
                     continue
                 key, value = msg.key(), msg.value()
                 if key is not None and value is not None:
+                    if digest:
+                        unpack(blake2b(key, digest_size=16).digest())
                     count += 1
             for tpo in consumer.position([TopicPartition(topic, p) for p in ends]):
                 if tpo.offset >= ends[tpo.partition]:
