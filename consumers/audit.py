@@ -34,9 +34,8 @@ def ensure_audit_topic(settings: Settings, topics: dict[str, int] | None = None)
         return
     admin = AdminClient(client_config(settings.kafka, logger=QUIET))
     spec = AUDIT_SPEC
-    fut = admin.create_topics(
-        [NewTopic(spec.name, spec.partitions, 1, config=spec.config)], request_timeout=15
-    )[AUDIT_TOPIC]
+    fut = admin.create_topics([NewTopic(spec.name, spec.partitions, 1, config=spec.config)],
+                              request_timeout=15)[AUDIT_TOPIC]
     try:
         fut.result(timeout=20)
     except KafkaException as e:
@@ -46,9 +45,8 @@ def ensure_audit_topic(settings: Settings, topics: dict[str, int] | None = None)
             raise DlqError(f"cannot create {AUDIT_TOPIC}: {err}") from None
 
 
-def build_record(
-    result: Result, filters: Filters, extra: dict[str, Any] | None = None, error: str | None = None
-) -> dict[str, Any]:
+def build_record(result: Result, filters: Filters, extra: dict[str, Any] | None = None,
+                 error: str | None = None) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "id": uuid.uuid4().hex,
         "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -59,15 +57,10 @@ def build_record(
         "target": result.source,
         "destination": result.destination,
         "filters": filters.describe(),
-        "counts": {
-            "matched": result.matched,
-            "replayed": result.replayed,
-            "skipped": result.skipped,
-        },
-        "offsets": {
-            str(p): {"first": first, "last": last}
-            for p, (first, last) in sorted(result.covered.items())
-        },
+        "counts": {"matched": result.matched, "replayed": result.replayed,
+                   "skipped": result.skipped},
+        "offsets": {str(p): {"first": first, "last": last}
+                    for p, (first, last) in sorted(result.covered.items())},
         "status": "failed" if error else "completed",
     }
     if error:
@@ -83,28 +76,16 @@ def write_audit(settings: Settings, record: dict[str, Any]) -> None:
     ensure_audit_topic(settings)
     failures: list[str] = []
     pub = Publisher(settings, producer_config={"logger": QUIET})
-    pub.send(
-        AUDIT_TOPIC,
-        str(record["command"]).encode(),
-        json.dumps(record).encode(),
-        [],
-        on_delivery=lambda err, _m: failures.append(err.str()) if err else None,
-    )
+    pub.send(AUDIT_TOPIC, str(record["command"]).encode(), json.dumps(record).encode(), [],
+             on_delivery=lambda err, _m: failures.append(err.str()) if err else None)
     left = pub.flush(30)
     if left or failures:
-        raise DlqError(
-            f"audit record not written to {AUDIT_TOPIC}: "
-            f"{failures[0] if failures else 'no acknowledgement within 30s'}"
-        )
+        raise DlqError(f"audit record not written to {AUDIT_TOPIC}: "
+                       f"{failures[0] if failures else 'no acknowledgement within 30s'}")
 
 
-def record_operation(
-    settings: Settings,
-    result: Result,
-    filters: Filters,
-    extra: dict[str, Any] | None = None,
-    error: str | None = None,
-) -> None:
+def record_operation(settings: Settings, result: Result, filters: Filters,
+                     extra: dict[str, Any] | None = None, error: str | None = None) -> None:
     """Audit a finished (or failed) operation. When the operation itself failed, a failing
     audit write must not hide that error, so it is dropped then."""
     record = build_record(result, filters, extra, error)

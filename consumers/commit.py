@@ -110,7 +110,9 @@ class Committer:
             return
         self.before_produce()
         if tps:
-            self._call(self._send_offsets_bounded, tps, self.consumer.consumer_group_metadata())
+            self._call(
+                self._send_offsets_bounded, tps, self.consumer.consumer_group_metadata()
+            )
         self._call(self.producer.commit_transaction, self.timeout_s)
         self.in_txn = False
 

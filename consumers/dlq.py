@@ -118,38 +118,19 @@ class DeadLetter:
     origin_offset: int | None = None
 
     @classmethod
-    def build(
-        cls,
-        topic: str,
-        partition: int,
-        offset: int,
-        timestamp: int | None,
-        key: bytes | None,
-        value: bytes | None,
-        raw_headers: list[tuple[str, bytes]] | None,
-    ) -> DeadLetter:
+    def build(cls, topic: str, partition: int, offset: int, timestamp: int | None,
+              key: bytes | None, value: bytes | None,
+              raw_headers: list[tuple[str, bytes]] | None) -> DeadLetter:
         raw = tuple((k, v if v is not None else b"") for k, v in raw_headers or ())
         h = wire.decode_headers(raw)
         return cls(
-            topic,
-            partition,
-            offset,
-            timestamp,
-            key,
-            value,
-            raw,
-            h,
-            job_type=h.get(wire.JOB_TYPE),
-            job_id=h.get(wire.JOB_ID),
-            schema_version=_int(h.get(wire.SCHEMA_VERSION)),
-            category=h.get(wire.ERROR_CATEGORY),
-            error_class=h.get(wire.ERROR_CLASS),
-            message=h.get(wire.ERROR_MESSAGE),
-            stack=h.get(wire.ERROR_STACK),
-            attempt=_int(h.get(wire.ATTEMPT)),
+            topic, partition, offset, timestamp, key, value, raw, h,
+            job_type=h.get(wire.JOB_TYPE), job_id=h.get(wire.JOB_ID),
+            schema_version=_int(h.get(wire.SCHEMA_VERSION)), category=h.get(wire.ERROR_CATEGORY),
+            error_class=h.get(wire.ERROR_CLASS), message=h.get(wire.ERROR_MESSAGE),
+            stack=h.get(wire.ERROR_STACK), attempt=_int(h.get(wire.ATTEMPT)),
             first_failed_at=_int(h.get(wire.FIRST_FAILED_AT)),
-            failed_at=_int(h.get(wire.FAILED_AT)),
-            origin_topic=h.get(wire.ORIGIN_TOPIC),
+            failed_at=_int(h.get(wire.FAILED_AT)), origin_topic=h.get(wire.ORIGIN_TOPIC),
             origin_partition=_int(h.get(wire.ORIGIN_PARTITION)),
             origin_offset=_int(h.get(wire.ORIGIN_OFFSET)),
         )
@@ -161,15 +142,9 @@ class DeadLetter:
         pairs = list(given.items()) if isinstance(given, dict) else list(given)
         raw = [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in pairs]
         key, value = msg.key(), msg.value()
-        return cls.build(
-            msg.topic() or "",
-            msg.partition() or 0,
-            msg.offset() or 0,
-            ts if ts_type else None,
-            key if isinstance(key, bytes) else None,
-            value if isinstance(value, bytes) else None,
-            raw,
-        )
+        return cls.build(msg.topic() or "", msg.partition() or 0, msg.offset() or 0,
+                         ts if ts_type else None, key if isinstance(key, bytes) else None,
+                         value if isinstance(value, bytes) else None, raw)
 
     @property
     def position(self) -> str:
@@ -217,22 +192,13 @@ class DeadLetter:
     def summary(self) -> dict[str, Any]:
         """The list view as JSON-friendly data (no payload: listing never needs the schema)."""
         return {
-            "topic": self.topic,
-            "partition": self.partition,
-            "offset": self.offset,
-            "timestamp": iso(self.timestamp),
-            "key": self.key_text,
-            "job_id": self.job_id,
-            "job_type": self.job_type,
-            "category": self.category,
-            "error_class": self.error_class,
-            "message": self.message,
-            "attempt": self.attempt,
-            "first_failed_at": iso(self.first_failed_at),
-            "failed_at": iso(self.failed_at),
-            "origin": None
-            if self.origin_topic is None
-            else f"{self.origin_topic}:{self.origin_partition}:{self.origin_offset}",
+            "topic": self.topic, "partition": self.partition, "offset": self.offset,
+            "timestamp": iso(self.timestamp), "key": self.key_text, "job_id": self.job_id,
+            "job_type": self.job_type, "category": self.category, "error_class": self.error_class,
+            "message": self.message, "attempt": self.attempt,
+            "first_failed_at": iso(self.first_failed_at), "failed_at": iso(self.failed_at),
+            "origin": None if self.origin_topic is None else
+            f"{self.origin_topic}:{self.origin_partition}:{self.origin_offset}",
         }
 
 
@@ -255,9 +221,8 @@ class Filters:
 
     def __post_init__(self) -> None:
         if self.category is not None and self.category not in CATEGORIES:
-            raise DlqError(
-                f"unknown category {self.category!r} (use one of {', '.join(CATEGORIES)})"
-            )
+            raise DlqError(f"unknown category {self.category!r} "
+                           f"(use one of {', '.join(CATEGORIES)})")
         if self.limit is not None and self.limit < 1:
             raise DlqError(f"limit must be at least 1, got {self.limit}")
 
@@ -293,10 +258,8 @@ class Filters:
 
 
 def unreachable(settings: Settings) -> DlqError:
-    return DlqError(
-        f"broker unreachable at {settings.kafka.bootstrap_servers} "
-        f"(no metadata within {METADATA_TIMEOUT_S:g}s)"
-    )
+    return DlqError(f"broker unreachable at {settings.kafka.bootstrap_servers} "
+                    f"(no metadata within {METADATA_TIMEOUT_S:g}s)")
 
 
 def list_topics(settings: Settings) -> dict[str, int]:
@@ -316,7 +279,8 @@ class Target:
     partitions: int
 
 
-def resolve_target(settings: Settings, target: str, topics: dict[str, int] | None = None) -> Target:
+def resolve_target(settings: Settings, target: str,
+                   topics: dict[str, int] | None = None) -> Target:
     """A job type (its DLQ topic from the settings) or a topic name ending in .dlq."""
     topics = list_topics(settings) if topics is None else topics
     if target.endswith(DLQ_SUFFIX):
@@ -326,19 +290,14 @@ def resolve_target(settings: Settings, target: str, topics: dict[str, int] | Non
         if target in known:
             name = dlq_topic(main_topic(target, settings.jobs.get(target)))
             if name not in topics:
-                raise DlqError(
-                    f"job type {target}: its dead-letter topic {name} does not exist "
-                    "(create it with `jobstream topics apply`)"
-                )
+                raise DlqError(f"job type {target}: its dead-letter topic {name} does not exist "
+                               "(create it with `jobstream topics apply`)")
         elif target in topics:
-            raise DlqError(
-                f"topic {target} is not a dead-letter topic (those end in "
-                f"{DLQ_SUFFIX}); did you mean {dlq_topic(base_of(target))}?"
-            )
+            raise DlqError(f"topic {target} is not a dead-letter topic (those end in "
+                           f"{DLQ_SUFFIX}); did you mean {dlq_topic(base_of(target))}?")
         else:
-            raise DlqError(
-                f"unknown job type or topic {target!r} (a DLQ topic name ends in {DLQ_SUFFIX})"
-            )
+            raise DlqError(f"unknown job type or topic {target!r} "
+                           f"(a DLQ topic name ends in {DLQ_SUFFIX})")
     if name not in topics:
         raise DlqError(f"topic {name} does not exist")
     return Target(name, base_of(name), topics[name])
@@ -346,20 +305,14 @@ def resolve_target(settings: Settings, target: str, topics: dict[str, int] | Non
 
 def consumer(settings: Settings, group: str = "jobstream-dlq-reader") -> Consumer:
     """An assign-only consumer: the group id only names replay progress, nothing auto-commits."""
-    return Consumer(
-        client_config(
-            settings.kafka,
-            logger=QUIET,
-            **{
-                "group.id": group,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",  # never show records of aborted transactions
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": True,
-            },
-        )
-    )
+    return Consumer(client_config(settings.kafka, logger=QUIET, **{
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",  # never show records of aborted transactions
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,
+    }))
 
 
 class Reader:
@@ -377,18 +330,14 @@ class Reader:
             tmd = md.topics.get(self.topic)
             if tmd is None or tmd.error is not None or not tmd.partitions:
                 raise DlqError(f"topic {self.topic} does not exist")
-            return {
-                p: self.consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, p), timeout=METADATA_TIMEOUT_S, cached=False
-                )
-                for p in sorted(tmd.partitions)
-            }
+            return {p: self.consumer.get_watermark_offsets(
+                TopicPartition(self.topic, p), timeout=METADATA_TIMEOUT_S, cached=False)
+                for p in sorted(tmd.partitions)}
         except KafkaException:
             raise unreachable(self.settings) from None
 
-    def read(
-        self, starts: dict[int, int], ends: dict[int, int], progress: ProgressCb | None = None
-    ) -> Iterator[DeadLetter]:
+    def read(self, starts: dict[int, int], ends: dict[int, int],
+             progress: ProgressCb | None = None) -> Iterator[DeadLetter]:
         """Records with start <= offset < end per partition. Done per partition when the record
         at end-1 arrives, a later one does, or end-of-partition is reported (transaction markers
         can sit at end-1), so an empty or idle topic ends at once instead of timing out."""
@@ -403,10 +352,8 @@ class Reader:
             msg = self.consumer.poll(0.5)
             if msg is None:
                 if time.monotonic() - last > STALL_TIMEOUT_S:
-                    raise DlqError(
-                        f"reading {self.topic}: no progress for {STALL_TIMEOUT_S:g}s "
-                        f"(broker {self.settings.kafka.bootstrap_servers})"
-                    )
+                    raise DlqError(f"reading {self.topic}: no progress for {STALL_TIMEOUT_S:g}s "
+                                   f"(broker {self.settings.kafka.bootstrap_servers})")
                 continue
             last = time.monotonic()
             p, err = msg.partition() or 0, msg.error()
@@ -439,14 +386,9 @@ class Reader:
         self.consumer.close()
 
 
-def scan(
-    settings: Settings,
-    topic: str,
-    filters: Filters | None = None,
-    end_offsets: dict[int, int] | None = None,
-    progress: ProgressCb | None = None,
-    reader: Reader | None = None,
-) -> Iterator[DeadLetter]:
+def scan(settings: Settings, topic: str, filters: Filters | None = None,
+         end_offsets: dict[int, int] | None = None,
+         progress: ProgressCb | None = None, reader: Reader | None = None) -> Iterator[DeadLetter]:
     """Matching dead letters from the beginning up to the end offsets (default: taken now)."""
     filters = filters or Filters()
     r = reader or Reader(settings, topic)

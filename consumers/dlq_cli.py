@@ -31,15 +31,12 @@ out = Console()
 err = Console(stderr=True)
 
 TargetArg = Annotated[
-    str, typer.Argument(help="Job type (e.g. orders.confirmation) or a .dlq topic.")
-]
+    str, typer.Argument(help="Job type (e.g. orders.confirmation) or a .dlq topic.")]
 SinceOpt = Annotated[
-    str | None, typer.Option(help="Failed at or after: ISO 8601 or an age (-1h, 30m).")
-]
+    str | None, typer.Option(help="Failed at or after: ISO 8601 or an age (-1h, 30m).")]
 UntilOpt = Annotated[str | None, typer.Option(help="Failed before: ISO 8601 or an age (-10m).")]
 ClassOpt = Annotated[
-    str | None, typer.Option("--error-class", help="Exception class (full or last part).")
-]
+    str | None, typer.Option("--error-class", help="Exception class (full or last part).")]
 CategoryOpt = Annotated[str | None, typer.Option(help=f"One of {', '.join(dlq.CATEGORIES)}.")]
 KeyOpt = Annotated[str | None, typer.Option(help="Record key.")]
 JobIdOpt = Annotated[str | None, typer.Option("--job-id", help="Job id.")]
@@ -69,24 +66,13 @@ def _settings() -> Settings:
     return s
 
 
-def _filters(
-    since: str | None,
-    until: str | None,
-    error_class: str | None,
-    category: str | None,
-    key: str | None,
-    job_id: str | None,
-    limit: int | None = None,
-) -> dlq.Filters:
+def _filters(since: str | None, until: str | None, error_class: str | None, category: str | None,
+             key: str | None, job_id: str | None, limit: int | None = None) -> dlq.Filters:
     now = datetime.now(UTC)
     return dlq.Filters(
         since=dlq.parse_time(since, now) if since else None,
         until=dlq.parse_time(until, now) if until else None,
-        error_class=error_class,
-        category=category,
-        key=key,
-        job_id=job_id,
-        limit=limit,
+        error_class=error_class, category=category, key=key, job_id=job_id, limit=limit,
     )
 
 
@@ -101,25 +87,15 @@ def _short_time(ms: int | None) -> str:
 
 
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    )
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=False)
 
 
 @dlq_app.command("list")
 def dlq_list(
     target: TargetArg,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    error_class: ClassOpt = None,
-    category: CategoryOpt = None,
-    key: KeyOpt = None,
-    job_id: JobIdOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None, error_class: ClassOpt = None,
+    category: CategoryOpt = None, key: KeyOpt = None, job_id: JobIdOpt = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many records.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines only, for scripts.")] = False,
 ) -> None:
@@ -136,35 +112,13 @@ def dlq_list(
     if not rows:
         out.print(f"no dead letters in {t.dlq} match", highlight=False)
         return
-    table = Table(
-        "pos",
-        "job id",
-        "job type",
-        "category",
-        "error class",
-        "message",
-        "att",
-        "first failed",
-        "failed at",
-        title=t.dlq,
-    )
+    table = Table("pos", "job id", "job type", "category", "error class", "message", "att",
+                  "first failed", "failed at", title=t.dlq)
     for dl in rows:
-        table.add_row(
-            *(
-                Text(v)
-                for v in (
-                    dl.position,
-                    dl.job_id or "-",
-                    dl.job_type or "-",
-                    dl.category or "-",
-                    dl.error_class or "-",
-                    _cut(dl.message),
-                    str(dl.attempt or "-"),
-                    _short_time(dl.first_failed_at),
-                    _short_time(dl.when_ms),
-                )
-            )
-        )
+        table.add_row(*(Text(v) for v in (
+            dl.position, dl.job_id or "-", dl.job_type or "-", dl.category or "-",
+            dl.error_class or "-", _cut(dl.message), str(dl.attempt or "-"),
+            _short_time(dl.first_failed_at), _short_time(dl.when_ms))))
     out.print(table)
     counts = Counter(dl.error_class or "<none>" for dl in rows)
     capped = " (limit reached)" if len(rows) >= limit else ""
@@ -187,12 +141,8 @@ def dlq_show(
         t = dlq.resolve_target(s, target)
         dl = dlq.read_one(s, t.dlq, p, o)
         registry = SchemaRegistry.from_dirs(s.schema_dirs)
-    out.print(
-        Text(
-            f"{t.dlq} {dl.position}  key={dl.key_text!r}  timestamp={dlq.iso(dl.timestamp)}",
-            style="bold",
-        )
-    )
+    out.print(Text(f"{t.dlq} {dl.position}  key={dl.key_text!r}  timestamp={dlq.iso(dl.timestamp)}",
+                   style="bold"))
     headers = Table("header", "value", title="headers")
     for k, v in dl.headers.items():
         if k != wire.ERROR_STACK:
@@ -212,26 +162,19 @@ def dlq_show(
 @dlq_app.command("replay")
 def dlq_replay(
     target: TargetArg,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    error_class: ClassOpt = None,
-    category: CategoryOpt = None,
-    key: KeyOpt = None,
-    job_id: JobIdOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None, error_class: ClassOpt = None,
+    category: CategoryOpt = None, key: KeyOpt = None, job_id: JobIdOpt = None,
     to: Annotated[
         str, typer.Option(help="origin (the main topic) or tier:<delay>, e.g. tier:10s.")
     ] = "origin",
     dry_run: Annotated[
-        bool, typer.Option(help="Count what would be replayed; send nothing.")
-    ] = False,
+        bool, typer.Option(help="Count what would be replayed; send nothing.")] = False,
     rate: Annotated[
-        float | None, typer.Option(min=0.001, help="At most N records per second.")
-    ] = None,
+        float | None, typer.Option(min=0.001, help="At most N records per second.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Replay at most N records.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     from_start: Annotated[
-        bool, typer.Option(help="Ignore progress saved by earlier runs.")
-    ] = False,
+        bool, typer.Option(help="Ignore progress saved by earlier runs.")] = False,
 ) -> None:
     """Republish dead letters to their topic (attempt 1, same key, job id and partition).
     Resumable: a second run continues after what the first one replayed."""
@@ -240,16 +183,13 @@ def dlq_replay(
 
     def confirm(plan: replay.ReplayPlan) -> None:
         resumed = " (resuming saved progress; --from-start to rescan)" if plan.resumed else ""
-        what = (
-            f"replay dead letters from {plan.source} to {plan.destination}: "
-            f"{plan.to_scan} record(s) to scan{resumed}"
-        )
+        what = (f"replay dead letters from {plan.source} to {plan.destination}: "
+                f"{plan.to_scan} record(s) to scan{resumed}")
         if dry_run or yes:
             err.print(Text(what), soft_wrap=True)
         elif not sys.stdin.isatty():
-            raise dlq.DlqError(
-                "refusing to replay without confirmation: stdin is not a terminal; pass --yes"
-            )
+            raise dlq.DlqError("refusing to replay without confirmation: stdin is not a terminal; "
+                               "pass --yes")
         elif not typer.confirm(what + ". Continue?", default=False):
             raise typer.Abort()
         progress.update(task, total=plan.to_scan)
@@ -259,41 +199,24 @@ def dlq_replay(
         s = _settings()
         f = _filters(since, until, error_class, category, key, job_id)
         try:
-            result = replay.replay(
-                s,
-                target,
-                f,
-                to,
-                dry_run=dry_run,
-                rate=rate,
-                limit=limit,
-                from_start=from_start,
-                confirm=confirm,
-                progress=lambda n, _total: progress.update(task, completed=n),
-            )
+            result = replay.replay(s, target, f, to, dry_run=dry_run, rate=rate, limit=limit,
+                                from_start=from_start, confirm=confirm,
+                                progress=lambda n, _total: progress.update(task, completed=n))
         finally:
             if progress.live.is_started:
                 progress.stop()
     verb = "would replay" if dry_run else "replayed"
     done = result.matched if dry_run else result.replayed
-    out.print(
-        Text(
-            f"matched {result.matched}, {verb} {done}, skipped {result.skipped} "
-            f"({result.source} -> {result.destination})"
-        )
-    )
+    out.print(Text(f"matched {result.matched}, {verb} {done}, skipped {result.skipped} "
+                   f"({result.source} -> {result.destination})"))
 
 
 @dlq_app.command("export")
 def dlq_export(
     target: TargetArg,
     out_path: Annotated[Path, typer.Option("--out", help="JSON lines file to write.")],
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    error_class: ClassOpt = None,
-    category: CategoryOpt = None,
-    key: KeyOpt = None,
-    job_id: JobIdOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None, error_class: ClassOpt = None,
+    category: CategoryOpt = None, key: KeyOpt = None, job_id: JobIdOpt = None,
     limit: Annotated[int | None, typer.Option(min=1, help="At most N records.")] = None,
     unmask: Annotated[bool, typer.Option(help="Write PII fields in clear.")] = False,
 ) -> None:
@@ -314,12 +237,8 @@ def dlq_export(
         finally:
             if progress.live.is_started:
                 progress.stop()
-    out.print(
-        Text(
-            f"exported {result.matched} dead letter(s) from {result.source} to {out_path}"
-            + ("" if unmask else " (PII masked)")
-        )
-    )
+    out.print(Text(f"exported {result.matched} dead letter(s) from {result.source} to {out_path}"
+                   + ("" if unmask else " (PII masked)")))
 
 
 @audit_app.command("list")
@@ -339,36 +258,16 @@ def audit_list(
     if not rows:
         out.print("no audit records yet")
         return
-    table = Table(
-        "at",
-        "user@host",
-        "command",
-        "target",
-        "destination",
-        "counts",
-        "offsets",
-        "filters",
-        title="jobstream.audit",
-    )
+    table = Table("at", "user@host", "command", "target", "destination", "counts", "offsets",
+                  "filters", title="jobstream.audit")
     for rec in rows:
         command = str(rec.get("command", "?")) + (" (dry run)" if rec.get("dry_run") else "")
         if rec.get("status") == "failed":
             command += " FAILED"
-        table.add_row(
-            *(
-                Text(str(v))
-                for v in (
-                    str(rec.get("at", ""))[:19].replace("T", " "),
-                    f"{rec.get('user')}@{rec.get('host')}",
-                    command,
-                    rec.get("target", ""),
-                    rec.get("destination", ""),
-                    _counts(rec),
-                    _offsets(rec.get("offsets")),
-                    _kv(rec.get("filters")) or "-",
-                )
-            )
-        )
+        table.add_row(*(Text(str(v)) for v in (
+            str(rec.get("at", ""))[:19].replace("T", " "), f"{rec.get('user')}@{rec.get('host')}",
+            command, rec.get("target", ""), rec.get("destination", ""), _counts(rec),
+            _offsets(rec.get("offsets")), _kv(rec.get("filters")) or "-")))
     out.print(table)
 
 
@@ -388,9 +287,5 @@ def _counts(rec: dict[str, Any]) -> str:
 def _offsets(d: Any) -> str:
     if not isinstance(d, dict):
         return ""
-    return (
-        " ".join(
-            f"{p}:{r.get('first')}-{r.get('last')}" for p, r in d.items() if isinstance(r, dict)
-        )
-        or "-"
-    )
+    return " ".join(f"{p}:{r.get('first')}-{r.get('last')}" for p, r in d.items()
+                    if isinstance(r, dict)) or "-"

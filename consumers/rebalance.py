@@ -214,7 +214,9 @@ class Rebalancing:
         deadline = time.monotonic() + RENEW_LIMIT_S
         while True:
             self.health.beat()
-            publisher = Publisher(self.settings, self.registry, producer_config=self._producer_conf)
+            publisher = Publisher(
+                self.settings, self.registry, producer_config=self._producer_conf
+            )
             try:
                 committer = Committer(self.ws.mode, self.consumer, publisher.producer)
                 break

@@ -45,11 +45,8 @@ CHECKPOINT_RECORDS = 500
 CHECKPOINT_SECONDS = 2.0
 
 
-def replay_headers(
-    raw: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]],
-    ref: str,
-    not_before_ms: int | None = None,
-) -> wire.HeaderList:
+def replay_headers(raw: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]], ref: str,
+                   not_before_ms: int | None = None) -> wire.HeaderList:
     """The job's own headers as first published (bytes untouched), attempt 1, no failure
     headers, and where it came from. A not-before is set only for a retry-tier destination."""
     drop = {*wire.FAILURE_HEADERS, wire.ATTEMPT, wire.NOT_BEFORE, wire.REPLAYED_FROM}
@@ -72,36 +69,23 @@ def destination(spec: str, t: Target, topics: dict[str, int]) -> tuple[str, str,
         name, canon = retry_topic(t.main, delay), f"tier:{format_duration(delay)}"
         if name not in topics:
             prefix = t.main + RETRY_MARK
-            tiers = sorted(
-                (n[len(prefix) :] for n in topics if n.startswith(prefix)), key=parse_duration
-            )
-            raise DlqError(
-                f"--to {spec}: topic {name} does not exist (tiers of {t.main}: "
-                f"{', '.join(tiers) or 'none'})"
-            )
+            tiers = sorted((n[len(prefix):] for n in topics if n.startswith(prefix)),
+                           key=parse_duration)
+            raise DlqError(f"--to {spec}: topic {name} does not exist (tiers of {t.main}: "
+                           f"{', '.join(tiers) or 'none'})")
     else:
         raise DlqError(f"--to: expected origin or tier:<delay> (e.g. tier:10s), got {spec!r}")
     if name not in topics:
         raise DlqError(f"topic {name} does not exist (create it with `jobstream topics apply`)")
     if topics[name] < t.partitions:
-        raise DlqError(
-            f"{name} has {topics[name]} partitions, fewer than {t.dlq} "
-            f"({t.partitions}): replay keeps partition numbers"
-        )
+        raise DlqError(f"{name} has {topics[name]} partitions, fewer than {t.dlq} "
+                       f"({t.partitions}): replay keeps partition numbers")
     return canon, name, delay
 
 
-def export(
-    settings: Settings,
-    target: str,
-    filters: Filters,
-    out_path: Path,
-    *,
-    unmask: bool = False,
-    progress: ProgressCb | None = None,
-    registry: SchemaRegistry | None = None,
-    audit: bool = True,
-) -> Result:
+def export(settings: Settings, target: str, filters: Filters, out_path: Path, *,
+           unmask: bool = False, progress: ProgressCb | None = None,
+           registry: SchemaRegistry | None = None, audit: bool = True) -> Result:
     """Matching dead letters as JSON lines: position, headers, payload (masked), base64 value."""
     t = resolve_target(settings, target)
     registry = registry or SchemaRegistry.from_dirs(settings.schema_dirs)
@@ -150,21 +134,11 @@ def replay_group(dlq: str, to: str) -> str:
     return f"jobstream-replay.{dlq}.{to}"
 
 
-def replay(
-    settings: Settings,
-    target: str,
-    filters: Filters | None = None,
-    to: str = "origin",
-    *,
-    dry_run: bool = False,
-    rate: float | None = None,
-    limit: int | None = None,
-    from_start: bool = False,
-    progress: ProgressCb | None = None,
-    confirm: Callable[[ReplayPlan], None] | None = None,
-    registry: SchemaRegistry | None = None,
-    audit: bool = True,
-) -> Result:
+def replay(settings: Settings, target: str, filters: Filters | None = None, to: str = "origin",
+           *, dry_run: bool = False, rate: float | None = None, limit: int | None = None,
+           from_start: bool = False, progress: ProgressCb | None = None,
+           confirm: Callable[[ReplayPlan], None] | None = None,
+           registry: SchemaRegistry | None = None, audit: bool = True) -> Result:
     """Republish matching dead letters to the main topic (or a retry tier), same partition.
 
     Bounded by the DLQ end offsets taken at start, so jobs that die again meanwhile are not
@@ -194,9 +168,8 @@ def replay(
         starts = {p: lo for p, (lo, _) in bounds.items()}
         if not from_start:
             try:
-                saved = r.consumer.committed(
-                    [TopicPartition(t.dlq, p) for p in bounds], timeout=METADATA_TIMEOUT_S
-                )
+                saved = r.consumer.committed([TopicPartition(t.dlq, p) for p in bounds],
+                                             timeout=METADATA_TIMEOUT_S)
             except KafkaException:
                 raise unreachable(settings) from None
             for tp in saved:
@@ -225,26 +198,14 @@ def replay(
             if audit and started:
                 from consumers.audit import record_operation
 
-                extra: dict[str, Any] = {
-                    "to": canon,
-                    "from_start": from_start,
-                    "rate": rate,
-                    "resumed_from": result.resumed_from,
-                }
+                extra: dict[str, Any] = {"to": canon, "from_start": from_start, "rate": rate,
+                                         "resumed_from": result.resumed_from}
                 record_operation(settings, result, filters, extra, error=error)
 
 
-def _run_replay(
-    r: Reader,
-    pub: Any,
-    plan: ReplayPlan,
-    filters: Filters,
-    limit: int | None,
-    delay: float | None,
-    rate: float | None,
-    progress: ProgressCb | None,
-    result: Result,
-) -> None:
+def _run_replay(r: Reader, pub: Any, plan: ReplayPlan, filters: Filters, limit: int | None,
+                delay: float | None, rate: float | None, progress: ProgressCb | None,
+                result: Result) -> None:
     failures: list[str] = []
     positions: dict[int, int] = {}  # partition -> next offset to read (what we commit)
     unacked = 0
@@ -263,18 +224,14 @@ def _run_replay(
         left = pub.flush(30)
         if left or failures:
             why = failures[0] if failures else f"{left} records unacknowledged after 30s"
-            raise DlqError(
-                f"replay to {plan.destination} failed: {why}; progress is saved up "
-                "to the last acknowledged checkpoint, run again to resume"
-            )
+            raise DlqError(f"replay to {plan.destination} failed: {why}; progress is saved up "
+                           "to the last acknowledged checkpoint, run again to resume")
         result.replayed += unacked
         unacked = 0
         last_checkpoint = time.monotonic()
         if positions:
-            r.consumer.commit(
-                offsets=[TopicPartition(plan.source, p, o) for p, o in positions.items()],
-                asynchronous=False,
-            )
+            r.consumer.commit(offsets=[TopicPartition(plan.source, p, o)
+                                       for p, o in positions.items()], asynchronous=False)
 
     stopped = False
     for dl in r.read(plan.starts, plan.ends, progress):
@@ -284,26 +241,15 @@ def _run_replay(
                 not_before = None if delay is None else int((time.time() + delay) * 1000)
                 if limiter is not None:
                     acquire_blocking(limiter)
-                pub.send(
-                    plan.destination,
-                    dl.key,
-                    dl.value,
-                    replay_headers(dl.raw_headers, dl.ref, not_before),
-                    partition=dl.partition,
-                    on_delivery=on_delivery,
-                )
+                pub.send(plan.destination, dl.key, dl.value,
+                         replay_headers(dl.raw_headers, dl.ref, not_before),
+                         partition=dl.partition, on_delivery=on_delivery)
                 unacked += 1
                 # DEBUG: an operator follows a job through a replay with log.level=DEBUG;
                 # the audit record covers the run as a whole.
-                log.debug(
-                    "replayed",
-                    job_id=dl.job_id,
-                    job_type=dl.job_type,
-                    trace_id=wire.trace_id(dl.headers.get(wire.TRACEPARENT)),
-                    replayed_from=dl.ref,
-                    topic=plan.destination,
-                    partition=dl.partition,
-                )
+                log.debug("replayed", job_id=dl.job_id, job_type=dl.job_type,
+                          trace_id=wire.trace_id(dl.headers.get(wire.TRACEPARENT)),
+                          replayed_from=dl.ref, topic=plan.destination, partition=dl.partition)
         else:
             result.skipped += 1
         positions[dl.partition] = dl.offset + 1

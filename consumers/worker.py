@@ -212,7 +212,9 @@ class Worker(Rebalancing, Outcomes):
             self.log.error("worker_error", reason=str(e))
             self._close(commit=False)
             return 1
-        self.log.info("stopping", signal=self._stop_signal, grace_s=self.ws.shutdown_grace_s)
+        self.log.info(
+            "stopping", signal=self._stop_signal, grace_s=self.ws.shutdown_grace_s
+        )
         self._shutdown()
         return 0
 
@@ -371,7 +373,9 @@ class Worker(Rebalancing, Outcomes):
             if self.publisher.errors.failing_for(now) >= AUTH_FAILURE_LIMIT_S:
                 # Revoked credentials or a replaced CA: retrying will not fix it, and a
                 # restart makes the start-up check say so plainly.
-                raise WorkerError(f"the brokers keep refusing us{self.publisher.errors.explain()}")
+                raise WorkerError(
+                    f"the brokers keep refusing us{self.publisher.errors.explain()}"
+                )
         if self._brokers_down and now - self._last_probe >= 1.0:
             self._last_probe = now
             self._brokers_down = not self._broker_answers()
