@@ -129,7 +129,7 @@ def latency(b: Bench) -> list[Row]:
                     "4 latency", f"enqueue->{label} p99, {mode.value}", p99, "ms", target, note
                 )
             )
-        rows.append(_raw_relay(b, short, rate, total))
+        rows.append(_raw_relay(b, short, rate, total, mode))
     return rows
 
 
@@ -162,13 +162,14 @@ def _percentiles(o: Observer, sent: dict[bytes, float], t0: float) -> tuple[floa
     return percentile(lat, 50), percentile(lat, 99), len(lat), len(counted) - len(lat)
 
 
-def _raw_relay(b: Bench, short: str, rate: float, total: int) -> Row:
+def _raw_relay(b: Bench, short: str, rate: float, total: int, mode: Mode) -> Row:
     """The same two Kafka hops without jobstream: a raw consumer that writes each job's
-    ledger-sized record as soon as it arrives (benchmarks/raw.py relay_loop)."""
+    ledger-sized record as soon as it arrives and commits like the worker in `mode`
+    (benchmarks/raw.py relay_loop)."""
     st = b.stack(f"latency-raw-{short}", "bench.noop")
     stop = threading.Event()
     relay = threading.Thread(
-        target=raw.relay_loop, args=(st.settings, st.topics.main, st.topics.ledger, stop)
+        target=raw.relay_loop, args=(st.settings, st.topics.main, st.topics.ledger, stop, mode)
     )
     relay.start()
     observer = Observer(st, "read_uncommitted")
@@ -182,10 +183,10 @@ def _raw_relay(b: Bench, short: str, rate: float, total: int) -> Row:
         observer.join(10)
         st.tidy()
     p50, p99, seen, missing = _percentiles(observer, sent, t0)
-    say(f"latency/{short} raw relay: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    say(f"latency/{short} raw relay ({mode.value}): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     note = f"p50 {p50:.1f} ms; {seen:,} jobs at {rate:,.0f}/s" + (
         f", {missing} never seen" if missing else ""
     )
     return limit_row(
-        "4 latency", f"raw relay enqueue->seen p99, {short} rate", p99, "ms", None, note
+        "4 latency", f"raw relay enqueue->seen p99, {mode.value}", p99, "ms", None, note
     )

@@ -54,11 +54,11 @@ def publisher(b: Bench) -> list[Row]:
     t0 = time.perf_counter()
     for (topic, _key, _value, _headers), p in zip(records, payloads, strict=True):
         _version, value = encode("bench.noop", p)
-        job_id = new_job_id().encode()
-        per_job = [*fixed, (wire.JOB_ID, job_id), (wire.ENQUEUED_AT, str(now_ms()).encode())]
+        new_id = new_job_id().encode()
+        per_job = [*fixed, (wire.JOB_ID, new_id), (wire.ENQUEUED_AT, str(now_ms()).encode())]
         while True:
             try:
-                producer.produce(topic, value, job_id, headers=per_job)
+                producer.produce(topic, value, new_id, headers=per_job)
                 break
             except BufferError:
                 producer.poll(0.1)

@@ -138,37 +138,68 @@ def _noop() -> None:
     pass
 
 
-def relay_loop(settings: Settings, topic: str, ledger_topic: str, stop: Any) -> None:
+def relay_loop(
+    settings: Settings, topic: str, ledger_topic: str, stop: Any, mode: Mode = Mode.AT_LEAST_ONCE
+) -> None:
     """The latency baseline: consume `topic` (fresh group, the worker's fetch settings) and
     produce one ledger-sized record per job, keyed by its js-job-id, to `ledger_topic` on the
-    same partition as soon as it arrives; flush + commit every 0.5 s. Runs until `stop` is set."""
+    same partition as soon as it arrives. Every 0.5 s commit like the worker in `mode`
+    (at-least-once: flush + a synchronous offset commit; transactional: the offsets sent into
+    the transaction, then commit_transaction). Runs until `stop` is set."""
+    group = f"raw-relay-{uuid.uuid4().hex[:8]}"
     consumer = Consumer(
         client_config(
             settings.kafka,
             **{
-                "group.id": f"raw-relay-{uuid.uuid4().hex[:8]}",
+                "group.id": group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 25,
             },
         )
     )
-    producer = Producer(client_config(settings.kafka, **WORKER_PRODUCER))
+    txn = mode is Mode.TRANSACTIONAL
+    conf: dict[str, Any] = dict(WORKER_PRODUCER)
+    if txn:
+        conf["transactional.id"] = f"raw-{group}"
+        conf["transaction.timeout.ms"] = 10_000
+    producer = Producer(client_config(settings.kafka, **conf))
+    if txn:
+        producer.init_transactions(30)
     value = encode_entry(SUCCEEDED, int(time.time() * 1000), 1, "raw-relay")
     consumer.subscribe([topic])
     last_commit = time.monotonic()
+    next_offsets: dict[int, int] = {}
+    in_txn = False
+
+    def commit() -> None:
+        nonlocal in_txn
+        if not txn:
+            producer.flush(30)
+            with contextlib.suppress(KafkaException):  # nothing consumed yet
+                consumer.commit(asynchronous=False)
+        elif in_txn:
+            tps = [TopicPartition(topic, p, o) for p, o in next_offsets.items()]
+            producer.send_offsets_to_transaction(tps, consumer.consumer_group_metadata(), 30)
+            producer.commit_transaction(30)
+            in_txn = False
+
     try:
         while not stop.is_set():
             msg = consumer.poll(0.005)
             if msg is not None and msg.error() is None:
+                if txn and not in_txn:
+                    producer.begin_transaction()
+                    in_txn = True
                 job_id = dict(msg.headers() or []).get("js-job-id")
-                producer.produce(ledger_topic, value, job_id, partition=msg.partition() or 0)
+                partition = msg.partition() or 0
+                producer.produce(ledger_topic, value, job_id, partition=partition)
+                next_offsets[partition] = (msg.offset() or 0) + 1
             producer.poll(0)
             if time.monotonic() - last_commit >= 0.5:
-                producer.flush(30)
-                with contextlib.suppress(KafkaException):  # nothing consumed yet
-                    consumer.commit(asynchronous=False)
+                commit()
                 last_commit = time.monotonic()
+        commit()
     finally:
         producer.flush(30)
         consumer.close()
