@@ -120,7 +120,11 @@ class Publisher:
         hdrs = _user_headers(headers) if headers else []
         hdrs += fixed
         hdrs.append((wire.JOB_ID, job_id.encode()))
-        hdrs.append((wire.TRACEPARENT, (traceparent or new_traceparent()).encode()))
+        if not traceparent:  # None or an empty inbound header: start a new trace
+            traceparent = new_traceparent()
+        else:
+            _check_id("traceparent", traceparent)
+        hdrs.append((wire.TRACEPARENT, traceparent.encode()))
         hdrs.append((wire.ENQUEUED_AT, str(now_ms()).encode()))
         if parent_job_id is not None:
             _check_id("parent_job_id", parent_job_id)
