@@ -88,6 +88,10 @@ class _LockedBuffer:
             return self._text.write(text)
 
     def flush(self) -> None:
+        """Nothing: structlog's WriteLogger flushes after every line, which made each line a
+        write(2) of its own (a tenth of the worker's CPU at half its maximum rate)."""
+
+    def drain(self) -> None:
         with self._lock:
             self._text.flush()
 
@@ -97,7 +101,7 @@ class _LockedBuffer:
 
 def flush_logs() -> None:
     if _buffered is not None:
-        _buffered.flush()
+        _buffered.drain()
 
 
 def get_logger(name: str = "jobstream", **bound: Any) -> Any:

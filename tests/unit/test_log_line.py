@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 
-from config.logging import json_line
+from config.logging import configure_logging, flush_logs, json_line
+from config.settings import LogSettings
 
 CHAIN = [
     structlog.contextvars.merge_contextvars,
@@ -70,3 +73,24 @@ def test_an_exception_is_rendered_like_the_chain() -> None:
     _when(ours), _when(theirs)
     assert ours == theirs
     assert "ValueError: boom" in ours["exception"] and "exc_info" not in ours
+
+
+def test_buffered_lines_reach_the_file_only_when_the_loop_flushes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's log stream is written once per poll-loop iteration (flush_logs), not once
+    per line: structlog flushes its file after every line, so that flush must not write."""
+    monkeypatch.setattr("config.logging._buffered", None)  # this test's stream, then none
+    path = tmp_path / "worker.log"
+    with path.open("w") as stream:
+        try:
+            configure_logging(LogSettings(level="INFO", format="json"), stream, buffered=True)
+            log = structlog.get_logger("t")
+            log.info("first", n=1)
+            log.info("second", n=2)
+            assert path.read_text() == ""
+            flush_logs()
+            lines = [json.loads(x) for x in path.read_text().splitlines()]
+            assert [x["event"] for x in lines] == ["first", "second"]
+        finally:
+            structlog.reset_defaults()
