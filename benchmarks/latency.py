@@ -86,17 +86,8 @@ def latency(b: Bench) -> list[Row]:
     rows: list[Row] = []
     for mode in (Mode.AT_LEAST_ONCE, Mode.TRANSACTIONAL):
         short = "alo" if mode is Mode.AT_LEAST_ONCE else "txn"
-        max_rate = b.shared.get(f"max_rate_{mode.value}")
-        if max_rate is None:
-            n = b.size(20_000, 3_000)
-            say(f"latency/{short}: measuring the max rate first ({n:,} no-op jobs)")
-            max_rate = run_worker(
-                b.stack(f"latency-max-{short}", "bench.noop", worker={"mode": mode.value}),
-                n,
-                timeout=300,
-            )
-            b.shared[f"max_rate_{mode.value}"] = max_rate
-        rate = max_rate / 2
+        fixed = b.shared.get("latency_rate")
+        rate = fixed or max_rate_of(b, mode, short) / 2
         st = b.stack(f"latency-{short}", "bench.noop", worker={"mode": mode.value})
         st.start_worker(http=True)
         st.wait_ready()
@@ -104,7 +95,8 @@ def latency(b: Bench) -> list[Row]:
         for o in observers:
             o.start()
         total = int(rate * seconds)
-        say(f"latency/{short}: {total:,} jobs at {rate:,.0f}/s (half of {max_rate:,.0f})")
+        how = "fixed by --latency-rate" if fixed else f"half of {rate * 2:,.0f}"
+        say(f"latency/{short}: {total:,} jobs at {rate:,.0f}/s ({how})")
         sent, t0 = _drive(st, rate, total, observers)
         own = _own_histogram(st.ports[0], "0.025")
         for o in observers:
@@ -131,6 +123,21 @@ def latency(b: Bench) -> list[Row]:
             )
         rows.append(_raw_relay(b, short, rate, total, mode))
     return rows
+
+
+def max_rate_of(b: Bench, mode: Mode, short: str) -> float:
+    """The no-op maximum rate bench 1 measured in this run, or measured here."""
+    max_rate = b.shared.get(f"max_rate_{mode.value}")
+    if max_rate is None:
+        n = b.size(20_000, 3_000)
+        say(f"latency/{short}: measuring the max rate first ({n:,} no-op jobs)")
+        max_rate = run_worker(
+            b.stack(f"latency-max-{short}", "bench.noop", worker={"mode": mode.value}),
+            n,
+            timeout=300,
+        )
+        b.shared[f"max_rate_{mode.value}"] = max_rate
+    return max_rate
 
 
 def _drive(

@@ -131,7 +131,16 @@ def main(argv: list[str] | None = None) -> int:
         help="attach py-spy to every worker; raw profiles go to benchmarks/results/",
     )
     ap.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
+    ap.add_argument(
+        "--latency-rate",
+        type=float,
+        metavar="JOBS_PER_S",
+        help="drive bench 4 at this fixed rate instead of half the measured maximum (to compare "
+        "two versions at the same load)",
+    )
     args = ap.parse_args(argv)
+    if args.latency_rate is not None and not 0 < args.latency_rate <= 100_000:
+        ap.error("--latency-rate must be between 0 and 100,000 jobs/s")
 
     names = list(BENCHMARKS)
     if args.only:
@@ -151,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     with scratch_dir(args.keep) as tmp:
         b = Bench(server, run_id, tmp, args.quick, keep_logs=args.keep)
+        if args.latency_rate is not None:
+            b.shared["latency_rate"] = args.latency_rate
         if args.profile:
             RESULTS.mkdir(parents=True, exist_ok=True)
             b.profile_dir = RESULTS
