@@ -65,6 +65,10 @@ class Committer:
         self.producer = producer
         self.timeout_s = timeout_s
         self.in_txn = False
+        # Set once any call saw the producer fenced or in a fatal state. The abort that follows
+        # a failed call swallows its own ProducerFenced, so the interval's redo asks this to
+        # know it must renew the producer (a fenced one fails every later call).
+        self.fenced = False
         if mode is Mode.TRANSACTIONAL:
             try:
                 producer.init_transactions(timeout_s)
@@ -134,6 +138,7 @@ class Committer:
         t.join(self.timeout_s + STUCK_GRACE_S)
         if not outcome:
             self.in_txn = False
+            self.fenced = True
             raise ProducerFenced(
                 f"send_offsets_to_transaction stuck for over {self.timeout_s + STUCK_GRACE_S:g}s "
                 "(the group coordinator moved); giving this producer up"
@@ -150,17 +155,24 @@ class Committer:
                 self.producer.abort_transaction(self.timeout_s)
             except KafkaException as e:
                 if _is_fencing(e.args[0]):
+                    self.fenced = True
                     raise ProducerFenced(f"cannot abort: {e.args[0]}") from None
                 # Timed out (broker unreachable): the next begin fails until the abort went
                 # through, and the interval is given up again then.
                 self.in_txn = True
+
+    def saw(self, err: object) -> bool:
+        """Note an error the producer reported anywhere; True when it fences the producer."""
+        if _is_fencing(err):
+            self.fenced = True
+        return self.fenced
 
     def _call(self, fn: object, *args: object) -> None:
         try:
             fn(*args)  # type: ignore[operator]
         except (KafkaException, SystemError) as raised:
             err = kafka_exception(raised).args[0]
-            if _is_fencing(err):
+            if self.saw(err):
                 self.in_txn = False
                 raise ProducerFenced(f"fenced: {err}") from None
             with contextlib.suppress(ProducerFenced):

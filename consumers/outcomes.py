@@ -13,7 +13,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from config.settings import JobTypeSettings, Mode, WorkerSettings
 from config.topics import JobTopics
-from consumers.commit import CommitAborted, Committer, kafka_exception
+from consumers.commit import CommitAborted, Committer, ProducerFenced, kafka_exception
 from consumers.context import log_fields
 from consumers.decode import Job
 from consumers.errors import DlqGuardTripped, Failure, WorkerFenced
@@ -144,7 +144,8 @@ class Outcomes:
         try:
             self.committer.before_produce()
             send_outcome(self.publisher, out, on_delivery, self.log)
-        except CommitAborted as e:  # no transaction could be begun (e.g. mid broker restart)
+        except (CommitAborted, ProducerFenced) as e:  # no transaction could be begun
+            # (mid broker restart, or the producer is fenced: the redo renews it)
             self._broken = str(e)
         except (KafkaException, SystemError) as raised:
             # The transaction went abortable (a write failed during a blip) or the producer is
@@ -183,7 +184,7 @@ class Outcomes:
                 partition=ps.ledger_tp[1],
                 on_delivery=on_delivery,
             )
-        except CommitAborted as e:
+        except (CommitAborted, ProducerFenced) as e:
             self._broken = f"cannot write a ledger mark: {e}"
         except (KafkaException, SystemError) as raised:
             cause = kafka_exception(raised)

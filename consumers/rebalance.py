@@ -202,6 +202,8 @@ class Rebalancing:
                 self.committer.abort()
             except ProducerFenced:
                 renew = True
+        # A fenced producer fails every later call, even when this abort had nothing to do.
+        renew = renew or self.committer.fenced
         if renew:
             self._renew_producer(reason)
         self._rewind()

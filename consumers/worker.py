@@ -455,6 +455,7 @@ class Worker(Rebalancing, Outcomes):
                 self.producer.flush(flush_s)
         except (KafkaException, SystemError) as raised:
             e = kafka_exception(raised)
+            self.committer.saw(e.args[0] if e.args else None)
             self._broken = self._broken or f"producer failed: {e.args[0]}"
         if self._marks_due:
             self._write_marks()

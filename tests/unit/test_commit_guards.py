@@ -157,3 +157,31 @@ def test_a_fatal_error_surfacing_as_system_error_in_commit_fences_the_producer()
     c.before_produce()
     with pytest.raises(SystemError, match="not a Kafka error"):
         c.commit({})
+
+
+def test_an_abort_fenced_after_a_timed_out_commit_leaves_the_producer_marked_fenced() -> None:
+    """Seen in CI during a broker restart: send_offsets timed out, and the abort that followed
+    was fenced (the coordinator had timed the transaction out). The commit reports only the
+    timeout, so the committer must remember the fencing: the redo renews the producer then,
+    instead of beginning the next transaction on it and stopping the worker (exit 3)."""
+
+    class AbortFenced(FakeProducer):
+        def abort_transaction(self, timeout: float) -> None:
+            self.calls.append("abort")
+            raise KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+
+    def timed_out() -> None:
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "add offsets timed out"))
+
+    c = Committer(Mode.TRANSACTIONAL, FakeConsumer(), AbortFenced(send_offsets=timed_out))  # type: ignore[arg-type]
+    assert not c.fenced
+    with pytest.raises(CommitAborted, match="timed out"):
+        c.commit({("t", 0): 5})
+    assert c.fenced and not c.in_txn
+
+
+def test_a_fatal_error_reported_by_poll_marks_the_producer_fenced() -> None:
+    c = Committer(Mode.TRANSACTIONAL, FakeConsumer(), FakeProducer())  # type: ignore[arg-type]
+    assert not c.saw(KafkaError(KafkaError._TIMED_OUT, "slow"))
+    assert c.saw(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+    assert c.fenced
