@@ -154,8 +154,7 @@ class Committer:
             try:
                 self.producer.abort_transaction(self.timeout_s)
             except KafkaException as e:
-                if _is_fencing(e.args[0]):
-                    self.fenced = True
+                if self.saw(e.args[0]):
                     raise ProducerFenced(f"cannot abort: {e.args[0]}") from None
                 # Timed out (broker unreachable): the next begin fails until the abort went
                 # through, and the interval is given up again then.

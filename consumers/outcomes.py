@@ -150,8 +150,14 @@ class Outcomes:
         except (KafkaException, SystemError) as raised:
             # The transaction went abortable (a write failed during a blip) or the producer is
             # fenced: redo the interval (a frozen zombie stops there instead).
-            cause = kafka_exception(raised)
-            self._broken = f"cannot produce {out.topic}: {cause.args[0]}"
+            self._producer_failed(raised, f"cannot produce {out.topic}")
+
+    def _producer_failed(self, raised: BaseException, what: str) -> None:
+        """A producer call raised: note a fencing error for the redo (it renews the producer
+        then) and break the interval. Anything but a Kafka error is raised again."""
+        err = kafka_exception(raised).args[0]
+        self.committer.saw(err)
+        self._broken = self._broken or f"{what}: {err}"
 
     def _write_marks(self) -> None:
         due, self._marks_due = self._marks_due, []
@@ -187,8 +193,7 @@ class Outcomes:
         except (CommitAborted, ProducerFenced) as e:
             self._broken = f"cannot write a ledger mark: {e}"
         except (KafkaException, SystemError) as raised:
-            cause = kafka_exception(raised)
-            self._broken = f"cannot write a ledger mark: {cause}"
+            self._producer_failed(raised, "cannot write a ledger mark")
 
     def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:
         jt = job.job_type or "unknown"

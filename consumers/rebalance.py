@@ -198,13 +198,10 @@ class Rebalancing:
         self.metrics.aborts.inc()
         self._broken = None
         if not renew:
-            try:
+            with contextlib.suppress(ProducerFenced):  # the committer notes it as fenced
                 self.committer.abort()
-            except ProducerFenced:
-                renew = True
         # A fenced producer fails every later call, even when this abort had nothing to do.
-        renew = renew or self.committer.fenced
-        if renew:
+        if renew or self.committer.fenced:
             self._renew_producer(reason)
         self._rewind()
 

@@ -27,7 +27,7 @@ from config.kafka import client_config, group_config
 from config.logging import flush_logs, get_logger
 from config.settings import JobTypeSettings, Mode, Settings
 from config.topics import JobTopics, job_topics
-from consumers.commit import CommitAborted, Committer, ProducerFenced, kafka_exception
+from consumers.commit import CommitAborted, Committer, ProducerFenced
 from consumers.context import context_for, log_fields
 from consumers.decode import Job, decode_record
 from consumers.errors import (
@@ -454,9 +454,7 @@ class Worker(Rebalancing, Outcomes):
             else:
                 self.producer.flush(flush_s)
         except (KafkaException, SystemError) as raised:
-            e = kafka_exception(raised)
-            self.committer.saw(e.args[0] if e.args else None)
-            self._broken = self._broken or f"producer failed: {e.args[0]}"
+            self._producer_failed(raised, "producer failed")
         if self._marks_due:
             self._write_marks()
 
