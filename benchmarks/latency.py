@@ -29,6 +29,7 @@ from benchmarks.common import (
     reader,
     say,
 )
+from benchmarks.cpu import CpuWatch
 from benchmarks.throughput import run_worker
 from config.settings import Mode
 
@@ -55,7 +56,12 @@ class Observer(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stop.is_set():
-                msgs = self.consumer.consume(1000, timeout=0.05)
+                # consume() waits out its whole timeout unless the batch fills, which would
+                # stamp a record up to that late; poll() returns at the first record.
+                msgs = self.consumer.consume(1000, timeout=0)
+                if not msgs:
+                    msg = self.consumer.poll(0.05)
+                    msgs = [msg] if msg is not None else []
                 now = time.time()
                 for m in msgs:
                     key = m.key()
@@ -89,7 +95,7 @@ def latency(b: Bench) -> list[Row]:
         fixed = b.shared.get("latency_rate")
         rate = fixed or max_rate_of(b, mode, short) / 2
         st = b.stack(f"latency-{short}", "bench.noop", worker={"mode": mode.value})
-        st.start_worker(http=True)
+        worker = st.start_worker(http=True)
         st.wait_ready()
         observers = [Observer(st, "read_uncommitted"), Observer(st, "read_committed")]
         for o in observers:
@@ -97,7 +103,9 @@ def latency(b: Bench) -> list[Row]:
         total = int(rate * seconds)
         how = "fixed by --latency-rate" if fixed else f"half of {rate * 2:,.0f}"
         say(f"latency/{short}: {total:,} jobs at {rate:,.0f}/s ({how})")
+        cpu = CpuWatch({"worker": worker.pid})
         sent, t0 = _drive(st, rate, total, observers)
+        used = cpu.read()
         own = _own_histogram(st.ports[0], "0.025")
         for o in observers:
             o.stop.set()
@@ -107,12 +115,16 @@ def latency(b: Bench) -> list[Row]:
         for o, label in zip(observers, ("finished", "committed"), strict=True):
             p50, p99, seen, missing = _percentiles(o, sent, t0)
             say(f"latency/{short} {label}: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+            if label == "finished":
+                say(f"latency/{short} {used.describe()}")
             note = f"{seen:,} jobs at {rate:,.0f}/s" + (
                 f", {missing} never seen" if missing else ""
             )
             target = TARGET_P99_MS[mode] if label == "finished" else None
-            if label == "finished" and own is not None:
-                note += f"; worker's own histogram: {own[0] / own[1]:.0%} <= 25 ms"
+            if label == "finished":
+                if own is not None:
+                    note += f"; worker's own histogram: {own[0] / own[1]:.0%} <= 25 ms"
+                note += f"; {used.describe()}"
             rows.append(
                 limit_row("4 latency", f"enqueue->{label} p50, {mode.value}", p50, "ms", None)
             )
@@ -182,7 +194,9 @@ def _raw_relay(b: Bench, short: str, rate: float, total: int, mode: Mode) -> Row
     observer = Observer(st, "read_uncommitted")
     observer.start()
     try:
+        cpu = CpuWatch({})  # the relay runs in this process
         sent, t0 = _drive(st, rate, total, [observer])
+        used = cpu.read()
     finally:
         stop.set()
         observer.stop.set()
@@ -191,9 +205,13 @@ def _raw_relay(b: Bench, short: str, rate: float, total: int, mode: Mode) -> Row
         st.tidy()
     p50, p99, seen, missing = _percentiles(observer, sent, t0)
     say(f"latency/{short} raw relay ({mode.value}): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-    note = f"p50 {p50:.1f} ms; {seen:,} jobs at {rate:,.0f}/s" + (
-        f", {missing} never seen" if missing else ""
+    say(f"latency/{short} raw relay {used.describe()}")
+    note = (
+        f"p50 {p50:.1f} ms; {seen:,} jobs at {rate:,.0f}/s"
+        + (f", {missing} never seen" if missing else "")
+        + f"; {used.describe()}"
     )
+
     return limit_row(
         "4 latency", f"raw relay enqueue->seen p99, {mode.value}", p99, "ms", None, note
     )
