@@ -189,6 +189,7 @@ class Outcomes:
                 [],
                 partition=ps.ledger_tp[1],
                 on_delivery=on_delivery,
+                serve=False,  # the loop serves delivery reports
             )
         except (CommitAborted, ProducerFenced) as e:
             self._broken = f"cannot write a ledger mark: {e}"

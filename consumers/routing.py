@@ -118,14 +118,14 @@ def send_outcome(publisher: Publisher, out: Outgoing, on_delivery: Any, log: Any
     message cut, and lets the broker decide, rather than crash on it after every restart."""
     try:
         publisher.send(out.topic, out.key, out.value, out.headers, partition=out.partition,
-                       on_delivery=on_delivery)
+                       on_delivery=on_delivery, serve=False)
     except PayloadTooLarge as e:
         if out.outcome not in ("retried", "dead_lettered"):
             raise
         log.warning("failure_headers_trimmed", topic=out.topic, error=str(e))
         slim = [(k, _slim(k, v)) for k, v in out.headers]
         publisher.send(out.topic, out.key, out.value, slim, partition=out.partition,
-                       on_delivery=on_delivery, check_size=False)
+                       on_delivery=on_delivery, check_size=False, serve=False)
 
 
 def _slim(name: str, value: bytes) -> bytes:

@@ -237,9 +237,12 @@ class Publisher:
         partition: int | None = None,
         on_delivery: DeliveryCallback | None = None,
         check_size: bool = True,
+        serve: bool = True,
     ) -> None:
         """Produce one prepared record (the worker routes retries and dead letters with this).
-        check_size=False leaves the size check to the broker (a last-resort send)."""
+        check_size=False leaves the size check to the broker (a last-resort send). serve=False
+        leaves delivery reports to the caller's own poll (the worker's loop polls once per
+        iteration; a poll per record releases the GIL to 64 handler threads each time)."""
         if self._closed:
             raise PublishError("publisher is closed")
         size = len(key or b"") + len(value or b"")
@@ -263,7 +266,8 @@ class Publisher:
             except BufferError:
                 # Local queue full: serve delivery reports to make room instead of failing.
                 self.producer.poll(0.1)
-        self.producer.poll(0)
+        if serve:
+            self.producer.poll(0)
 
     def max_record_bytes(self, topic: str) -> int:
         """The topic's max.message.bytes (cached); the producer's limit if it cannot be read."""
