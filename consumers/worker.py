@@ -187,13 +187,13 @@ class Worker(Rebalancing, Outcomes):
         try:
             self.subscribe()
             while not self._stopping:
-                busy = any(ps.running or ps.queues.queued for ps in self.parts.values())
                 # consume() waits its whole timeout unless the batch fills; poll() returns at
                 # the first record, so an idle worker starts a new job at once. Batches stay
                 # small: results are drained between them, so running handlers get new work
                 # (500 at a time kept 64 I/O-bound threads idle for ~80 ms per batch).
                 msgs = self.consumer.consume(100, timeout=0)
                 if not msgs:
+                    busy = any(ps.running or ps.queues.queued for ps in self.parts.values())
                     msg = self.consumer.poll(BUSY_POLL_S if busy else 0.1)
                     msgs = [msg] if msg is not None else []
                 self.health.beat()
