@@ -115,13 +115,12 @@ def latency(b: Bench) -> list[Row]:
         for o, label in zip(observers, ("finished", "committed"), strict=True):
             p50, p99, seen, missing = _percentiles(o, sent, t0)
             say(f"latency/{short} {label}: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-            if label == "finished":
-                say(f"latency/{short} {used.describe()}")
             note = f"{seen:,} jobs at {rate:,.0f}/s" + (
                 f", {missing} never seen" if missing else ""
             )
             target = TARGET_P99_MS[mode] if label == "finished" else None
             if label == "finished":
+                say(f"latency/{short} {used.describe()}")
                 if own is not None:
                     note += f"; worker's own histogram: {own[0] / own[1]:.0%} <= 25 ms"
                 note += f"; {used.describe()}"
@@ -211,7 +210,6 @@ def _raw_relay(b: Bench, short: str, rate: float, total: int, mode: Mode) -> Row
         + (f", {missing} never seen" if missing else "")
         + f"; {used.describe()}"
     )
-
     return limit_row(
         "4 latency", f"raw relay enqueue->seen p99, {mode.value}", p99, "ms", None, note
     )
