@@ -54,6 +54,10 @@ def kafka_exception(e: BaseException) -> KafkaException:
 
 Offsets = dict[tuple[str, int], int]
 STUCK_GRACE_S = 5.0
+# Timed-out aborts in a row before the producer is given up. One timeout is an outage and the
+# next call resumes the abort; after a broker restart librdkafka could also stay in its abort
+# for good (seen in CI: every interval then failed on it, 10 s each, for minutes).
+STUCK_ABORTS = 2
 
 
 class Committer:
@@ -69,6 +73,7 @@ class Committer:
         # a failed call swallows its own ProducerFenced, so the interval's redo asks this to
         # know it must renew the producer (a fenced one fails every later call).
         self.fenced = False
+        self._timed_out_aborts = 0
         if mode is Mode.TRANSACTIONAL:
             try:
                 producer.init_transactions(timeout_s)
@@ -156,9 +161,20 @@ class Committer:
             except KafkaException as e:
                 if self.saw(e.args[0]):
                     raise ProducerFenced(f"cannot abort: {e.args[0]}") from None
+                self._timed_out_aborts += 1
+                if self._timed_out_aborts >= STUCK_ABORTS:
+                    # A new producer under our transactional id finishes the abort for us:
+                    # its init_transactions has the coordinator abort what is still open.
+                    self.fenced = True
+                    raise ProducerFenced(
+                        f"abort_transaction timed out {self._timed_out_aborts} times in a row "
+                        f"({e.args[0]}); giving this producer up"
+                    ) from None
                 # Timed out (broker unreachable): the next begin fails until the abort went
                 # through, and the interval is given up again then.
                 self.in_txn = True
+                return
+            self._timed_out_aborts = 0
 
     def saw(self, err: object) -> bool:
         """Note an error the producer reported anywhere; True when it fences the producer."""

@@ -91,6 +91,33 @@ def test_abortable_send_offsets_error_aborts_and_asks_for_a_redo() -> None:
     assert not c.in_txn
 
 
+def test_an_abort_that_keeps_timing_out_gives_the_producer_up() -> None:
+    """One timed-out abort is resumed by the next call; a second in a row means librdkafka
+    stays in its abort (seen after a broker restart), and only a new producer gets out."""
+    timeouts = [True, False, True, True]
+
+    class SlowAbort(FakeProducer):
+        def abort_transaction(self, timeout: float) -> None:
+            super().abort_transaction(timeout)
+            if timeouts.pop(0):
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "abort timed out"))
+
+    producer = SlowAbort()
+    c = Committer(Mode.TRANSACTIONAL, FakeConsumer(), producer, timeout_s=1)  # type: ignore[arg-type]
+    c.before_produce()
+    c.abort()  # timed out once: left open, to be resumed
+    assert c.in_txn and not c.fenced
+    c.abort()  # went through: the count starts again
+    assert not c.in_txn
+    c.before_produce()
+    c.abort()
+    assert c.in_txn and not c.fenced
+    with pytest.raises(ProducerFenced, match="timed out 2 times in a row"):
+        c.abort()
+    assert c.fenced and not c.in_txn
+    assert producer.calls.count("abort") == 4
+
+
 def test_fencing_error_is_producer_fenced() -> None:
     def fenced() -> None:
         raise KafkaException(KafkaError(KafkaError._FENCED, "old epoch", fatal=True))
