@@ -35,9 +35,11 @@ def test_sigkill_random_workers_every_few_seconds(stack_factory) -> None:  # typ
     rng = random.Random(1)
     sink = SinkTail(stack)
     kills = 0
-    # A kill every 2-5 s, or sooner once a 1/(min_kills+1) share of the jobs ran since the last
-    # one, so a fast run still gets its kills in; never before 1% more jobs ran (mid-stream).
-    segment, floor = len(wl.ok) // (min_kills + 1), max(50, len(wl.ok) // 100)
+    # A kill every 2-5 s, or sooner once a 1/(2 * min_kills) share of the jobs ran since the
+    # last one, so a fast run still gets its kills in (with 1/(min_kills+1), a short run done in
+    # 5 s got 2 of its 3: its first kill, on time, came late in the stream); never before 1%
+    # more jobs ran (mid-stream).
+    segment, floor = len(wl.ok) // (2 * min_kills), max(50, len(wl.ok) // 100)
     last_kill, at_last = time.monotonic(), 0
     interval = rng.uniform(2, 5)
     for ran in sink.running(wl, sized(150, 600, 1500)):
