@@ -1,7 +1,8 @@
 """CPU used during a bench window, in cores: the whole machine (/proc/stat), given processes
-(/proc/PID/stat) and this bench process. A latency figure is only read right next to it: on
-two cores shared by the broker, the worker and the bench, a tail can come from a saturated
-machine rather than from the code measured."""
+(/proc/PID/stat) and this bench process; and for given threads, the share of the window they
+were ready to run but waiting for a CPU (/proc/PID/task/TID/schedstat). A latency figure is
+only read right next to it: on two cores shared by the broker, the worker and the bench, a
+tail can come from a saturated machine rather than from the code measured."""
 
 from __future__ import annotations
 
@@ -31,26 +32,42 @@ def _process_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def _waited_s(pid: int, tid: int) -> float | None:
+    """Seconds one thread has spent runnable but not running (None if unknown or gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 @dataclass
 class CpuUse:
     machine: float  # cores busy on average, all processes
     cores: int
     processes: dict[str, float]  # cores used on average, by label
+    waiting: dict[str, float]  # share of the window a thread waited for a CPU, by label
 
     def describe(self) -> str:
         each = ", ".join(f"{label} {used:.2f}" for label, used in self.processes.items())
-        return f"CPU in cores: machine {self.machine:.2f} of {self.cores} ({each})"
+        text = f"CPU in cores: machine {self.machine:.2f} of {self.cores} ({each})"
+        if self.waiting:
+            waits = ", ".join(f"{label} {share:.0%}" for label, share in self.waiting.items())
+            text += f"; waiting for a CPU: {waits}"
+        return text
 
 
 class CpuWatch:
     """Started before a window and read after it."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], threads: dict[str, tuple[int, int]] | None = None):
         self.pids = pids
+        self.threads = threads or {}  # label -> (pid, tid)
         self._wall = time.monotonic()
         self._machine = _machine()
         self._own = _own_s()
         self._procs = {label: _process_s(pid) for label, pid in pids.items()}
+        self._waits = {label: _waited_s(*ids) for label, ids in self.threads.items()}
 
     def read(self) -> CpuUse:
         wall = max(time.monotonic() - self._wall, 1e-9)
@@ -61,7 +78,12 @@ class CpuWatch:
             label: (_process_s(pid) - self._procs[label]) / wall for label, pid in self.pids.items()
         }
         used["bench"] = (_own_s() - self._own) / wall
-        return CpuUse(share * cores, cores, used)
+        waiting = {}
+        for label, ids in self.threads.items():
+            before, after = self._waits[label], _waited_s(*ids)
+            if before is not None and after is not None:
+                waiting[label] = (after - before) / wall
+        return CpuUse(share * cores, cores, used, waiting)
 
 
 def _own_s() -> float:

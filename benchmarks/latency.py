@@ -11,6 +11,7 @@ Jobs enqueued in the first second are warm-up and not counted.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import urllib.request
@@ -103,7 +104,7 @@ def latency(b: Bench) -> list[Row]:
         total = int(rate * seconds)
         how = "fixed by --latency-rate" if fixed else f"half of {rate * 2:,.0f}"
         say(f"latency/{short}: {total:,} jobs at {rate:,.0f}/s ({how})")
-        cpu = CpuWatch({"worker": worker.pid})
+        cpu = CpuWatch({"worker": worker.pid}, {"worker's poll thread": (worker.pid, worker.pid)})
         sent, t0 = _drive(st, rate, total, observers)
         used = cpu.read()
         own = _own_histogram(st.ports[0], "0.025")
@@ -193,7 +194,9 @@ def _raw_relay(b: Bench, short: str, rate: float, total: int, mode: Mode) -> Row
     observer = Observer(st, "read_uncommitted")
     observer.start()
     try:
-        cpu = CpuWatch({})  # the relay runs in this process
+        # The relay runs in this process, on its own thread.
+        assert relay.native_id is not None  # started
+        cpu = CpuWatch({}, {"relay thread": (os.getpid(), relay.native_id)})
         sent, t0 = _drive(st, rate, total, [observer])
         used = cpu.read()
     finally:
