@@ -32,13 +32,19 @@ def _process_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def _waited_s(pid: int, tid: int) -> float | None:
-    """Seconds one thread has spent runnable but not running (None if unknown or gone)."""
+def _thread_sched(pid: int, tid: int) -> tuple[float, int] | None:
+    """(seconds spent runnable but not running, times taken off a CPU while runnable) of one
+    thread, or None if unknown or gone."""
     try:
         with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-            return int(f.read().split()[1]) / 1e9
+            waited = int(f.read().split()[1]) / 1e9
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith("nonvoluntary_ctxt_switches:"):
+                    return waited, int(line.split()[1])
     except (OSError, IndexError, ValueError):
-        return None
+        pass
+    return None
 
 
 @dataclass
@@ -46,13 +52,17 @@ class CpuUse:
     machine: float  # cores busy on average, all processes
     cores: int
     processes: dict[str, float]  # cores used on average, by label
-    waiting: dict[str, float]  # share of the window a thread waited for a CPU, by label
+    waiting: dict[str, tuple[float, float]]  # by thread label: (share of the window it
+    # waited for a CPU, times per second it was preempted)
 
     def describe(self) -> str:
         each = ", ".join(f"{label} {used:.2f}" for label, used in self.processes.items())
         text = f"CPU in cores: machine {self.machine:.2f} of {self.cores} ({each})"
         if self.waiting:
-            waits = ", ".join(f"{label} {share:.0%}" for label, share in self.waiting.items())
+            waits = ", ".join(
+                f"{label} {share:.0%} (preempted {rate:,.0f}/s)"
+                for label, (share, rate) in self.waiting.items()
+            )
             text += f"; waiting for a CPU: {waits}"
         return text
 
@@ -67,7 +77,7 @@ class CpuWatch:
         self._machine = _machine()
         self._own = _own_s()
         self._procs = {label: _process_s(pid) for label, pid in pids.items()}
-        self._waits = {label: _waited_s(*ids) for label, ids in self.threads.items()}
+        self._sched = {label: _thread_sched(*ids) for label, ids in self.threads.items()}
 
     def read(self) -> CpuUse:
         wall = max(time.monotonic() - self._wall, 1e-9)
@@ -80,9 +90,9 @@ class CpuWatch:
         used["bench"] = (_own_s() - self._own) / wall
         waiting = {}
         for label, ids in self.threads.items():
-            before, after = self._waits[label], _waited_s(*ids)
+            before, after = self._sched[label], _thread_sched(*ids)
             if before is not None and after is not None:
-                waiting[label] = (after - before) / wall
+                waiting[label] = ((after[0] - before[0]) / wall, (after[1] - before[1]) / wall)
         return CpuUse(share * cores, cores, used, waiting)
 
 
