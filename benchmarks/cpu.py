@@ -32,16 +32,16 @@ def _process_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def _thread_sched(pid: int, tid: int) -> tuple[float, int] | None:
-    """(seconds spent runnable but not running, times taken off a CPU while runnable) of one
-    thread, or None if unknown or gone."""
+def _thread_sched(pid: int, tid: int) -> tuple[float, float, int] | None:
+    """(seconds on a CPU, seconds runnable but waiting for one, times taken off a CPU while
+    runnable) of one thread, or None if unknown or gone."""
     try:
         with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-            waited = int(f.read().split()[1]) / 1e9
+            ran, waited = (int(x) / 1e9 for x in f.read().split()[:2])
         with open(f"/proc/{pid}/task/{tid}/status") as f:
             for line in f:
                 if line.startswith("nonvoluntary_ctxt_switches:"):
-                    return waited, int(line.split()[1])
+                    return ran, waited, int(line.split()[1])
     except (OSError, IndexError, ValueError):
         pass
     return None
@@ -52,18 +52,17 @@ class CpuUse:
     machine: float  # cores busy on average, all processes
     cores: int
     processes: dict[str, float]  # cores used on average, by label
-    waiting: dict[str, tuple[float, float]]  # by thread label: (share of the window it
-    # waited for a CPU, times per second it was preempted)
+    threads: dict[str, tuple[float, float, float]]  # by label: (share of the window a thread
+    # ran, share it waited for a CPU, times per second it was preempted)
 
     def describe(self) -> str:
         each = ", ".join(f"{label} {used:.2f}" for label, used in self.processes.items())
         text = f"CPU in cores: machine {self.machine:.2f} of {self.cores} ({each})"
-        if self.waiting:
-            waits = ", ".join(
-                f"{label} {share:.0%} (preempted {rate:,.0f}/s)"
-                for label, (share, rate) in self.waiting.items()
+        for label, (ran, waited, preempted) in self.threads.items():
+            text += (
+                f"; {label} ran {ran:.0%} of the time and waited {waited:.0%} for a CPU"
+                f" (preempted {preempted:,.0f}/s)"
             )
-            text += f"; waiting for a CPU: {waits}"
         return text
 
 
@@ -88,12 +87,13 @@ class CpuWatch:
             label: (_process_s(pid) - self._procs[label]) / wall for label, pid in self.pids.items()
         }
         used["bench"] = (_own_s() - self._own) / wall
-        waiting = {}
+        threads = {}
         for label, ids in self.threads.items():
             before, after = self._sched[label], _thread_sched(*ids)
             if before is not None and after is not None:
-                waiting[label] = ((after[0] - before[0]) / wall, (after[1] - before[1]) / wall)
-        return CpuUse(share * cores, cores, used, waiting)
+                ran, waited, preempted = (x - y for x, y in zip(after, before, strict=True))
+                threads[label] = (ran / wall, waited / wall, preempted / wall)
+        return CpuUse(share * cores, cores, used, threads)
 
 
 def _own_s() -> float:
