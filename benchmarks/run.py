@@ -106,7 +106,7 @@ def _git(*args: str) -> str:
     try:
         return subprocess.run(
             ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
+        ).stdout.rstrip()  # not strip(): porcelain lines start with a space
     except Exception:
         return ""
 
