@@ -1,6 +1,6 @@
 """End-to-end latency (4) at half the measured maximum rate, per commit mode.
 
-Jobs are published at a steady rate while two observers read the job type's ledger topic:
+Jobs are published at a steady rate while observers read the job type's ledger topic:
 - read_uncommitted: a ledger record appears once the worker's producer has it acknowledged,
   the moment the worker counts a job as finished (jobstream_job_latency_seconds). Target.
 - read_committed (transactional mode only): the record becomes visible when its transaction
