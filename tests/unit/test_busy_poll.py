@@ -1,0 +1,30 @@
+"""The poll's timeout while jobs run (consumers/worker.py busy_poll_s): short in a steady
+stream, longer the longer nothing happens, never past its cap."""
+
+import pytest
+
+from consumers.worker import BUSY_POLL_MAX_S, BUSY_POLL_S, busy_poll_s
+
+
+def test_a_steady_stream_polls_for_the_shortest_time() -> None:
+    # Results 0-20 ms apart (64 handlers of 20 ms give one every 0.3 ms).
+    for quiet_s in (0.0, 0.0003, 0.005, 0.02):
+        assert busy_poll_s(quiet_s) == BUSY_POLL_S
+
+
+def test_the_timeout_grows_with_the_quiet_time_and_stays_a_small_share_of_it() -> None:
+    assert busy_poll_s(0.1) == pytest.approx(0.005)  # a result 100 ms into a job: at most 5 ms late
+    assert busy_poll_s(0.2) == pytest.approx(0.01)
+    assert busy_poll_s(0.2) <= 0.2 * 0.05 + 1e-12
+
+
+def test_a_long_quiet_stretch_is_capped() -> None:
+    assert busy_poll_s(0.4) == BUSY_POLL_MAX_S
+    assert busy_poll_s(3600.0) == BUSY_POLL_MAX_S
+
+
+def test_never_shorter_than_the_floor_and_never_shrinks_as_quiet_grows() -> None:
+    steps = [i / 1000 for i in range(0, 1000, 7)]
+    timeouts = [busy_poll_s(q) for q in steps]
+    assert min(timeouts) == BUSY_POLL_S
+    assert timeouts == sorted(timeouts)
