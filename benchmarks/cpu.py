@@ -1,9 +1,9 @@
 """CPU used during a bench window, in cores: the whole machine (/proc/stat), given processes
 (/proc/PID/stat) and this bench process; and for given threads, the share of the window they
 ran, the share they were ready to run but waited for a CPU, and how often they were preempted
-(/proc/PID/task/TID/schedstat and status). A latency figure is
-only read right next to it: on two cores shared by the broker, the worker and the bench, a
-tail can come from a saturated machine rather than from the code measured."""
+(/proc/PID/task/TID/schedstat and status). A latency figure is only read right next to it:
+on two cores shared by the broker, the worker and the bench, a tail can come from a saturated
+machine rather than from the code measured."""
 
 from __future__ import annotations
 
