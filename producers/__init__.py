@@ -1,5 +1,11 @@
 """Publisher SDK: services enqueue jobs with `Publisher.publish`."""
 
-from producers.publisher import PayloadTooLarge, Publisher, PublishError, new_job_id
+from producers.publisher import (
+    InvalidJob,
+    PayloadTooLarge,
+    Publisher,
+    PublishError,
+    new_job_id,
+)
 
-__all__ = ["PayloadTooLarge", "PublishError", "Publisher", "new_job_id"]
+__all__ = ["InvalidJob", "PayloadTooLarge", "PublishError", "Publisher", "new_job_id"]

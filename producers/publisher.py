@@ -29,7 +29,12 @@ _FRAMING_BYTES = 512
 
 
 class PublishError(RuntimeError):
-    """The broker did not accept a job."""
+    """A job was not published: the broker did not accept it, or an argument was wrong."""
+
+
+class InvalidJob(PublishError, ValueError):
+    """An argument of publish (key, job id, headers) is wrong; nothing was sent. Also a
+    ValueError, which these mistakes raised before."""
 
 
 class PayloadTooLarge(ValueError):
@@ -112,6 +117,8 @@ class Publisher:
     ) -> tuple[str, str, bytes, wire.HeaderList]:
         """(topic, job id, value, headers) for a new job; raises before anything is sent."""
         version, value = self.registry.encode(job_type, payload)
+        if key is not None:
+            _check_key(key)
         if job_id is None:
             job_id = new_job_id()
         else:
@@ -331,10 +338,32 @@ class Publisher:
 def _user_headers(headers: Mapping[str, str]) -> wire.HeaderList:
     reserved = [k for k in headers if k.startswith("js-") or k == wire.TRACEPARENT]
     if reserved:
-        raise ValueError(f"headers: {reserved} are reserved by jobstream")
+        raise InvalidJob(f"headers: {reserved} are reserved by jobstream")
     return wire.encode_headers(headers)
 
 
-def _check_id(name: str, value: str) -> None:
+def _shown(value: object) -> str:
+    """The input in an error message: its type unless it is a str, and at most ~80 chars."""
+    text = repr(value)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return text if isinstance(value, str) else f"{type(value).__name__} {text}"
+
+
+def _check_key(key: object) -> None:
+    # An empty key would put every such job on one partition; None means "the job id".
+    if not isinstance(key, str) or not key:
+        raise InvalidJob(
+            "key: must be a non-empty string (leave it out to key by the job id), "
+            f"got {_shown(key)}"
+        )
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidJob(f"key: not encodable as UTF-8, got {_shown(key)}") from None
+
+
+def _check_id(name: str, value: object) -> None:
     if not isinstance(value, str) or not value or len(value) > 200 or not value.isprintable():
-        raise ValueError(f"{name}: must be a printable string of 1-200 characters, got {value!r}")
+        raise InvalidJob(
+            f"{name}: must be a printable string of 1-200 characters, got {_shown(value)}"
+        )
