@@ -44,7 +44,7 @@ def test_publish_and_read_back_with_all_headers(stack_factory) -> None:
 
 
 def test_v1_data_reads_as_v2(bootstrap: str) -> None:
-    reg = SchemaRegistry.from_dirs()
+    reg = SchemaRegistry.from_dirs([ROOT / "examples" / "schemas"])
     v1 = reg.get("orders.confirmation", 1)
     buf = io.BytesIO()
     fastavro.schemaless_writer(
