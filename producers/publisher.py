@@ -337,7 +337,7 @@ class Publisher:
             # Nobody serves this producer after close: give up the rest now (as Kafka's Java
             # client does), so each job is reported with its id instead of vanishing later.
             self.producer.purge(in_queue=True, in_flight=True)
-            self.producer.flush(min(timeout, 5.0))  # serves the purge reports
+            self.producer.flush(5.0)  # serves the purge reports (at once: nothing is left)
         undelivered, unnamed = self._deliveries.take(waited_s=timeout)
         purged = sum(1 for u in undelivered if given_up(u))
         others = max(0, left - purged)  # records with their own callbacks, told there
