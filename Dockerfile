@@ -3,13 +3,14 @@
 # jobstream worker image.
 #
 #   docker build -t jobstream .
-#   docker run --rm -e JOBSTREAM_KAFKA__BOOTSTRAP_SERVERS=broker:9092 jobstream worker --app examples.demo_jobs
+#   docker run --rm -e JOBSTREAM_KAFKA__BOOTSTRAP_SERVERS=broker:9092 \
+#     -e JOBSTREAM_SCHEMA_DIRS='["/app/examples/schemas"]' jobstream worker --app examples.demo_jobs
 #
 # Two stages: the builder has a compiler (for any dependency that ships no wheel)
 # and installs everything into a virtualenv; the runtime stage copies only that
 # virtualenv, so no compiler, headers or pip caches end up in the final image.
 # Service images extend this one: `FROM jobstream` + `COPY myservice /app/myservice`
-# (/app is on PYTHONPATH) and run `worker --app myservice.jobs`.
+# (/app is on PYTHONPATH) and run `worker --app myservice.jobs` with their schema_dirs.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -74,8 +75,8 @@ RUN groupadd --system --gid 10001 jobstream \
 COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /app
-# The demo job module (`--app examples.demo_jobs`), used by docker-compose and
-# the chart's default values. Owned by root: the worker never writes here.
+# The demo job module (`--app examples.demo_jobs`) and its schemas (examples/schemas), used
+# by docker-compose and the chart's default values. Owned by root: the worker never writes here.
 COPY examples ./examples
 
 USER 10001:10001

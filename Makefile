@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements.lock requirements-dev.txt
 lint: venv
 	$(BIN)/ruff check config schemas producers consumers examples tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/jobstream schemas check
+	JOBSTREAM_SCHEMA_DIRS='["examples/schemas"]' $(BIN)/jobstream schemas check
 
 test: lint
 	JOBSTREAM_FRESH_BROKER=1 JOBSTREAM_BROKER__DATA_DIR=$(HOME)/.cache/jobstream/test-broker \

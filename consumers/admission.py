@@ -14,8 +14,8 @@ def check_jobs(settings: Settings, registry: SchemaRegistry, jobs: dict[str, Job
     for jt in sorted(jobs):
         if jt not in known:
             problems.append(
-                f"{jt}: handler registered but no schema (add schemas/avro/{jt}/v1.avsc "
-                "or a schema_dirs entry)"
+                f"{jt}: handler registered but no schema (add <dir>/{jt}/v1.avsc to a "
+                "directory listed in schema_dirs)"
             )
             continue
         cfg = settings.job(jt)

@@ -171,8 +171,9 @@ def schemas_check(
         str | None, typer.Option("--app", help="Job module: also check its handlers.")
     ] = None,
 ) -> None:
-    """Fail when a schema version cannot read the previous one's data, a field lacks a doc, or a
-    registered job type lacks a schema, a timeout, bounded retries or a DLQ."""
+    """Fail when a schema version cannot read the data of any older version (Avro's rules and
+    fastavro's reader), a field lacks a doc, or a registered job type lacks a schema, a
+    timeout, bounded retries or a DLQ."""
     from consumers.admission import check_jobs
     from schemas.compat import check_registry
     from schemas.registry import SchemaRegistry

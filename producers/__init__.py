@@ -1,5 +1,14 @@
 """Publisher SDK: services enqueue jobs with `Publisher.publish`."""
 
-from producers.publisher import PayloadTooLarge, Publisher, PublishError, new_job_id
+from producers.errors import DeliveryError, InvalidJob, PayloadTooLarge, PublishError, Undelivered
+from producers.publisher import Publisher, new_job_id
 
-__all__ = ["PayloadTooLarge", "PublishError", "Publisher", "new_job_id"]
+__all__ = [
+    "DeliveryError",
+    "InvalidJob",
+    "PayloadTooLarge",
+    "PublishError",
+    "Publisher",
+    "Undelivered",
+    "new_job_id",
+]

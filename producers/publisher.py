@@ -18,22 +18,27 @@ from config.logging import get_logger
 from config.settings import Settings, load_settings
 from config.topics import main_topic
 from producers.connection import ErrorWatch
+from producers.delivery import DeliveryWatch, given_up
+from producers.errors import (
+    DeliveryError,
+    InvalidJob,
+    PayloadTooLarge,
+    PublishError,
+    Undelivered,
+    check_id,
+    check_key,
+    user_headers,
+)
 from schemas import wire
 from schemas.registry import SchemaRegistry
+
+__all__ = ["DeliveryError", "InvalidJob", "PayloadTooLarge", "PublishError", "Publisher"]
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 # Record overhead beyond key, value and headers (batch and record framing), kept generous so a
 # record we accept is never refused by the broker for a few bytes.
 _FRAMING_BYTES = 512
-
-
-class PublishError(RuntimeError):
-    """The broker did not accept a job."""
-
-
-class PayloadTooLarge(ValueError):
-    """The encoded job is larger than its topic accepts."""
 
 
 def new_job_id() -> str:
@@ -57,7 +62,9 @@ class Publisher:
     """Enqueues jobs. Thread-safe; one per process is enough.
 
     `publish` waits for the broker's acknowledgement; `publish_async` returns the job id at
-    once and reports delivery to a callback (call `flush` before exit).
+    once and reports delivery to its `on_delivery` callback or, without one, through `flush`
+    and `close` (and so the `with` block), which raise DeliveryError naming every job that was
+    not delivered.
     """
 
     def __init__(
@@ -89,6 +96,7 @@ class Publisher:
         self._max_bytes: dict[str, int] = {}
         self._fixed: dict[tuple[str, int], tuple[str, wire.HeaderList]] = {}
         self._lock = threading.Lock()
+        self._deliveries = DeliveryWatch()
         self._closed = False
         # One "published" event per job only at DEBUG: publishing is a service's hot path.
         self._log = get_logger("jobstream.publisher") if settings.log.level == "DEBUG" else None
@@ -112,22 +120,24 @@ class Publisher:
     ) -> tuple[str, str, bytes, wire.HeaderList]:
         """(topic, job id, value, headers) for a new job; raises before anything is sent."""
         version, value = self.registry.encode(job_type, payload)
+        if key is not None:
+            check_key(key)
         if job_id is None:
             job_id = new_job_id()
         else:
-            _check_id("job_id", job_id)
+            check_id("job_id", job_id)
         topic, fixed = self._fixed_headers(job_type, version)
-        hdrs = _user_headers(headers) if headers else []
+        hdrs = user_headers(headers) if headers else []
         hdrs += fixed
         hdrs.append((wire.JOB_ID, job_id.encode()))
         if not traceparent:  # None or an empty inbound header: start a new trace
             traceparent = new_traceparent()
         else:
-            _check_id("traceparent", traceparent)
+            check_id("traceparent", traceparent)
         hdrs.append((wire.TRACEPARENT, traceparent.encode()))
         hdrs.append((wire.ENQUEUED_AT, str(now_ms()).encode()))
         if parent_job_id is not None:
-            _check_id("parent_job_id", parent_job_id)
+            check_id("parent_job_id", parent_job_id)
             hdrs.append((wire.PARENT_JOB_ID, parent_job_id.encode()))
         return topic, job_id, value, hdrs
 
@@ -206,6 +216,8 @@ class Publisher:
         traceparent: str | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> str:
+        """Validate, encode and queue one job; return its id at once. Its delivery is told to
+        `on_delivery`, or when there is none, a failure is raised by the next `flush`/`close`."""
         topic, job_id, value, hdrs = self.build(
             job_type,
             payload,
@@ -215,6 +227,8 @@ class Publisher:
             headers=headers,
             traceparent=traceparent,
         )
+        if on_delivery is None:
+            on_delivery = self._deliveries.callback(job_id, topic)
         self.send(topic, (key or job_id).encode("utf-8"), value, hdrs, on_delivery=on_delivery)
         if self._log is not None:
             self._log.debug(
@@ -303,18 +317,40 @@ class Publisher:
             return producer_limit
 
     def flush(self, timeout: float = 30.0) -> int:
-        """Wait for outstanding deliveries; returns how many are still queued."""
-        return int(self.producer.flush(timeout))
+        """Wait for outstanding deliveries; return how many are still queued. Raises
+        DeliveryError naming each job of publish_async (without on_delivery) whose delivery
+        failed since the last flush; each failure is raised once."""
+        remaining = int(self.producer.flush(timeout))
+        undelivered, unnamed = self._deliveries.take()
+        if undelivered or unnamed:
+            raise DeliveryError(undelivered, note=self._note(undelivered, unnamed))
+        return remaining
 
     def close(self, timeout: float = 30.0) -> None:
-        if not self._closed:
-            remaining = self.flush(timeout)
-            self._closed = True
-            if remaining:
-                raise PublishError(
-                    f"{remaining} jobs were not acknowledged within {timeout}s"
-                    f"{self.errors.explain()}"
-                )
+        """Deliver what is queued, waiting up to `timeout` seconds, then give up the rest.
+        Raises DeliveryError naming every job that was not delivered."""
+        if self._closed:
+            return
+        self._closed = True
+        left = int(self.producer.flush(timeout))
+        if left:
+            # Nobody serves this producer after close: give up the rest now (as Kafka's Java
+            # client does), so each job is reported with its id instead of vanishing later.
+            self.producer.purge(in_queue=True, in_flight=True)
+            self.producer.flush(5.0)  # serves the purge reports (at once: nothing is left)
+        undelivered, unnamed = self._deliveries.take(waited_s=timeout)
+        purged = sum(1 for u in undelivered if given_up(u))
+        others = max(0, left - purged)  # records with their own callbacks, told there
+        if undelivered or unnamed or others:
+            note = (f" within {timeout:g}s" if others else "") + self._note(undelivered, unnamed)
+            raise DeliveryError(undelivered, others, note)
+
+    def _note(self, undelivered: list[Undelivered], unnamed: int) -> str:
+        note = f", and {unnamed} more jobs (ids not kept)" if unnamed else ""
+        if not undelivered or any(u.error and u.error.code() < 0 for u in undelivered):
+            # Given up locally (timed out, purged): where we tried, and why if known.
+            note += f" (brokers {self.settings.kafka.bootstrap_servers}){self.errors.explain()}"
+        return note
 
     def __enter__(self) -> Publisher:
         return self
@@ -325,16 +361,10 @@ class Publisher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
-
-
-def _user_headers(headers: Mapping[str, str]) -> wire.HeaderList:
-    reserved = [k for k in headers if k.startswith("js-") or k == wire.TRACEPARENT]
-    if reserved:
-        raise ValueError(f"headers: {reserved} are reserved by jobstream")
-    return wire.encode_headers(headers)
-
-
-def _check_id(name: str, value: str) -> None:
-    if not isinstance(value, str) or not value or len(value) > 200 or not value.isprintable():
-        raise ValueError(f"{name}: must be a printable string of 1-200 characters, got {value!r}")
+        try:
+            self.close()
+        except DeliveryError as e:
+            if exc is None:
+                raise
+            # The block's own error stays the one raised; the lost jobs are named on it.
+            exc.add_note(f"jobstream: {e}")

@@ -18,7 +18,7 @@ from fastavro.types import Schema
 
 from schemas.validate import PayloadError, compile_validator
 
-BUILTIN_DIR = Path(__file__).parent / "avro"
+# jobstream's own records (the ledger); job types come only from schema_dirs.
 INTERNAL_DIR = Path(__file__).parent / "internal"
 _VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.avsc$")
 
@@ -84,7 +84,7 @@ def load_version(job_type: str, path: Path) -> SchemaVersion:
 
 
 class SchemaRegistry:
-    """All known job types and their schema versions, from the built-in and extra dirs."""
+    """All known job types and their schema versions, from the schema directories given."""
 
     def __init__(self, versions: Mapping[str, Mapping[int, SchemaVersion]]) -> None:
         self._versions = {jt: dict(sorted(v.items())) for jt, v in versions.items()}
@@ -96,10 +96,9 @@ class SchemaRegistry:
         self._read: dict[tuple[str, int], Callable[[io.BytesIO], Any]] = {}  # built when used
 
     @classmethod
-    def from_dirs(cls, dirs: Iterable[Path] = (), *, builtin: bool = True) -> SchemaRegistry:
+    def from_dirs(cls, dirs: Iterable[Path] = ()) -> SchemaRegistry:
         found: dict[str, dict[int, SchemaVersion]] = {}
-        roots = ([BUILTIN_DIR] if builtin else []) + [Path(d) for d in dirs]
-        for root in roots:
+        for root in (Path(d) for d in dirs):
             if not root.is_dir():
                 raise SchemaError(f"schema directory {root} does not exist")
             for job_dir in sorted(p for p in root.iterdir() if p.is_dir()):

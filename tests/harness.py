@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from config.kafka import client_config
 from config.settings import Settings, load_settings
@@ -297,6 +297,20 @@ def _watermark(c: Consumer, tp: TopicPartition) -> int:
                 raise
             time.sleep(0.25)
     raise AssertionError("unreachable")
+
+
+def set_max_message_bytes(bootstrap: str, topic: str, value: str | None) -> None:
+    """Set a topic's max.message.bytes (None: back to the broker's default), so the broker
+    refuses records the client let through."""
+    op = AlterConfigOpType.SET if value is not None else AlterConfigOpType.DELETE
+    res = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        topic,
+        incremental_configs=[ConfigEntry("max.message.bytes", value, incremental_operation=op)],
+    )
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.incremental_alter_configs([res]).values():
+        fut.result(15)
 
 
 def free_port() -> int:

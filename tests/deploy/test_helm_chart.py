@@ -445,3 +445,21 @@ def test_dashboard_single_source(helm: str, kube_version: str) -> None:
     docs = render(helm, kube_version, "--set", "grafanaDashboard.enabled=true")
     cm = one(docs, "ConfigMap", "-dashboard")
     assert json.loads(cm["data"]["jobstream.json"]) == dash
+
+
+def test_schema_dirs_default_to_the_demo_and_are_replaced_by_a_service(
+    helm: str, kube_version: str
+) -> None:
+    """Issue 26 item 20: the demo's schemas were built into jobstream, so the topics hook
+    created the demo's topics in every cluster. They now live with the demo: the chart's
+    default app is the demo, so its default schemaDirs is the demo's directory in the image
+    (the Dockerfile copies examples/ to /app/examples); a service's schemaDirs replaces it."""
+
+    def schema_dirs(*extra: str) -> Any:
+        cm = one(render(helm, kube_version, *extra), "ConfigMap", "rel-jobstream")
+        return yaml.safe_load(cm["data"]["config.yaml"]).get("schema_dirs")
+
+    assert schema_dirs() == ["/app/examples/schemas"]
+    assert (ROOT / "examples" / "schemas" / "orders.confirmation").is_dir()
+    own = ["--set", "app=shop.jobs", "--set-json", 'schemaDirs=["/app/shop/schemas"]']
+    assert schema_dirs(*own) == ["/app/shop/schemas"]

@@ -243,11 +243,14 @@ def test_image_install_runs_a_job(image: ImageReplay, bootstrap: str, tmp_path: 
     unique = uuid.uuid4().hex[:8]
     job_type = "orders.confirmation"
     port = _free_port()
+    app = image.paths["/app"]
     config = tmp_path / "jobstream.yaml"
     config.write_text(
         yaml.safe_dump(
             {
                 "kafka": {"bootstrap_servers": bootstrap},
+                # The demo's schemas, where the image has them (the chart's default schemaDirs).
+                "schema_dirs": [str(app / "examples" / "schemas")],
                 "jobs": {job_type: {"topic": f"t.{unique}.{job_type}", "partitions": 2}},
                 "worker": {"group_id": f"g.{unique}", "commit_interval_ms": 200},
                 "log": {"format": "json"},
@@ -260,7 +263,6 @@ def test_image_install_runs_a_job(image: ImageReplay, bootstrap: str, tmp_path: 
         "JOBSTREAM_CONFIG": str(config),
         "JOBSTREAM_WORKER__HTTP_PORT": str(port),
     }
-    app = image.paths["/app"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

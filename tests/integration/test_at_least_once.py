@@ -7,21 +7,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from tests.harness import Stack
-
-
-def _set_max_bytes(bootstrap: str, topic: str, value: str | None) -> None:
-    op = AlterConfigOpType.SET if value is not None else AlterConfigOpType.DELETE
-    res = ConfigResource(
-        ConfigResource.Type.TOPIC,
-        topic,
-        incremental_configs=[ConfigEntry("max.message.bytes", value, incremental_operation=op)],
-    )
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for fut in admin.incremental_alter_configs([res]).values():
-        fut.result(15)
+from tests.harness import set_max_message_bytes as _set_max_bytes
 
 
 @pytest.mark.parametrize("mode", ["at_least_once", "transactional"])

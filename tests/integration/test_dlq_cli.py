@@ -28,6 +28,7 @@ from schemas import wire
 from schemas.registry import SchemaRegistry
 
 JT = "orders.confirmation"
+SCHEMAS = [str(Path(__file__).resolve().parents[2] / "examples" / "schemas")]
 NOW_MS = int(time.time() * 1000)
 
 
@@ -65,13 +66,14 @@ def world(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     u = uuid.uuid4().hex[:8]
     main = f"jobs.t{u}"
     jobs = {JT: {"topic": main, "partitions": 3}}
-    s = load_settings(kafka={"bootstrap_servers": bootstrap}, jobs=jobs)
+    s = load_settings(kafka={"bootstrap_servers": bootstrap}, jobs=jobs, schema_dirs=SCHEMAS)
     apply(s, full_plan(s, [JT]))
     cfg = tmp_path_factory.mktemp("dlq") / "jobstream.yaml"
-    cfg.write_text(yaml.safe_dump({"kafka": {"bootstrap_servers": bootstrap}, "jobs": jobs}))
+    cfg.write_text(yaml.safe_dump({"kafka": {"bootstrap_servers": bootstrap}, "jobs": jobs,
+                                   "schema_dirs": SCHEMAS}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
     env.update(JOBSTREAM_CONFIG=str(cfg), COLUMNS="250", NO_COLOR="1")
-    reg = SchemaRegistry.from_dirs()
+    reg = SchemaRegistry.from_dirs(SCHEMAS)
     values = {}
     for jid, email in (("job-a", "alice@example.com"), ("job-b", "bob@example.com"),
                        ("job-c", "carol@example.com")):

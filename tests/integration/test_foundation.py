@@ -44,7 +44,7 @@ def test_publish_and_read_back_with_all_headers(stack_factory) -> None:
 
 
 def test_v1_data_reads_as_v2(bootstrap: str) -> None:
-    reg = SchemaRegistry.from_dirs()
+    reg = SchemaRegistry.from_dirs([ROOT / "examples" / "schemas"])
     v1 = reg.get("orders.confirmation", 1)
     buf = io.BytesIO()
     fastavro.schemaless_writer(
@@ -109,6 +109,29 @@ def test_schemas_check_catches_incompatible_version(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert "shop.refund v1 -> v2" in res.stderr and "amount" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_schemas_check_compares_every_older_version(tmp_path: Path) -> None:
+    """Issue 26 item 3: a rename (T -> T2) and a default dropped two versions later passed
+    `jobstream schemas check`, and old jobs then became decode dead letters. The command now
+    fails on both, one line each naming the job type, the versions and the field or names."""
+    def version(d: Path, n: int, name: str, *fields: dict[str, object]) -> None:
+        d.mkdir(parents=True, exist_ok=True)
+        raw = {"type": "record", "name": name, "doc": "d",
+               "fields": [{"name": "a", "type": "string", "doc": "d"}, *fields]}
+        (d / f"v{n}.avsc").write_text(json.dumps(raw))
+
+    b = {"name": "b", "type": "long", "doc": "d"}
+    version(tmp_path / "s" / "shop.steps", 1, "T")
+    version(tmp_path / "s" / "shop.steps", 2, "T", {**b, "default": 0})
+    version(tmp_path / "s" / "shop.steps", 3, "T", b)
+    version(tmp_path / "s" / "shop.renamed", 1, "T")
+    version(tmp_path / "s" / "shop.renamed", 2, "T2")
+    res = _cli("schemas", "check", env={"JOBSTREAM_SCHEMA_DIRS": json.dumps([str(tmp_path / "s")])})
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "shop.steps v1 -> v3: field 'b': not in v1's data and no default in v3" in res.stderr
+    assert "shop.renamed v1 -> v2: record T of v1 is renamed T2 in v2" in res.stderr
+    assert "2 problem(s) found" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_publish_cli_and_errors(stack_factory) -> None:

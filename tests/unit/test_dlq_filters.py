@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from consumers.replay import replay_headers
 from schemas import wire
 from schemas.registry import SchemaRegistry
 
+EXAMPLE_SCHEMAS = Path(__file__).resolve().parents[2] / "examples" / "schemas"
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
 
@@ -39,7 +41,7 @@ def test_record_fields_come_from_the_header_table() -> None:
 
 def test_headerless_garbage_record_is_shown_not_raised() -> None:
     dl = DeadLetter.build("t.dlq", 0, 0, NOW_MS, None, b"\xff\xfe" * 50, None)
-    reg = SchemaRegistry.from_dirs()
+    reg = SchemaRegistry.from_dirs([EXAMPLE_SCHEMAS])
     assert dl.job_id is None and dl.when_ms == NOW_MS
     assert str(dl.payload(reg)).startswith("<undecodable: no js-job-type")
     assert dl.hex_preview().startswith("ff fe ff") and "(100 bytes)" in dl.hex_preview()
@@ -50,7 +52,7 @@ def test_headerless_garbage_record_is_shown_not_raised() -> None:
 
 
 def test_payload_is_masked_unless_unmasked() -> None:
-    reg = SchemaRegistry.from_dirs()
+    reg = SchemaRegistry.from_dirs([EXAMPLE_SCHEMAS])
     version, value = reg.encode("orders.confirmation",
                                 {"order_id": "o-1", "email": "a@b.c", "total_cents": 5,
                                  "currency": "EUR", "locale": None})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import Settings
-from producers import Publisher
+from producers import Publisher, PublishError
 from schemas import wire
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
@@ -82,3 +82,29 @@ def test_bad_ids_are_refused_by_field(pub: Publisher, field: str, bad: object) -
         return
     with pytest.raises(ValueError, match=f"{field}: must be a printable string"):
         pub.build("test.echo", {"seq": 1}, **{field: bad})
+
+
+@pytest.mark.parametrize(
+    ("bad", "shown"),
+    [(b"cust-1", "bytes b'cust-1'"), (42, "int 42"), ("", "''"), ("lone\udc80", "'lone\\udc80'")],
+)
+def test_a_bad_key_is_a_publish_error_naming_it(pub: Publisher, bad: object, shown: str) -> None:
+    """Issue 26 item 16: a bytes or int `key=` ended in `AttributeError: ... has no attribute
+    'encode'` from deep inside publish_async, and an empty key silently became the job id.
+    Now every bad key is refused while the record is built (before anything is queued), with a
+    PublishError that names the argument and what was given."""
+    for send in (pub.build, pub.publish_async):
+        with pytest.raises(PublishError, match="key: ") as e:
+            send("test.echo", {"seq": 1}, key=bad)  # type: ignore[operator]
+        assert shown in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("field", ["job_id", "parent_job_id"])
+def test_an_empty_id_is_a_publish_error(pub: Publisher, field: str) -> None:
+    """Issue 26 item 16: `job_id=""` (what `--job-id ""` passes) raised a bare ValueError, which
+    the CLI reported as an internal error (exit 70). It is now a PublishError (still a
+    ValueError for callers that catch that) naming the field and the input."""
+    with pytest.raises(PublishError, match=f"{field}: must be a printable string.*got ''"):
+        pub.publish_async("test.echo", {"seq": 1}, **{field: ""})
+    with pytest.raises(ValueError, match=field):
+        pub.build("test.echo", {"seq": 1}, **{field: ""})

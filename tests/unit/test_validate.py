@@ -209,7 +209,7 @@ def test_direct_reader_reads_what_fastavro_reads(schema: dict[str, Any]) -> None
 
 def test_direct_reader_resolves_an_older_writer_into_the_newest_reader() -> None:
     v1, v2 = (
-        json.loads((ROOT / "schemas/avro/orders.confirmation" / f"v{n}.avsc").read_text())
+        json.loads((ROOT / "examples/schemas/orders.confirmation" / f"v{n}.avsc").read_text())
         for n in (1, 2)
     )
     buf = io.BytesIO()
