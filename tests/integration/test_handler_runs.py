@@ -8,6 +8,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from typing import Any
 
 from schemas import wire
@@ -117,6 +118,31 @@ def test_concurrency_bounds_a_job_types_running_handlers(stack_factory) -> None:
     assert [r["seq"] for r in ordered] == list(range(6))
     stack.wait_for(lambda: _all_committed(stack), 30, "every offset committed")
     assert stack.stop_all() == [0]
+
+
+def test_jobs_waiting_for_a_concurrency_slot_do_not_hold_a_rebalance(stack_factory) -> None:  # type: ignore[no-untyped-def]
+    """Issue 26 item 6: jobs waiting for a slot of their type have not started. When their
+    partitions are revoked they are dropped like queued jobs (the next owner runs them), so a
+    revoke does not sit out worker.revoke_grace_s running a backlog it is giving away, and no
+    job is lost."""
+    stack: Stack = stack_factory(
+        job={"concurrency": 1}, worker={"max_in_flight": 16, "revoke_grace_s": 15}
+    )
+    ids = stack.publish_many(
+        [({"seq": i, "behaviour": "sleep_ms:300"}, f"k{i}") for i in range(60)]
+    )
+    stack.start_worker()
+    stack.wait_for(lambda: len(stack.runs()) >= 2, 30, "the first worker running")
+    stack.start_worker()
+    stack.wait_for(lambda: bool(_events(stack, "assigned", "worker-1.log")), 40, "a rebalance")
+    joined = _events(stack, "subscribed", "worker-1.log")[0]["timestamp"]
+    assigned = _events(stack, "assigned", "worker-1.log")[0]["timestamp"]
+    took = (datetime.fromisoformat(assigned) - datetime.fromisoformat(joined)).total_seconds()
+    assert took < 8, f"the second worker waited {took:.1f}s for the first one's revoke"
+    runs = stack.wait_runs(len(ids), timeout=60)
+    assert {r["job_id"] for r in runs} == set(ids)
+    stack.wait_for(lambda: _all_committed(stack), 30, "every offset committed")
+    assert stack.stop_all() == [0, 0]
 
 
 def test_sys_exit_in_an_async_handler_is_a_job_failure(stack_factory) -> None:  # type: ignore[no-untyped-def]

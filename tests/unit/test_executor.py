@@ -211,6 +211,25 @@ def test_a_limited_kinds_slot_stays_taken_while_a_timed_out_thread_runs() -> Non
     assert isinstance(got["stuck"], JobTimeout) and got["next"] is None and started
 
 
+def test_tasks_waiting_for_a_slot_can_be_withdrawn_unrun() -> None:
+    """Issue 26 item 6: a job waiting for its type's slot has not started; when its partition
+    goes it is withdrawn (no run, no result) and the slot passes to the next one left."""
+    release = threading.Event()
+    ran: list[str] = []
+    ex = Executor(4, limits={"a": 1})
+    try:
+        ex.submit(Task(lambda: release.wait(5), (), False, 5.0, "busy", kind="a"))
+        for name in ("w1", "w2", "w3"):
+            ex.submit(Task(ran.append, (name,), False, 5.0, name, kind="a"))
+        assert ex.withdraw(lambda token: token in ("w1", "w3")) == ["w1", "w3"]
+        release.set()
+        got = _results(ex, 2)
+        time.sleep(0.2)
+    finally:
+        ex.shutdown()
+    assert got == {"busy": None, "w2": None} and ran == ["w2"] and ex.results.empty()
+
+
 # Issue 26 item 7 ------------------------------------------------------------------------------
 
 
