@@ -108,8 +108,11 @@ class JobTypeSettings(_Model):
     retry_tiers: tuple[str, ...] = DEFAULT_TIERS
     max_attempts: int = Field(4, ge=1, le=100)
     timeout_s: float = Field(30.0, gt=0)
+    # A sync handler past timeout_s cannot be stopped: its job's outcome (retry, DLQ) and its
+    # key's next job wait until its thread ends, at most this much longer; then it is abandoned.
+    abandon_after_s: float = Field(60.0, ge=0)
     ordering: Ordering = Ordering.KEY
-    concurrency: int | None = Field(None, ge=1)
+    concurrency: int | None = Field(None, ge=1)  # handlers of this type at once, per worker
     rate_limit: float | None = Field(None, gt=0, description="jobs per second")
     permanent_errors: tuple[str, ...] = ()  # extra exception class names treated as permanent
     circuit_breaker: CircuitBreakerSettings | None = None

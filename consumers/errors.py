@@ -22,7 +22,12 @@ class RetryAfter(Exception):
 
 
 class JobTimeout(Exception):
-    """The handler ran past its job type's timeout."""
+    """The handler ran past its job type's timeout. `abandoned`: reported while the handler's
+    thread still ran (given up after abandon_after_s, or at shutdown)."""
+
+    def __init__(self, message: str = "", *, abandoned: bool = False) -> None:
+        super().__init__(message)
+        self.abandoned = abandoned
 
 
 class NotAdmitted(Exception):

@@ -1,6 +1,7 @@
-"""One HTTP port: /metrics, /healthz (the poll loop made progress recently), /readyz (joined
-the group, every assigned partition's ledger view restored, a broker reachable, and the poll
-loop not blocked for seconds)."""
+"""One HTTP port: /metrics, /healthz (the poll loop made progress recently, and every watched
+part, such as the event loop of async handlers, can run), /readyz (healthy, joined the group,
+every assigned partition's ledger view restored, a broker reachable, and the poll loop not
+blocked for seconds)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,18 @@ class Health:
         self.ready_stall_s = ready_stall_s
         self.ready = False
         self.reason = "starting"
+        self._watches: list[Callable[[float], str | None]] = []
+
+    def watch(self, problem: Callable[[float], str | None]) -> None:
+        """Add a check: problem(stall_after_s) says why a part cannot work, or None."""
+        self._watches.append(problem)
+
+    def _problem(self) -> str | None:
+        for problem in self._watches:
+            why = problem(self.stall_after_s)
+            if why:
+                return why
+        return None
 
     def beat(self) -> None:
         self.last_poll = time.monotonic()
@@ -32,12 +45,16 @@ class Health:
         age = time.monotonic() - self.last_poll
         if age > self.stall_after_s:
             return False, f"poll loop stalled for {age:.1f}s"
-        return True, "ok"
+        why = self._problem()
+        return (False, why) if why else (True, "ok")
 
     def readiness(self) -> tuple[bool, str]:
         age = time.monotonic() - self.last_poll
         if age > min(self.ready_stall_s, self.stall_after_s):  # never ready when not healthy
             return False, f"poll loop blocked for {age:.1f}s (waiting on the brokers)"
+        why = self._problem()
+        if why:
+            return False, why
         return (True, "ready") if self.ready else (False, self.reason)
 
 

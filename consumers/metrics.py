@@ -63,6 +63,13 @@ class Metrics:
             ["job_type"],
             registry=r,
         )
+        self.abandoned = Counter(
+            "jobstream_abandoned_threads_total",
+            "Sync handler threads still running abandon_after_s past their timeout: their job "
+            "was routed while the thread ran on.",
+            ["job_type"],
+            registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:

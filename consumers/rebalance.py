@@ -84,6 +84,8 @@ class Rebalancing:
 
         def _drain_results(self, block_s: float = 0.0, discard: bool = False) -> None: ...
 
+        def _withdraw(self, tps: set[TP] | None = None) -> None: ...
+
     def subscribe(self) -> None:
         topics = sorted(self.job_of_topic)
         try:
@@ -148,6 +150,7 @@ class Rebalancing:
         self.metrics.rebalances.inc()
         for tp in tps:
             self.parts[tp].queues.drain()  # not started: their offsets stay uncommitted
+        self._withdraw(set(tps))
         self._waiting = [w for w in self._waiting if w[2].tp not in tps]
         self._deferred = [d for d in self._deferred if d[0].tp not in tps]
         deadline = time.monotonic() + self.ws.revoke_grace_s
@@ -234,6 +237,7 @@ class Rebalancing:
         self._deferred.clear()
         for ps in self.parts.values():
             ps.queues.drain()
+        self._withdraw()
         # Handlers still running would overlap with the redone jobs of their keys (order is
         # per key): let them end first, their outcomes dropped (hung ones end at their timeout).
         deadline = time.monotonic() + self.ws.revoke_grace_s

@@ -32,6 +32,7 @@ from consumers.context import context_for, log_fields
 from consumers.decode import Job, decode_record
 from consumers.errors import (
     DlqGuardTripped,
+    JobTimeout,
     NotAdmitted,
     WorkerError,
     WorkerFenced,
@@ -159,7 +160,12 @@ class Worker(Rebalancing, Outcomes):
         # Past the session the group has moved on: handler threads of a thawed zombie must not
         # start the jobs still queued here.
         self.freeze = FreezeWatch(self.ws.session_timeout_ms / 1000)
-        self.executor = Executor(self.ws.max_in_flight, alive=self.freeze.alive)
+        self.executor = Executor(
+            self.ws.max_in_flight,
+            alive=self.freeze.alive,
+            limits={jt: c.concurrency for jt, c in self.cfg.items() if c.concurrency},
+        )
+        self.health.watch(self.executor.loop_problem)
         self.fetch_wake = FetchWaker(self.consumer)
         self.tracing = Tracing.from_environment()
 
@@ -312,6 +318,7 @@ class Worker(Rebalancing, Outcomes):
         func = jd.func
         if self.tracing is not None:
             func = self.tracing.wrap(func, jd.is_async, job)
+        cfg = self.cfg[job.job_type]
         ps.running += 1
         self.log.info("started", **log_fields(job))
         self.executor.submit(
@@ -319,11 +326,33 @@ class Worker(Rebalancing, Outcomes):
                 func,
                 (job.payload, ctx),
                 jd.is_async,
-                self.cfg[job.job_type].timeout_s,
+                cfg.timeout_s,
                 (ps.gen, job),
                 gate if gate.breaker is not None else None,
+                kind=job.job_type if cfg.concurrency else None,
+                abandon_after_s=cfg.abandon_after_s,
             )
         )
+
+    def _withdraw(self, tps: set[TP] | None = None) -> None:
+        """Jobs still waiting for a slot of their job type's concurrency have not started: like
+        queued jobs they are dropped when their partitions go (None: all), offsets uncommitted."""
+        for gen, job in self.executor.withdraw(lambda t: tps is None or t[1].tp in tps):
+            ps = self.parts.get(job.tp)
+            if ps is not None and ps.gen == gen:
+                ps.running -= 1
+
+    def _check_timeouts(self, now: float | None = None) -> None:
+        # While stopping, the process (and every thread of it) ends soon: give up at once.
+        for _gen, job in self.executor.check_timeouts(now, give_up=self._stopping):
+            cfg = self.cfg[job.job_type]
+            self.log.warning(
+                "handler_overran",
+                **log_fields(job),
+                timeout_s=cfg.timeout_s,
+                detail="its thread cannot be stopped: the job's outcome and its key's next job "
+                f"wait for it to end (at most {cfg.abandon_after_s:g}s more)",
+            )
 
     def _release_hold(self, ps: PartitionState, job: Job) -> None:
         if job.holds_partition:  # a failure retried in place again takes it anew
@@ -339,13 +368,22 @@ class Worker(Rebalancing, Outcomes):
         results = self.executor.results
         if block_s:
             self.health.beat()  # a wait loop (revoke, shutdown) is the poll thread alive too
-            self.executor.check_timeouts()  # a hung handler must not hold a revoke or shutdown
+            self._check_timeouts()  # a hung handler must not hold a shutdown
             if results.empty():
                 time.sleep(block_s)
         if not results.empty():
             self._last_event = time.monotonic()
         while not results.empty():
             (gen, job), error, duration = results.get()
+            if isinstance(error, JobTimeout) and error.abandoned:
+                self.metrics.abandoned.labels(job.job_type).inc()
+                self.log.error(
+                    "handler_abandoned",
+                    **log_fields(job),
+                    error=str(error),
+                    detail="routed while its thread runs on: it may overlap with its retry or "
+                    "its key's next job",
+                )
             ps = self.parts.get(job.tp)
             if ps is None or ps.gen != gen:
                 continue  # its partition was revoked while it ran: the new owner redoes it
@@ -389,7 +427,7 @@ class Worker(Rebalancing, Outcomes):
         if now - self._last_tick < TICK_S:
             return
         self._last_tick = now
-        self.executor.check_timeouts(now)
+        self._check_timeouts(now)
         for err in self.ledger.collect():
             self.log.warning("ledger_restore_failed", error=str(err))
         self._watch_protection(now)
@@ -532,6 +570,7 @@ class Worker(Rebalancing, Outcomes):
         for ps in self.parts.values():
             ps.queues.drain()
             self._set_paused(ps, True)
+        self._withdraw()
         self._waiting.clear()
         self._deferred.clear()
         deadline = time.monotonic() + self.ws.shutdown_grace_s

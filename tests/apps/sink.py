@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -53,6 +54,8 @@ def _behave(payload: dict[str, Any], ctx: JobContext) -> float:
         return int(arg) / 1000
     if name == "hang":
         return 3600.0
+    if name == "exit":  # sys.exit() in a handler: a job failure, not the worker's end
+        sys.exit(int(arg or 0))
     return 0.0
 
 

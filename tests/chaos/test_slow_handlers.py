@@ -1,6 +1,8 @@
 """Scenario 5: slow and hung handlers mixed into the stream. The job type's timeout is small;
 handlers that sleep past it (or hang for good) time out on every attempt and end in the DLQ
-with category timeout, while the rest keeps flowing: no stall longer than a few seconds."""
+with category timeout, while the rest keeps flowing: no stall longer than a few seconds. A
+timed-out job waits for its thread up to ABANDON_AFTER_S (the too-slow ones end within it,
+the hung ones are abandoned then)."""
 
 from __future__ import annotations
 
@@ -21,13 +23,15 @@ from tests.chaos.books import (
 from tests.harness import Stack
 
 TIMEOUT_S = 1.0
+ABANDON_AFTER_S = 3.0
 MAX_ATTEMPTS = 2
 
 
 def test_slow_and_hung_handlers_time_out_and_the_rest_flows(stack_factory) -> None:  # type: ignore[no-untyped-def]
     n = sized(2_000, 8_000, 20_000)
     stack: Stack = stack_factory(
-        job={"timeout_s": TIMEOUT_S, "max_attempts": MAX_ATTEMPTS, "retry_tiers": ["1s"]},
+        job={"timeout_s": TIMEOUT_S, "max_attempts": MAX_ATTEMPTS, "retry_tiers": ["1s"],
+             "abandon_after_s": ABANDON_AFTER_S},
         worker={"max_in_flight": 32},
     )
     rng = random.Random(5)

@@ -369,7 +369,10 @@ def test_rate_limit_bounds_jobs_per_second(stack_factory) -> None:
 # 9 -------------------------------------------------------------------------------------------
 
 def test_hanging_sync_handler_times_out_to_the_dlq_others_flow(stack_factory) -> None:
-    stack: Stack = stack_factory(job={"timeout_s": 1, "max_attempts": 1},
+    """A hung sync thread cannot be stopped: its job waits for it abandon_after_s past the
+    timeout, then is dead-lettered as a timeout while the thread runs on (issue 26 item 7:
+    logged as handler_abandoned and counted), and its slot is back from the timeout on."""
+    stack: Stack = stack_factory(job={"timeout_s": 1, "max_attempts": 1, "abandon_after_s": 1},
                                  worker={"max_in_flight": 4})
     t = stack.topics
     [hung] = stack.publish_many([({"seq": 0, "behaviour": "hang"}, "h")])
@@ -388,6 +391,8 @@ def test_hanging_sync_handler_times_out_to_the_dlq_others_flow(stack_factory) ->
     assert {hdrs(x)[wire.JOB_ID] for x in dlq} == {hung, *more}
     assert {hdrs(x)[wire.ERROR_CATEGORY] for x in dlq} == {"timeout"}
     assert hung not in run_ids(stack)
+    abandoned = {e["job_id"] for e in _events(stack, "handler_abandoned")}
+    assert abandoned == {hung, *more}
     assert stack.stop_all(timeout=30) == [0]
 
 
