@@ -183,5 +183,7 @@ def unknown_env(environ: Mapping[str, str], model: type[BaseModel]) -> list[str]
             if guess
             else " (settings are JOBSTREAM_<SECTION>__<KEY>, two underscores between parts)"
         )
-        warnings.append(f"environment variable {var} is not a jobstream setting; ignored{hint}")
+        warnings.append(
+            f"environment variable {var} is not a jobstream setting and is ignored{hint}"
+        )
     return warnings

@@ -207,17 +207,57 @@ def publish(
     parent_job_id: Annotated[str | None, typer.Option(help="Job that caused this one.")] = None,
 ) -> None:
     """Validate, encode and publish one job; prints its job id."""
-    from producers.publisher import Publisher
+    from producers.publisher import Publisher, _check_id
 
-    try:
-        data = json.loads(payload)
-    except json.JSONDecodeError as e:
-        fail(f"--json is not valid JSON: {e}")
-    if not isinstance(data, dict):
-        fail("--json must be a JSON object")
+    data = _json_object(payload, "--json")
+    # Local checks before connecting: a wrong id must not wait out a broker timeout first.
+    for option, value in (("--job-id", job_id), ("--parent-job-id", parent_job_id)):
+        if value is not None:
+            try:
+                _check_id(option, value)
+            except ValueError as e:
+                fail(str(e))
+    if key is not None and not _is_unicode(key):
+        fail(f"--key holds a lone surrogate, which is not valid Unicode: {key!a}")
     with Publisher.from_settings(connected(settings())) as pub:
         jid = pub.publish(job_type, data, key=key, job_id=job_id, parent_job_id=parent_job_id)
     out.print(jid, highlight=False)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    """A JSON object given on the command line, or one error line naming the option."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(f"{option} is not valid JSON: {e}")
+    except RecursionError:
+        fail(f"{option} is nested too deeply to be a job payload")
+    if not isinstance(data, dict):
+        fail(f"{option} must be a JSON object")
+    # A lone surrogate (a \ud800 escape, or argument bytes that are not UTF-8) parses but
+    # cannot be encoded. Iterative: the JSON may be nested almost to the recursion limit.
+    stack: list[tuple[str, Any]] = [("payload", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str) and not _is_unicode(value):
+            fail(f"{option}: {path} holds a lone surrogate, which is not valid Unicode: "
+                 f"{value!a} (a \\ud800-style escape, or bytes that are not UTF-8)")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not _is_unicode(k):
+                    fail(f"{option}: the key {k!a} in {path} is not valid Unicode")
+                stack.append((f"{path}.{k}", v))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+    return data
 
 
 # -- worker ----------------------------------------------------------------------------------
@@ -233,14 +273,31 @@ def worker(
     ] = None,
     job_type: JobTypesOpt = None,
 ) -> None:
-    """Run a worker: consume the job types' topics in a consumer group and run handlers."""
+    """Run a worker: consume the job types' topics in a consumer group and run handlers.
+
+    Exit codes:
+
+    0  stopped by SIGTERM or SIGINT, after finishing and committing what was running
+
+    1  an error: settings, the job module (cannot be imported, registers nothing), the HTTP
+    port, the brokers (unreachable, credentials refused), or the worker could not go on
+
+    3  fenced: another worker took over this one's partitions
+
+    4  the DLQ guard tripped (worker.dlq_guard)
+
+    70  internal error in jobstream itself (JOBSTREAM_DEBUG=1 shows the traceback)
+
+    130  a second signal: exited at once
+    """
     from consumers.runner import run_worker
 
     s = settings()
     module = app_module or s.app
     if not module:
         fail("no job module: pass --app my.jobs or set JOBSTREAM_APP")
-    raise typer.Exit(run_worker(connected(s), module, group=group, job_types=job_type))
+    # run_worker checks the connection itself, after the local checks (job module, HTTP port).
+    raise typer.Exit(run_worker(s, module, group=group, job_types=job_type))
 
 
 def _mount_optional() -> None:
@@ -283,7 +340,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _say_settings_warnings() -> None:
+    """Settings warnings (unknown JOBSTREAM_* variables) come before logging is set up: give
+    them as `warning:` lines on stderr, like the `error:` lines."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger = logging.getLogger("jobstream.settings")
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
 def main() -> None:
+    _say_settings_warnings()
     try:
         rc = app(standalone_mode=False)  # returns the exit code instead of exiting
         sys.exit(rc if isinstance(rc, int) else 0)
