@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from config.settings import Settings, SettingsError, load_settings
+from config.settings import Settings, load_settings
+from consumers.cli_errors import fail, run_app
 
 app = typer.Typer(help="Background jobs on Kafka.", no_args_is_help=True, add_completion=False)
 broker_app = typer.Typer(
@@ -27,18 +26,6 @@ app.add_typer(schemas_app, name="schemas")
 
 out = Console()
 err = Console(stderr=True)
-
-
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit code 1 (or `code`)."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    raise CliError(message, code)
 
 
 def settings() -> Settings:
@@ -73,11 +60,23 @@ def broker_start() -> None:
 
 @broker_app.command("stop")
 def broker_stop() -> None:
-    """Stop the local broker started by `jobstream broker start`."""
+    """Stop the local broker started by `jobstream broker start`: only one that runs from this
+    data dir and listens on the configured port (JOBSTREAM_BROKER__DATA_DIR, __PORT)."""
     from consumers.broker import LocalBroker
 
     b = LocalBroker(settings().broker)
-    out.print("broker stopped" if b.stop() else "no broker was running")
+    pid = b.verified_pid()  # raises, naming the process, when it is another broker
+    if pid is None:
+        b.stop()  # clears a stale pid file
+        other = f"; something else answers at {b.bootstrap}, left alone" if b.is_up() else ""
+        out.print(
+            f"no broker was running from {b.data_dir}{other}", highlight=False, soft_wrap=True
+        )
+        return
+    out.print(f"stopping the broker at {b.bootstrap} (pid {pid}, data in {b.data_dir}) ...",
+              highlight=False, soft_wrap=True)
+    b.stop()
+    out.print("broker stopped")
 
 
 @broker_app.command("status")
@@ -313,78 +312,12 @@ def _mount_optional() -> None:
 _mount_optional()
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from confluent_kafka import KafkaException
-
-    from consumers.broker import BrokerError
-    from consumers.jobs import AppError
-    from consumers.topics import TopicPlanError
-    from producers.connection import ConnectionCheckError
-    from producers.publisher import PayloadTooLarge, PublishError
-    from schemas.registry import DecodeError, PayloadError, SchemaError, UnknownJobType
-
-    return (
-        CliError,
-        SettingsError,
-        BrokerError,
-        ConnectionCheckError,
-        AppError,
-        TopicPlanError,
-        PublishError,
-        PayloadTooLarge,
-        PayloadError,
-        SchemaError,
-        UnknownJobType,
-        DecodeError,
-        KafkaException,
-    )
-
-
-def _say_settings_warnings() -> None:
-    """Settings warnings (unknown JOBSTREAM_* variables) come before logging is set up: give
-    them as `warning:` lines on stderr, like the `error:` lines."""
-    import logging
-
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("warning: %(message)s"))
-    logger = logging.getLogger("jobstream.settings")
-    logger.addHandler(handler)
-    logger.propagate = False
-
-
 def main() -> None:
-    _say_settings_warnings()
-    try:
-        rc = app(standalone_mode=False)  # returns the exit code instead of exiting
-        sys.exit(rc if isinstance(rc, int) else 0)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except Exception as e:
-        show = getattr(e, "show", None)  # usage errors of the CLI library: already worded well
-        if callable(show) and hasattr(e, "exit_code"):
-            show()
-            sys.exit(e.exit_code)
-        if isinstance(e, _user_errors()):
-            # soft_wrap: one line however long; rich would otherwise break it at 80 columns
-            # when stderr is not a terminal (a pod's log, a CI job).
-            err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
-            sys.exit(getattr(e, "code", 1))
-        if os.environ.get("JOBSTREAM_DEBUG"):
-            raise
-        err.print(
-            f"internal error: {type(e).__name__}: {e} (set JOBSTREAM_DEBUG=1 for a traceback)",
-            markup=False,
-            soft_wrap=True,
-        )
-        sys.exit(70)
+    run_app(app)
 
 
 if __name__ == "__main__":
-    # Run the importable module's main, not this __main__ copy's: exception classes raised by
-    # other modules (consumers.cli.CliError) must be the ones main() catches.
+    # One copy of the CLI: run the importable module's main, not this __main__ copy's.
     from consumers.cli import main as _main
 
     _main()
