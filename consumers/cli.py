@@ -276,10 +276,9 @@ def worker(
 
     Exit codes:
 
-    0  stopped by SIGTERM or SIGINT, after finishing and committing what was running
+    0  stopped by SIGTERM or SIGINT (what was running finished and was committed)
 
-    1  an error: settings, the job module (cannot be imported, registers nothing), the HTTP
-    port, the brokers (unreachable, credentials refused), or the worker could not go on
+    1  error: settings, the job module (import failed, no handlers), HTTP port, brokers
 
     3  fenced: another worker took over this one's partitions
 
