@@ -22,8 +22,10 @@ lint: venv
 	$(BIN)/mypy
 	JOBSTREAM_SCHEMA_DIRS='["examples/schemas"]' $(BIN)/jobstream schemas check
 
+# A broker started for the run gets a fresh temporary data dir, removed at the end
+# (scripts/with-broker.sh).
 test: lint
-	JOBSTREAM_FRESH_BROKER=1 JOBSTREAM_BROKER__DATA_DIR=$(HOME)/.cache/jobstream/test-broker \
+	JOBSTREAM_FRESH_BROKER=1 \
 	scripts/with-broker.sh $(BIN)/python -m pytest tests -q -rsx -p no:cacheprovider --durations=15
 
 test-unit: venv

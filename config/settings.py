@@ -6,20 +6,25 @@ Precedence, highest first: explicit keyword arguments, environment, the YAML fil
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import pydantic_settings
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
 from config.durations import parse_duration
+from config.settings_errors import describe_env_parse_error, describe_errors, unknown_env
 
 DEFAULT_TIERS = ("10s", "1m", "10m")
 
@@ -202,7 +207,8 @@ class _YamlSource(PydanticBaseSettingsSource):
         except OSError as e:
             raise SettingsError(f"JOBSTREAM_CONFIG={path}: cannot read: {e.strerror}") from None
         except yaml.YAMLError as e:
-            raise SettingsError(f"JOBSTREAM_CONFIG={path}: not valid YAML: {e}") from None
+            raise SettingsError(f"JOBSTREAM_CONFIG={path}: not valid YAML: {_yaml_problem(e)}")\
+                from None
         if data is None:
             return {}
         if not isinstance(data, dict):
@@ -220,7 +226,8 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     broker: BrokerSettings = BrokerSettings()
     jobs: dict[str, JobTypeSettings] = Field(default_factory=dict)
-    schema_dirs: tuple[Path, ...] = ()
+    # NoDecode: the environment gives a path list (os.pathsep), not JSON; see _schema_dirs.
+    schema_dirs: Annotated[tuple[Path, ...], NoDecode] = ()
     app: str | None = None  # job module for `jobstream worker`
     config: str | None = None  # the YAML path itself (JOBSTREAM_CONFIG), kept for display
 
@@ -235,20 +242,55 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _YamlSource(settings_cls))
 
+    @field_validator("schema_dirs", mode="before")
+    @classmethod
+    def _schema_dirs(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):  # the JSON list form still works
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    pass
+            else:
+                return tuple(p for p in text.split(os.pathsep) if p)
+        if isinstance(v, (list, tuple)):
+            return v
+        raise ValueError(
+            f"expected a list of directories, or one string of them separated by {os.pathsep!r}"
+        )
+
     def job(self, job_type: str) -> JobTypeSettings:
         """Settings of one job type; defaults when it is not configured."""
         return self.jobs.get(job_type) or JobTypeSettings()
 
 
+_log = logging.getLogger("jobstream.settings")
+_warned: set[str] = set()  # each unknown variable is named once per process
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings, turning validation errors into one readable SettingsError."""
+    """Build settings, turning validation errors into one readable SettingsError (never with
+    a secret in it), and warn about `JOBSTREAM_*` variables that name no setting."""
+    for warning in unknown_env(os.environ, Settings):
+        if warning not in _warned:
+            _warned.add(warning)
+            _log.warning(warning)
     try:
         return Settings(**overrides)
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            name = ".".join(str(p) for p in err["loc"]) or "settings"
-            # Never echo what might be a secret back into a log or terminal.
-            got = "***" if "password" in name else repr(err.get("input"))
-            lines.append(f"  {name}: {err['msg']} (got {got})")
-        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
+        raise SettingsError(describe_errors(e, Settings)) from None
+    except pydantic_settings.SettingsError as e:
+        raise SettingsError(describe_env_parse_error(str(e), os.environ)) from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """The problem and its position, without the snippet of the file (it may hold a secret)."""
+    if isinstance(e, yaml.MarkedYAMLError):
+        parts = [
+            text + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark else "")
+            for text, mark in ((e.context, e.context_mark), (e.problem, e.problem_mark))
+            if text
+        ]
+        return ": ".join(parts) or "syntax error"
+    return type(e).__name__

@@ -7,6 +7,7 @@ into a cache directory once; the broker then runs as a background JVM on 127.0.0
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -119,6 +120,7 @@ class LocalBroker:
     # -- lifecycle -------------------------------------------------------------------------
 
     def pid(self) -> int | None:
+        """The live Kafka process the pid file names, if any (not yet checked to be ours)."""
         try:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
@@ -129,9 +131,36 @@ class LocalBroker:
             return None
         except PermissionError:
             return pid
-        cmdline = Path(f"/proc/{pid}/cmdline")
-        if cmdline.exists() and b"kafka.Kafka" not in cmdline.read_bytes():
-            return None  # the pid was reused by another program
+        args = _cmdline(pid)
+        if args is not None and "kafka.Kafka" not in args:
+            return None  # the pid was reused by another program (or is a zombie)
+        return pid
+
+    def verified_pid(self) -> int | None:
+        """pid() once it is known to be this broker: jobstream started it from this data dir
+        and it listens on the configured port. Raises BrokerError naming the process when the
+        pid file names another broker, so that a wrong JOBSTREAM_BROKER__* stops nothing."""
+        pid = self.pid()
+        if pid is None:
+            return None
+        props = self.data_dir / "server.properties"
+        args = _cmdline(pid) or []
+        at = args.index("kafka.Kafka") + 1 if "kafka.Kafka" in args else len(args)
+        started_with = args[at] if at < len(args) else None
+        if started_with is None or os.path.realpath(started_with) != os.path.realpath(props):
+            raise BrokerError(
+                f"not stopping pid {pid}: the pid file in {self.data_dir} names a Kafka broker "
+                f"started from {started_with or 'an unknown config'}, not from {props}"
+            )
+        # Not listening yet (still starting): the ports this data dir was started with.
+        ports = _listening_ports(pid) or _config_ports(props)
+        if self.port not in ports:
+            listed = ", ".join(str(p) for p in sorted(ports)) or "no port"
+            raise BrokerError(
+                f"not stopping pid {pid}: the broker in {self.data_dir} listens on {listed}, "
+                f"not on the configured port {self.port}; set JOBSTREAM_BROKER__PORT to its "
+                "port to stop it"
+            )
         return pid
 
     def is_up(self, timeout: float = 2.0) -> bool:
@@ -210,24 +239,30 @@ class LocalBroker:
             if self.is_up(timeout=1.0):
                 return self.bootstrap
             time.sleep(0.5)
-        self.stop()
+        self._terminate(proc.pid)  # ours for sure, though maybe not listening yet
+        self.pid_file.unlink(missing_ok=True)
         raise BrokerError(f"broker did not answer within {wait_s:.0f}s; see {self.log_file}")
 
-    def stop(self, wait_s: float = 30.0) -> bool:
-        """Stop the broker we recorded; True if one was running."""
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        os.kill(pid, signal.SIGTERM)
+    def stop(self, wait_s: float = 30.0) -> int | None:
+        """Stop this data dir's broker after verified_pid()'s checks; its pid, or None when
+        none was running."""
+        pid = self.verified_pid()
+        if pid is not None:
+            self._terminate(pid, wait_s)
+        self.pid_file.unlink(missing_ok=True)
+        return pid
+
+    def _terminate(self, pid: int, wait_s: float = 30.0) -> None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except PermissionError:
+            raise BrokerError(f"not allowed to stop pid {pid} (another user's process)") from None
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and self.pid() is not None:
             time.sleep(0.2)
         if self.pid() is not None:
             os.kill(pid, signal.SIGKILL)
             time.sleep(0.5)
-        self.pid_file.unlink(missing_ok=True)
-        return True
 
     def _write_config(self) -> Path:
         props = self.data_dir / "server.properties"
@@ -277,3 +312,60 @@ def _port_taken(port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    """A process's arguments; None when they cannot be read."""
+    if os.path.isdir("/proc/self"):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    try:  # no /proc (macOS): ps splits arguments at spaces, enough for the checks here
+        ps = subprocess.run(
+            ["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return ps.stdout.split() if ps.returncode == 0 else None
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """TCP ports the process listens on (Linux: its socket inodes in /proc/net/tcp*); empty
+    when that cannot be read."""
+    inodes = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return set()
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if len(f) > 9 and f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
+                ports.add(int(f[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _config_ports(props: Path) -> set[int]:
+    """The ports in a server.properties' `listeners` line."""
+    try:
+        text = props.read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("listeners="):
+            return {int(p) for p in re.findall(r":(\d+)(?:,|$)", line)}
+    return set()

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from config.settings import Settings, SettingsError, load_settings
+from config.settings import Settings, load_settings
+from consumers.cli_errors import fail, run_app
 
 app = typer.Typer(help="Background jobs on Kafka.", no_args_is_help=True, add_completion=False)
 broker_app = typer.Typer(
@@ -27,18 +26,6 @@ app.add_typer(schemas_app, name="schemas")
 
 out = Console()
 err = Console(stderr=True)
-
-
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit code 1 (or `code`)."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    raise CliError(message, code)
 
 
 def settings() -> Settings:
@@ -73,11 +60,23 @@ def broker_start() -> None:
 
 @broker_app.command("stop")
 def broker_stop() -> None:
-    """Stop the local broker started by `jobstream broker start`."""
+    """Stop the local broker started by `jobstream broker start`: only one that runs from this
+    data dir and listens on the configured port (JOBSTREAM_BROKER__DATA_DIR, __PORT)."""
     from consumers.broker import LocalBroker
 
     b = LocalBroker(settings().broker)
-    out.print("broker stopped" if b.stop() else "no broker was running")
+    pid = b.verified_pid()  # raises, naming the process, when it is another broker
+    if pid is None:
+        b.stop()  # clears a stale pid file
+        other = f"; something else answers at {b.bootstrap}, left alone" if b.is_up() else ""
+        out.print(
+            f"no broker was running from {b.data_dir}{other}", highlight=False, soft_wrap=True
+        )
+        return
+    out.print(f"stopping the broker at {b.bootstrap} (pid {pid}, data in {b.data_dir}) ...",
+              highlight=False, soft_wrap=True)
+    b.stop()
+    out.print("broker stopped")
 
 
 @broker_app.command("status")
@@ -208,17 +207,57 @@ def publish(
     parent_job_id: Annotated[str | None, typer.Option(help="Job that caused this one.")] = None,
 ) -> None:
     """Validate, encode and publish one job; prints its job id."""
-    from producers.publisher import Publisher
+    from producers.publisher import Publisher, _check_id
 
-    try:
-        data = json.loads(payload)
-    except json.JSONDecodeError as e:
-        fail(f"--json is not valid JSON: {e}")
-    if not isinstance(data, dict):
-        fail("--json must be a JSON object")
+    data = _json_object(payload, "--json")
+    # Local checks before connecting: a wrong id must not wait out a broker timeout first.
+    for option, value in (("--job-id", job_id), ("--parent-job-id", parent_job_id)):
+        if value is not None:
+            try:
+                _check_id(option, value)
+            except ValueError as e:
+                fail(str(e))
+    if key is not None and not _is_unicode(key):
+        fail(f"--key holds a lone surrogate, which is not valid Unicode: {key!a}")
     with Publisher.from_settings(connected(settings())) as pub:
         jid = pub.publish(job_type, data, key=key, job_id=job_id, parent_job_id=parent_job_id)
     out.print(jid, highlight=False)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    """A JSON object given on the command line, or one error line naming the option."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(f"{option} is not valid JSON: {e}")
+    except RecursionError:
+        fail(f"{option} is nested too deeply to be a job payload")
+    if not isinstance(data, dict):
+        fail(f"{option} must be a JSON object")
+    # A lone surrogate (a \ud800 escape, or argument bytes that are not UTF-8) parses but
+    # cannot be encoded. Iterative: the JSON may be nested almost to the recursion limit.
+    stack: list[tuple[str, Any]] = [("payload", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str) and not _is_unicode(value):
+            fail(f"{option}: {path} holds a lone surrogate, which is not valid Unicode: "
+                 f"{value!a} (a \\ud800-style escape, or bytes that are not UTF-8)")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not _is_unicode(k):
+                    fail(f"{option}: the key {k!a} in {path} is not valid Unicode")
+                stack.append((f"{path}.{k}", v))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+    return data
 
 
 # -- worker ----------------------------------------------------------------------------------
@@ -234,14 +273,30 @@ def worker(
     ] = None,
     job_type: JobTypesOpt = None,
 ) -> None:
-    """Run a worker: consume the job types' topics in a consumer group and run handlers."""
+    """Run a worker: consume the job types' topics in a consumer group and run handlers.
+
+    Exit codes:
+
+    0  stopped by SIGTERM or SIGINT (what was running finished and was committed)
+
+    1  error: settings, the job module (import failed, no handlers), HTTP port, brokers
+
+    3  fenced: another worker took over this one's partitions
+
+    4  the DLQ guard tripped (worker.dlq_guard)
+
+    70  internal error in jobstream itself (JOBSTREAM_DEBUG=1 shows the traceback)
+
+    130  a second signal: exited at once
+    """
     from consumers.runner import run_worker
 
     s = settings()
     module = app_module or s.app
     if not module:
         fail("no job module: pass --app my.jobs or set JOBSTREAM_APP")
-    raise typer.Exit(run_worker(connected(s), module, group=group, job_types=job_type))
+    # run_worker checks the connection itself, after the local checks (job module, HTTP port).
+    raise typer.Exit(run_worker(s, module, group=group, job_types=job_type))
 
 
 def _mount_optional() -> None:
@@ -257,65 +312,12 @@ def _mount_optional() -> None:
 _mount_optional()
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from confluent_kafka import KafkaException
-
-    from consumers.broker import BrokerError
-    from consumers.jobs import AppError
-    from consumers.topics import TopicPlanError
-    from producers.connection import ConnectionCheckError
-    from producers.publisher import PayloadTooLarge, PublishError
-    from schemas.registry import DecodeError, PayloadError, SchemaError, UnknownJobType
-
-    return (
-        CliError,
-        SettingsError,
-        BrokerError,
-        ConnectionCheckError,
-        AppError,
-        TopicPlanError,
-        PublishError,
-        PayloadTooLarge,
-        PayloadError,
-        SchemaError,
-        UnknownJobType,
-        DecodeError,
-        KafkaException,
-    )
-
-
 def main() -> None:
-    try:
-        rc = app(standalone_mode=False)  # returns the exit code instead of exiting
-        sys.exit(rc if isinstance(rc, int) else 0)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except Exception as e:
-        show = getattr(e, "show", None)  # usage errors of the CLI library: already worded well
-        if callable(show) and hasattr(e, "exit_code"):
-            show()
-            sys.exit(e.exit_code)
-        if isinstance(e, _user_errors()):
-            # soft_wrap: one line however long; rich would otherwise break it at 80 columns
-            # when stderr is not a terminal (a pod's log, a CI job).
-            err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
-            sys.exit(getattr(e, "code", 1))
-        if os.environ.get("JOBSTREAM_DEBUG"):
-            raise
-        err.print(
-            f"internal error: {type(e).__name__}: {e} (set JOBSTREAM_DEBUG=1 for a traceback)",
-            markup=False,
-            soft_wrap=True,
-        )
-        sys.exit(70)
+    run_app(app)
 
 
 if __name__ == "__main__":
-    # Run the importable module's main, not this __main__ copy's: exception classes raised by
-    # other modules (consumers.cli.CliError) must be the ones main() catches.
+    # One copy of the CLI: run the importable module's main, not this __main__ copy's.
     from consumers.cli import main as _main
 
     _main()

@@ -55,15 +55,19 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
     if s.lower() == "now":
         return now
     rel = _RELATIVE.match(s.lower())
-    if rel:  # a unit is required, so "20240501" stays a date
-        return now - timedelta(seconds=parse_duration(rel.group(1), allow_zero=True))
     try:
+        if rel:  # a unit is required, so "20240501" stays a date
+            return now - timedelta(seconds=parse_duration(rel.group(1), allow_zero=True))
         dt = datetime.fromisoformat(s)
+        dt = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        dt.astimezone(UTC)  # in range in UTC too, or comparing it fails later
+        return dt
+    except OverflowError:
+        raise DlqError(f"invalid time {text!r}: outside the years 1 to 9999") from None
     except ValueError:
         raise DlqError(
             f"invalid time {text!r}: use ISO 8601 (2024-05-01T12:00:00Z) or an age like -1h, 30m"
         ) from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def parse_position(text: str) -> tuple[int, int]:
@@ -223,6 +227,8 @@ class Filters:
         if self.category is not None and self.category not in CATEGORIES:
             raise DlqError(f"unknown category {self.category!r} "
                            f"(use one of {', '.join(CATEGORIES)})")
+        if self.job_id == "":  # no job has an empty id: it would match nothing, silently
+            raise DlqError("the job id filter is empty (--job-id ''): give a job id")
         if self.limit is not None and self.limit < 1:
             raise DlqError(f"limit must be at least 1, got {self.limit}")
 

@@ -6,6 +6,7 @@ import importlib
 import inspect
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +58,30 @@ def load_app(module: str) -> dict[str, JobDef]:
     try:
         importlib.import_module(module)
     except ModuleNotFoundError as e:
-        raise AppError(f"cannot import job module {module!r}: {e}") from None
+        if e.name is not None and (module == e.name or module.startswith(e.name + ".")):
+            raise AppError(f"cannot import job module {module!r}: {e}") from None
+        raise AppError(_import_failure(module, e)) from None  # a dependency of the module
+    except (Exception, SystemExit) as e:  # the user's code: show it as theirs, not ours
+        raise AppError(_import_failure(module, e)) from None
     if not _REGISTRY:
         raise AppError(f"job module {module!r} registers no @job handlers")
     return registered()
+
+
+_IMPORTLIB_DIR = os.path.dirname(importlib.__file__)
+
+
+def _import_failure(module: str, exc: BaseException) -> str:
+    """A header naming the module, then the user's traceback from their first frame on."""
+    tb = exc.__traceback__
+    while tb is not None and (
+        tb.tb_frame.f_code.co_filename in (__file__, importlib.__file__)
+        or tb.tb_frame.f_code.co_filename.startswith(("<frozen importlib", _IMPORTLIB_DIR))
+    ):
+        tb = tb.tb_next
+    if isinstance(exc, SystemExit):
+        head = f"job module {module!r} called sys.exit({exc.code!r}) while being imported"
+    else:
+        head = f"job module {module!r} failed to import; the error is in the module"
+    text = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+    return f"{head}:\n{text}"

@@ -3,17 +3,21 @@ SIGTERM/SIGINT into a graceful stop (a second signal exits at once)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 from types import FrameType
 
+from prometheus_client import CollectorRegistry
+
 from config.logging import configure_logging, get_logger
-from config.settings import Settings
+from config.settings import Settings, SettingsError, WorkerSettings
 from consumers.health import Health, HealthServer
 from consumers.jobs import AppError, load_app
 from consumers.metrics import Metrics
 from consumers.worker import Worker
+from producers.connection import check_connection
 
 
 def run_worker(
@@ -31,15 +35,44 @@ def run_worker(
         jobs = {jt: jobs[jt] for jt in job_types}
     metrics = Metrics()
     health = Health()
-    worker = Worker(settings, jobs, group=group, metrics=metrics, health=health)
-    server = None
-    if settings.worker.http_port:
-        server = HealthServer(
-            settings.worker.http_host, settings.worker.http_port, health, metrics.registry
-        )
-        server.start()
-        log.info("http_listening", host=settings.worker.http_host, port=server.port)
+    # Local problems (the module above, the port here) before any connection attempt.
+    server = _bind_http(settings.worker, health, metrics.registry)
+    try:
+        check_connection(settings.kafka)
+        worker = Worker(settings, jobs, group=group, metrics=metrics, health=health)
+        if server:
+            server.start()
+            log.info("http_listening", host=settings.worker.http_host, port=server.port)
+        _handle_signals(worker)
+        return worker.run()
+    finally:
+        if server:
+            server.stop()
 
+
+def _bind_http(
+    ws: WorkerSettings, health: Health, registry: CollectorRegistry
+) -> HealthServer | None:
+    """The HTTP server, bound; a port in use or a wrong host is a settings error naming both."""
+    if not ws.http_port:
+        return None
+    try:
+        return HealthServer(ws.http_host, ws.http_port, health, registry)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        if e.errno in (errno.EADDRINUSE, errno.EACCES):
+            raise SettingsError(
+                f"worker.http_port={ws.http_port}: cannot listen on {ws.http_host}:{ws.http_port}"
+                f" ({reason}); set JOBSTREAM_WORKER__HTTP_PORT to a free port, or 0 for no HTTP"
+                " server"
+            ) from None
+        raise SettingsError(
+            f"worker.http_host={ws.http_host!r}: cannot listen there ({reason}); set "
+            "JOBSTREAM_WORKER__HTTP_HOST to an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
+        ) from None
+
+
+def _handle_signals(worker: Worker) -> None:
     signals = {"count": 0}
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -55,8 +88,3 @@ def run_worker(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    try:
-        return worker.run()
-    finally:
-        if server:
-            server.stop()

@@ -364,3 +364,19 @@ def runs_after_completion(
     committed, then a rerun) are allowed and not counted."""
     recorded = recorded_completions(runs, ledger)
     return [r for r in runs if r["job_id"] in recorded and r["start"] > recorded[r["job_id"]]]
+
+
+def run_cli(
+    *args: str | bytes, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python -m consumers.cli ARGS` with no JOBSTREAM_* variable of the caller's, only `env`."""
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("JOBSTREAM_")}
+    return subprocess.run(
+        [sys.executable, "-m", "consumers.cli", *args],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
+        cwd=cwd,
+        timeout=timeout,
+    )
