@@ -26,6 +26,7 @@ from config.settings import Settings
 from config.topics import DLQ_SUFFIX, base_of, dlq_topic, main_topic
 from consumers.retry import Category
 from schemas import wire
+from schemas.masking import json_safe
 from schemas.registry import DecodeError, SchemaRegistry, UnknownJobType
 
 METADATA_TIMEOUT_S = 6.0  # short: an unreachable broker must fail fast, not hang the CLI
@@ -179,9 +180,10 @@ class DeadLetter:
         return payload if unmask else registry.mask(self.job_type, payload)
 
     def payload(self, registry: SchemaRegistry, unmask: bool = False) -> dict[str, Any] | str:
-        """Decoded payload, or "<undecodable: reason>" (bad bytes must not crash a listing)."""
+        """The decoded payload as JSON-safe data (bytes as base64: schemas/masking.py), or
+        "<undecodable: reason>" (bad bytes must not crash a listing)."""
         try:
-            return self.decode(registry, unmask)
+            return dict(json_safe(self.decode(registry, unmask)))
         except DlqError as e:
             return f"<undecodable: {e}>"
 
