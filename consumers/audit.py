@@ -1,6 +1,6 @@
-"""The audit log of dead-letter operations: one JSON record per replay (dry runs included) and
-export in the `jobstream.audit` topic (1 partition, kept forever), read back by
-`jobstream audit list`."""
+"""The audit log of dead-letter operations: one JSON record per replay (dry runs included),
+export and unmasked show in the `jobstream.audit` topic (1 partition, kept forever), read back
+by `jobstream audit list`. Its status is completed, failed or interrupted (with the signal)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,13 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from config.kafka import client_config
+from config.logging import get_logger
 from config.settings import Settings
 from config.topics import AUDIT_SPEC, AUDIT_TOPIC
-from consumers.dlq import QUIET, DlqError, Filters, Reader, Result, list_topics
+from consumers.dlq import DlqError, Filters, Result
+from consumers.dlq_reader import QUIET, Reader, list_topics
+
+log = get_logger("jobstream.audit")
 
 
 def who() -> str:
@@ -46,7 +50,7 @@ def ensure_audit_topic(settings: Settings, topics: dict[str, int] | None = None)
 
 
 def build_record(result: Result, filters: Filters, extra: dict[str, Any] | None = None,
-                 error: str | None = None) -> dict[str, Any]:
+                 error: str | None = None, interrupted: str | None = None) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "id": uuid.uuid4().hex,
         "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -57,12 +61,13 @@ def build_record(result: Result, filters: Filters, extra: dict[str, Any] | None 
         "target": result.source,
         "destination": result.destination,
         "filters": filters.describe(),
-        "counts": {"matched": result.matched, "replayed": result.replayed,
-                   "skipped": result.skipped},
+        "counts": result.counts(),
         "offsets": {str(p): {"first": first, "last": last}
                     for p, (first, last) in sorted(result.covered.items())},
-        "status": "failed" if error else "completed",
+        "status": "interrupted" if interrupted else "failed" if error else "completed",
     }
+    if interrupted:
+        rec["signal"] = interrupted
     if error:
         rec["error"] = error
     rec.update({k: v for k, v in (extra or {}).items() if v is not None})
@@ -85,15 +90,18 @@ def write_audit(settings: Settings, record: dict[str, Any]) -> None:
 
 
 def record_operation(settings: Settings, result: Result, filters: Filters,
-                     extra: dict[str, Any] | None = None, error: str | None = None) -> None:
-    """Audit a finished (or failed) operation. When the operation itself failed, a failing
-    audit write must not hide that error, so it is dropped then."""
-    record = build_record(result, filters, extra, error)
+                     extra: dict[str, Any] | None = None, error: str | None = None,
+                     interrupted: str | None = None) -> None:
+    """Audit a finished, failed or interrupted operation. When the operation itself failed or
+    was interrupted, a failing audit write must not hide that, so it is logged, not raised."""
+    record = build_record(result, filters, extra, error, interrupted)
     try:
         write_audit(settings, record)
-    except (DlqError, KafkaException):
-        if error is None:
+    except (DlqError, KafkaException) as e:
+        if error is None and interrupted is None:
             raise
+        log.warning("audit record not written", command=result.command,
+                    target=result.source, error=str(e))
 
 
 def list_audit(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:

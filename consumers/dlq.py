@@ -1,42 +1,24 @@
-"""Dead-letter topics: resolve a target, read a T.dlq within bounds, filter its records.
-(Replay and export, which build on this, are in consumers/replay.py.)
-
-Logic and Kafka I/O only; consumers/dlq_cli.py does the printing. Reading assigns partitions
-directly (no group membership, no commits) and stops at the end offsets taken when it starts,
-so it is bounded even while workers keep adding dead letters. Only replay commits offsets, in
-its own progress group, and only after the replayed records are acknowledged.
+"""Dead letters as data: a T.dlq record, the filters that pick records, parsing of times and
+positions, and what an operation did. No I/O: reading a T.dlq is consumers/dlq_reader.py;
+replay and export build on both (consumers/replay.py, consumers/dlq_export.py) and
+consumers/dlq_cli.py does the printing.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import re
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Message
 
 from config.durations import parse_duration
-from config.kafka import client_config
-from config.settings import Settings
-from config.topics import DLQ_SUFFIX, base_of, dlq_topic, main_topic
 from consumers.retry import Category
 from schemas import wire
+from schemas.masking import json_safe
 from schemas.registry import DecodeError, SchemaRegistry, UnknownJobType
-
-METADATA_TIMEOUT_S = 6.0  # short: an unreachable broker must fail fast, not hang the CLI
-STALL_TIMEOUT_S = 30.0  # no record and no end-of-partition for this long: the broker is gone
-
-# librdkafka logs every failed connection attempt; the CLI reports one clear error instead.
-QUIET = logging.getLogger("jobstream.kafka.quiet")
-QUIET.addHandler(logging.NullHandler())
-QUIET.propagate = False
-
-ProgressCb = Callable[[int, int], None]  # (records scanned, records to scan)
 
 
 class DlqError(ValueError):
@@ -183,9 +165,10 @@ class DeadLetter:
         return payload if unmask else registry.mask(self.job_type, payload)
 
     def payload(self, registry: SchemaRegistry, unmask: bool = False) -> dict[str, Any] | str:
-        """Decoded payload, or "<undecodable: reason>" (bad bytes must not crash a listing)."""
+        """The decoded payload as JSON-safe data (bytes as base64: schemas/masking.py), or
+        "<undecodable: reason>" (bad bytes must not crash a listing)."""
         try:
-            return self.decode(registry, unmask)
+            return dict(json_safe(self.decode(registry, unmask)))
         except DlqError as e:
             return f"<undecodable: {e}>"
 
@@ -222,6 +205,7 @@ class Filters:
     key: str | None = None
     job_id: str | None = None
     limit: int | None = None
+    since_text: str | None = field(default=None, compare=False)  # as typed, for progress_key
 
     def __post_init__(self) -> None:
         if self.category is not None and self.category not in CATEGORIES:
@@ -248,6 +232,26 @@ class Filters:
             return False
         return self.job_id is None or dl.job_id == self.job_id
 
+    def after_until(self, dl: DeadLetter) -> bool:
+        """Left out only for failing at or after --until: a later run (a later until, none)
+        may want it, so replay never moves saved progress past it."""
+        when = dl.when_ms
+        return self.until is not None and when is not None and when >= to_ms(self.until)
+
+    def progress_key(self) -> str | None:
+        """What a replay's saved progress is kept per; None (no such filters) shares the
+        progress of unfiltered runs. These filters decide the same way on every run, so
+        progress may pass what they left out: class, category, key, job id and since as typed
+        (a relative since only moves later: what it left out stays out). until is not part of
+        it (see after_until) and neither is limit (a limited run stops after its last record)."""
+        parts: dict[str, str] = {n: v for n in ("error_class", "category", "key", "job_id")
+                                 if (v := getattr(self, n)) is not None}
+        if self.since is not None:
+            rel = _RELATIVE.match((self.since_text or "").strip().lower())
+            parts["since"] = (f"-{parse_duration(rel.group(1), allow_zero=True):g}s" if rel
+                              else str(iso(to_ms(self.since))))
+        return json.dumps(parts, sort_keys=True) if parts else None
+
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         for name in ("since", "until"):
@@ -260,185 +264,14 @@ class Filters:
         return d
 
 
-# -- Kafka: targets and reading ----------------------------------------------------------------
-
-
-def unreachable(settings: Settings) -> DlqError:
-    return DlqError(f"broker unreachable at {settings.kafka.bootstrap_servers} "
-                    f"(no metadata within {METADATA_TIMEOUT_S:g}s)")
-
-
-def list_topics(settings: Settings) -> dict[str, int]:
-    """Topic name -> partition count; DlqError naming the address when no broker answers."""
-    admin = AdminClient(client_config(settings.kafka, logger=QUIET))
-    try:
-        md = admin.list_topics(timeout=METADATA_TIMEOUT_S)
-    except KafkaException:
-        raise unreachable(settings) from None
-    return {name: len(t.partitions) for name, t in md.topics.items()}
-
-
-@dataclass(frozen=True)
-class Target:
-    dlq: str
-    main: str
-    partitions: int
-
-
-def resolve_target(settings: Settings, target: str,
-                   topics: dict[str, int] | None = None) -> Target:
-    """A job type (its DLQ topic from the settings) or a topic name ending in .dlq."""
-    topics = list_topics(settings) if topics is None else topics
-    if target.endswith(DLQ_SUFFIX):
-        name = target
-    else:
-        known = set(settings.jobs) | set(SchemaRegistry.from_dirs(settings.schema_dirs).job_types())
-        if target in known:
-            name = dlq_topic(main_topic(target, settings.jobs.get(target)))
-            if name not in topics:
-                raise DlqError(f"job type {target}: its dead-letter topic {name} does not exist "
-                               "(create it with `jobstream topics apply`)")
-        elif target in topics:
-            raise DlqError(f"topic {target} is not a dead-letter topic (those end in "
-                           f"{DLQ_SUFFIX}); did you mean {dlq_topic(base_of(target))}?")
-        else:
-            raise DlqError(f"unknown job type or topic {target!r} "
-                           f"(a DLQ topic name ends in {DLQ_SUFFIX})")
-    if name not in topics:
-        raise DlqError(f"topic {name} does not exist")
-    return Target(name, base_of(name), topics[name])
-
-
-def consumer(settings: Settings, group: str = "jobstream-dlq-reader") -> Consumer:
-    """An assign-only consumer: the group id only names replay progress, nothing auto-commits."""
-    return Consumer(client_config(settings.kafka, logger=QUIET, **{
-        "group.id": group,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "isolation.level": "read_committed",  # never show records of aborted transactions
-        "auto.offset.reset": "earliest",
-        "enable.partition.eof": True,
-    }))
-
-
-class Reader:
-    """Bounded reads of one topic: every partition from a start offset to an end offset."""
-
-    def __init__(self, settings: Settings, topic: str, group: str = "jobstream-dlq-reader") -> None:
-        self.settings, self.topic = settings, topic
-        self.consumer = consumer(settings, group)
-        self.covered: dict[int, tuple[int, int]] = {}  # partition -> first, last offset read
-
-    def bounds(self) -> dict[int, tuple[int, int]]:
-        """partition -> (low, high) watermarks, taken now."""
-        try:
-            md = self.consumer.list_topics(self.topic, timeout=METADATA_TIMEOUT_S)
-            tmd = md.topics.get(self.topic)
-            if tmd is None or tmd.error is not None or not tmd.partitions:
-                raise DlqError(f"topic {self.topic} does not exist")
-            return {p: self.consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=METADATA_TIMEOUT_S, cached=False)
-                for p in sorted(tmd.partitions)}
-        except KafkaException:
-            raise unreachable(self.settings) from None
-
-    def read(self, starts: dict[int, int], ends: dict[int, int],
-             progress: ProgressCb | None = None) -> Iterator[DeadLetter]:
-        """Records with start <= offset < end per partition. Done per partition when the record
-        at end-1 arrives, a later one does, or end-of-partition is reported (transaction markers
-        can sit at end-1), so an empty or idle topic ends at once instead of timing out."""
-        pending = {p for p, end in ends.items() if starts.get(p, 0) < end}
-        total = sum(max(0, ends[p] - starts.get(p, 0)) for p in pending)
-        scanned = 0
-        if not pending:
-            return
-        self.consumer.assign([TopicPartition(self.topic, p, starts.get(p, 0)) for p in pending])
-        last = time.monotonic()
-        while pending:
-            msg = self.consumer.poll(0.5)
-            if msg is None:
-                if time.monotonic() - last > STALL_TIMEOUT_S:
-                    raise DlqError(f"reading {self.topic}: no progress for {STALL_TIMEOUT_S:g}s "
-                                   f"(broker {self.settings.kafka.bootstrap_servers})")
-                continue
-            last = time.monotonic()
-            p, err = msg.partition() or 0, msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    self._done(pending, p)
-                    continue
-                raise DlqError(f"reading {self.topic} partition {p}: {err.str()}")
-            offset = msg.offset() or 0
-            if p not in pending:
-                continue
-            if offset >= ends[p]:
-                self._done(pending, p)
-                continue
-            if offset >= ends[p] - 1:
-                self._done(pending, p)
-            first = self.covered.get(p, (offset, offset))[0]
-            self.covered[p] = (first, offset)
-            scanned += 1
-            if progress:
-                progress(scanned, total)
-            yield DeadLetter.from_message(msg)
-
-    def _done(self, pending: set[int], p: int) -> None:
-        if p in pending:
-            pending.discard(p)
-            self.consumer.pause([TopicPartition(self.topic, p)])  # stop fetching past the end
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
-def scan(settings: Settings, topic: str, filters: Filters | None = None,
-         end_offsets: dict[int, int] | None = None,
-         progress: ProgressCb | None = None, reader: Reader | None = None) -> Iterator[DeadLetter]:
-    """Matching dead letters from the beginning up to the end offsets (default: taken now)."""
-    filters = filters or Filters()
-    r = reader or Reader(settings, topic)
-    try:
-        bounds = r.bounds()
-        ends = end_offsets if end_offsets is not None else {p: hi for p, (_, hi) in bounds.items()}
-        n = 0
-        for dl in r.read({p: lo for p, (lo, _) in bounds.items()}, ends, progress):
-            if filters.matches(dl):
-                yield dl
-                n += 1
-                if filters.limit is not None and n >= filters.limit:
-                    return
-    finally:
-        if reader is None:
-            r.close()
-
-
-def read_one(settings: Settings, topic: str, partition: int, offset: int) -> DeadLetter:
-    r = Reader(settings, topic)
-    try:
-        bounds = r.bounds()
-        if partition not in bounds:
-            raise DlqError(f"{topic} has no partition {partition} (it has {len(bounds)})")
-        lo, hi = bounds[partition]
-        where = f"no record at {topic} {partition}:{offset}"
-        if not lo <= offset < hi:
-            held = f"holds offsets {lo}..{hi - 1}" if hi > lo else "is empty"
-            raise DlqError(f"{where} (partition {partition} {held})")
-        for dl in r.read({partition: offset}, {partition: hi}):
-            if dl.offset == offset:
-                return dl
-            break
-        raise DlqError(f"{where} (a transaction marker or a deleted record)")
-    finally:
-        r.close()
-
-
 # -- what an operation did -------------------------------------------------------------------------
 
 
 @dataclass
 class Result:
-    """What a replay or export did; `covered` is first/last DLQ offset read per partition."""
+    """What a replay, export or unmasked show did; `covered` is first/last DLQ offset read per
+    partition. replayed counts records the broker acknowledged; too_large the references of
+    records skipped because their destination topic would refuse them."""
 
     command: str
     source: str
@@ -447,5 +280,15 @@ class Result:
     matched: int = 0
     replayed: int = 0
     skipped: int = 0
+    exported: int = 0  # records in the written file: 0 when it was discarded
+    too_large: list[str] = field(default_factory=list)
     covered: dict[int, tuple[int, int]] = field(default_factory=dict)
     resumed_from: dict[int, int] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        if self.command == "export":
+            return {"matched": self.matched, "exported": self.exported}
+        if self.command == "show":
+            return {"shown": self.matched}
+        return {"matched": self.matched, "replayed": self.replayed, "skipped": self.skipped,
+                "too_large": len(self.too_large)}

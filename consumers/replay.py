@@ -1,18 +1,23 @@
-"""Putting dead letters back (`jobstream dlq replay`) and taking them out (`dlq export`).
+"""Putting dead letters back: `jobstream dlq replay`.
 
-Both read a T.dlq with consumers/dlq.py's bounded Reader and write an audit record.
+Reads a T.dlq with consumers/dlq_reader.py's bounded Reader and writes an audit record.
 Replay republishes each matching record with the job's own headers (job id, trace context,
 first enqueue time) to the main topic or a retry tier, keeping its partition.
+
+Saved progress is the committed offset of a progress group per (DLQ, destination, filter
+set; see Filters.progress_key), committed only after the broker acknowledged everything
+before it: a crash replays some records twice (the ledger skips jobs that already
+succeeded), never loses one. Ctrl-C and SIGTERM stop between records (consumers/interrupt.py);
+the run then waits for what it sent, saves progress up to it and audits itself as
+`interrupted` with those counts.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
@@ -21,18 +26,16 @@ from config.durations import format_duration, parse_duration
 from config.logging import get_logger
 from config.settings import Settings
 from config.topics import RETRY_MARK, retry_topic
-from consumers.dlq import (
+from consumers import interrupt
+from consumers.dlq import DeadLetter, DlqError, Filters, Result
+from consumers.dlq_reader import (
     METADATA_TIMEOUT_S,
     QUIET,
-    DlqError,
-    Filters,
     ProgressCb,
     Reader,
-    Result,
     Target,
     list_topics,
     resolve_target,
-    scan,
     unreachable,
 )
 from consumers.protection import RateLimiter, acquire_blocking
@@ -43,6 +46,10 @@ log = get_logger("jobstream.replay")
 
 CHECKPOINT_RECORDS = 500
 CHECKPOINT_SECONDS = 2.0
+AUDITED_REFS = 1000  # at most this many too-large references in one audit record
+
+# (dead letter reference, job id, why): a record left in the DLQ, told as it happens
+SkipCb = Callable[[str, str | None, str], None]
 
 
 def replay_headers(raw: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]], ref: str,
@@ -83,36 +90,6 @@ def destination(spec: str, t: Target, topics: dict[str, int]) -> tuple[str, str,
     return canon, name, delay
 
 
-def export(settings: Settings, target: str, filters: Filters, out_path: Path, *,
-           unmask: bool = False, progress: ProgressCb | None = None,
-           registry: SchemaRegistry | None = None, audit: bool = True) -> Result:
-    """Matching dead letters as JSON lines: position, headers, payload (masked), base64 value."""
-    t = resolve_target(settings, target)
-    registry = registry or SchemaRegistry.from_dirs(settings.schema_dirs)
-    result = Result("export", t.dlq, str(out_path))
-    r = Reader(settings, t.dlq)
-    try:
-        with out_path.open("w", encoding="utf-8") as f:
-            for dl in scan(settings, t.dlq, filters, progress=progress, reader=r):
-                payload = dl.payload(registry, unmask)
-                b64 = None if dl.value is None else base64.b64encode(dl.value).decode()
-                row = {**dl.summary(), "headers": dl.headers, "payload": payload, "value_b64": b64}
-                if isinstance(payload, str):
-                    row["value_hex_preview"] = dl.hex_preview()
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                result.matched += 1
-    except OSError as e:
-        raise DlqError(f"cannot write {out_path}: {e.strerror}") from None
-    finally:
-        r.close()
-    result.covered = dict(r.covered)
-    if audit:
-        from consumers.audit import record_operation
-
-        record_operation(settings, result, filters, {"unmask": unmask})
-    return result
-
-
 @dataclass(frozen=True)
 class ReplayPlan:
     """What a replay is about to do, shown to the operator before anything is sent."""
@@ -124,29 +101,33 @@ class ReplayPlan:
     starts: dict[int, int]
     ends: dict[int, int]
     resumed: bool  # some partition starts after progress saved by an earlier run
+    filtered: bool = False  # the progress is this filter set's own (Filters.progress_key)
 
     @property
     def to_scan(self) -> int:
         return sum(max(0, e - self.starts.get(p, 0)) for p, e in self.ends.items())
 
 
-def replay_group(dlq: str, to: str) -> str:
-    return f"jobstream-replay.{dlq}.{to}"
+def replay_group(dlq: str, to: str, filters: Filters | None = None) -> str:
+    """The progress group: per DLQ and destination, and per filter set when filtered (an
+    unfiltered run, or one filtered by --until only, keeps the name it always had)."""
+    base = f"jobstream-replay.{dlq}.{to}"
+    key = filters.progress_key() if filters is not None else None
+    return base if key is None else f"{base}.f{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def replay(settings: Settings, target: str, filters: Filters | None = None, to: str = "origin",
            *, dry_run: bool = False, rate: float | None = None, limit: int | None = None,
            from_start: bool = False, progress: ProgressCb | None = None,
-           confirm: Callable[[ReplayPlan], None] | None = None,
+           confirm: Callable[[ReplayPlan], None] | None = None, on_skip: SkipCb | None = None,
            registry: SchemaRegistry | None = None, audit: bool = True) -> Result:
     """Republish matching dead letters to the main topic (or a retry tier), same partition.
 
     Bounded by the DLQ end offsets taken at start, so jobs that die again meanwhile are not
-    replayed in a loop. Progress is the committed offset of the replay group, committed only
-    after the producer acknowledged everything before it: a crash replays some records twice
-    (the ledger skips jobs that already succeeded), never loses one. Dry runs commit nothing.
-    Progress is per (DLQ, destination), not per filter set: records a filtered run passed
-    over are not looked at again by a later run unless from_start.
+    replayed in a loop. Progress is kept per filter set (see replay_group); records left out
+    for failing after `until` hold it back, so a later run still finds them. Dry runs commit
+    nothing. A record larger than the destination accepts is skipped, told to on_skip and
+    counted (Result.too_large); progress moves past it, the record stays in the DLQ.
     """
     from producers.publisher import Publisher
 
@@ -157,12 +138,13 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
     topics = list_topics(settings)
     t = resolve_target(settings, target, topics)
     canon, dest, delay = destination(to, t, topics)
-    group = replay_group(t.dlq, canon)
+    group = replay_group(t.dlq, canon, filters)
     r = Reader(settings, t.dlq, group)
     result = Result("replay", t.dlq, dest, dry_run=dry_run)
-    pub: Publisher | None = None
+    run: _Run | None = None
     error: str | None = None
-    started = False
+    stopped_by: str | None = None
+    started = finished = False
     try:
         bounds = r.bounds()
         starts = {p: lo for p, (lo, _) in bounds.items()}
@@ -177,88 +159,149 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
                     starts[tp.partition] = tp.offset
                     result.resumed_from[tp.partition] = tp.offset
         ends = {p: hi for p, (_, hi) in bounds.items()}
-        plan = ReplayPlan(t.dlq, dest, canon, group, starts, ends, bool(result.resumed_from))
+        plan = ReplayPlan(t.dlq, dest, canon, group, starts, ends, bool(result.resumed_from),
+                          filters.progress_key() is not None)
         if confirm is not None:
             confirm(plan)  # raises to abort; nothing has been sent or recorded yet
         started = True
-        if not dry_run:
-            pub = Publisher(settings, registry, producer_config={"logger": QUIET})
-        _run_replay(r, pub, plan, filters, limit, delay, rate, progress, result)
+        pub = None if dry_run else Publisher(settings, registry,
+                                             producer_config={"logger": QUIET})
+        run = _Run(r, pub, plan, filters, delay, result, on_skip)
+        run.go(limit, rate, progress)
+        finished = True
         return result
-    except Exception as e:
-        error = str(e) or type(e).__name__
+    except BaseException as e:
+        stopped_by = interrupt.signal_name(e)
+        error = None if stopped_by else (str(e) or type(e).__name__)
+        if isinstance(e, interrupt.Interrupted) and started:
+            e.result = result  # the CLI prints what was done; before confirming, nothing was
         raise
     finally:
+        interrupt.wrap_up()
         try:
-            if pub is not None:
-                pub.flush(30)
+            if run is not None and not finished:
+                error = error or run.finish()
         finally:
-            result.covered = dict(r.covered)
+            result.covered = dict(run.covered if run is not None else r.covered)
             r.close()
             if audit and started:
                 from consumers.audit import record_operation
 
-                extra: dict[str, Any] = {"to": canon, "from_start": from_start, "rate": rate,
-                                         "resumed_from": result.resumed_from}
-                record_operation(settings, result, filters, extra, error=error)
+                extra: dict[str, Any] = {
+                    "to": canon, "from_start": from_start, "rate": rate, "progress": group,
+                    "resumed_from": result.resumed_from,
+                    "too_large": result.too_large[:AUDITED_REFS] or None}
+                record_operation(settings, result, filters, extra, error=error,
+                                 interrupted=stopped_by)
 
 
-def _run_replay(r: Reader, pub: Any, plan: ReplayPlan, filters: Filters, limit: int | None,
-                delay: float | None, rate: float | None, progress: ProgressCb | None,
-                result: Result) -> None:
-    failures: list[str] = []
-    positions: dict[int, int] = {}  # partition -> next offset to read (what we commit)
-    unacked = 0
-    last_checkpoint = time.monotonic()
-    # burst=1: evenly spaced sends, no burst after a pause.
-    limiter = RateLimiter(rate, burst=1) if rate else None
+class _Run:
+    """One replay's sending loop and its bookkeeping: what was acknowledged, how far progress
+    may move (per partition: the next offset to read), what was left in the DLQ."""
 
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            failures.append(err.str())
+    def __init__(self, r: Reader, pub: Any, plan: ReplayPlan, filters: Filters,
+                 delay: float | None, result: Result, on_skip: SkipCb | None) -> None:
+        self.r, self.pub, self.plan, self.filters = r, pub, plan, filters
+        self.delay, self.result, self.on_skip = delay, result, on_skip
+        self.failures: list[str] = []
+        self.positions: dict[int, int] = {}
+        self.held_back: set[int] = set()  # partitions whose progress an `until` record holds
+        self.sent = 0  # since the last checkpoint
+        self.covered: dict[int, tuple[int, int]] = {}  # first, last offset handled per partition
 
-    def checkpoint() -> None:
-        nonlocal unacked, last_checkpoint
-        if pub is None:
-            return  # dry run: never moves saved progress
-        left = pub.flush(30)
-        if left or failures:
-            why = failures[0] if failures else f"{left} records unacknowledged after 30s"
-            raise DlqError(f"replay to {plan.destination} failed: {why}; progress is saved up "
-                           "to the last acknowledged checkpoint, run again to resume")
-        result.replayed += unacked
-        unacked = 0
+    def go(self, limit: int | None, rate: float | None, progress: ProgressCb | None) -> None:
+        # burst=1: evenly spaced sends, no burst after a pause.
+        limiter = RateLimiter(rate, burst=1) if rate else None
         last_checkpoint = time.monotonic()
-        if positions:
-            r.consumer.commit(offsets=[TopicPartition(plan.source, p, o)
-                                       for p, o in positions.items()], asynchronous=False)
+        stopped = False
+        for dl in self.r.read(self.plan.starts, self.plan.ends, progress):
+            matched = self.filters.matches(dl)
+            if matched and limiter is not None and self.pub is not None:
+                acquire_blocking(limiter)  # outside held(): Ctrl-C ends a long wait at once
+            with interrupt.held():  # a record is sent and accounted for, or neither
+                if matched:
+                    self.result.matched += 1
+                    if self.pub is not None:
+                        self._send(dl)
+                else:
+                    self.result.skipped += 1
+                    if self.filters.after_until(dl):
+                        self.held_back.add(dl.partition)
+                if dl.partition not in self.held_back:
+                    self.positions[dl.partition] = dl.offset + 1
+                first = self.covered.get(dl.partition, (dl.offset, dl.offset))[0]
+                self.covered[dl.partition] = (first, dl.offset)
+            if limit is not None and self.result.matched >= limit:
+                stopped = True
+                break
+            if (self.sent >= CHECKPOINT_RECORDS
+                    or time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS):
+                with interrupt.held():
+                    self.checkpoint()
+                last_checkpoint = time.monotonic()
+        if not stopped:
+            # Every partition was read to its end; trailing transaction markers are covered too.
+            self.positions.update({p: e for p, e in self.plan.ends.items()
+                                   if e > self.plan.starts.get(p, 0) and p not in self.held_back})
+        with interrupt.held():
+            self.checkpoint()
 
-    stopped = False
-    for dl in r.read(plan.starts, plan.ends, progress):
-        if filters.matches(dl):
-            result.matched += 1
-            if pub is not None:
-                not_before = None if delay is None else int((time.time() + delay) * 1000)
-                if limiter is not None:
-                    acquire_blocking(limiter)
-                pub.send(plan.destination, dl.key, dl.value,
-                         replay_headers(dl.raw_headers, dl.ref, not_before),
-                         partition=dl.partition, on_delivery=on_delivery)
-                unacked += 1
-                # DEBUG: an operator follows a job through a replay with log.level=DEBUG;
-                # the audit record covers the run as a whole.
-                log.debug("replayed", job_id=dl.job_id, job_type=dl.job_type,
-                          trace_id=wire.trace_id(dl.headers.get(wire.TRACEPARENT)),
-                          replayed_from=dl.ref, topic=plan.destination, partition=dl.partition)
-        else:
-            result.skipped += 1
-        positions[dl.partition] = dl.offset + 1
-        if limit is not None and result.matched >= limit:
-            stopped = True
-            break
-        if unacked >= CHECKPOINT_RECORDS or time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
-            checkpoint()
-    if not stopped:
-        # Every partition was read to its end; trailing transaction markers are covered too.
-        positions.update({p: e for p, e in plan.ends.items() if e > plan.starts.get(p, 0)})
-    checkpoint()
+    def _send(self, dl: DeadLetter) -> None:
+        from producers.publisher import PayloadTooLarge
+
+        not_before = None if self.delay is None else int((time.time() + self.delay) * 1000)
+        try:
+            self.pub.send(self.plan.destination, dl.key, dl.value,
+                          replay_headers(dl.raw_headers, dl.ref, not_before),
+                          partition=dl.partition, on_delivery=self._delivered(dl))
+        except PayloadTooLarge as e:
+            self._too_large(dl.ref, dl.job_id, str(e))
+            return
+        self.sent += 1
+        # DEBUG: an operator follows a job through a replay with log.level=DEBUG;
+        # the audit record covers the run as a whole.
+        log.debug("replayed", job_id=dl.job_id, job_type=dl.job_type,
+                  trace_id=wire.trace_id(dl.headers.get(wire.TRACEPARENT)),
+                  replayed_from=dl.ref, topic=self.plan.destination, partition=dl.partition)
+
+    def _delivered(self, dl: DeadLetter) -> Callable[[KafkaError | None, Message], None]:
+        ref, job_id = dl.ref, dl.job_id
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is None:
+                self.result.replayed += 1
+            elif err.code() == KafkaError.MSG_SIZE_TOO_LARGE:  # the broker's limit is lower
+                self._too_large(ref, job_id, err.str())
+            else:
+                self.failures.append(f"{ref}: {err.str()}")
+
+        return on_delivery
+
+    def _too_large(self, ref: str, job_id: str | None, why: str) -> None:
+        self.result.too_large.append(ref)
+        if self.on_skip is not None:
+            self.on_skip(ref, job_id, f"too large for {self.plan.destination}: {why}")
+
+    def checkpoint(self) -> None:
+        """Wait for every send, then save progress; raise when any was not acknowledged."""
+        if self.pub is None:
+            return  # dry run: never moves saved progress
+        left = self.pub.flush(30)
+        if left or self.failures:
+            why = self.failures[0] if self.failures else f"{left} records unacknowledged after 30s"
+            raise DlqError(f"replay to {self.plan.destination} failed: {why}; progress is saved "
+                           "up to the last acknowledged checkpoint, run again to resume")
+        self.sent = 0
+        if self.positions:
+            self.r.consumer.commit(offsets=[TopicPartition(self.plan.source, p, o)
+                                            for p, o in self.positions.items()],
+                                   asynchronous=False)
+
+    def finish(self) -> str | None:
+        """After an interruption or an error: wait for what was sent and save progress up to
+        it when all of it was acknowledged. Returns why progress was not saved, if so."""
+        try:
+            self.checkpoint()
+        except (DlqError, KafkaException) as e:
+            return str(e)
+        return None

@@ -16,6 +16,7 @@ import fastavro._read as fastavro_read
 import fastavro._write as fastavro_write
 from fastavro.types import Schema
 
+from schemas.masking import MASK, mask
 from schemas.validate import PayloadError, compile_validator
 
 # jobstream's own records (the ledger); job types come only from schema_dirs.
@@ -172,9 +173,11 @@ class SchemaRegistry:
         return out
 
     def mask(self, job_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """A copy with every PII field replaced by '***' (for logs and CLI output)."""
-        pii = self.latest(job_type).pii if job_type in self._versions else frozenset()
-        return mask_paths(payload, pii)
+        """A copy with every PII field replaced by '***' (for logs and CLI output), found by
+        walking the newest schema (schemas/masking.py); with no schema, every field."""
+        if job_type not in self._versions:
+            return {k: MASK for k in payload}
+        return dict(mask(self.latest(job_type).raw, payload))
 
 
 def avro_writer(raw: dict[str, Any]) -> Callable[[Any], bytes]:
@@ -240,23 +243,6 @@ def avro_reader(
             return public(buf)
 
     return direct
-
-
-def mask_paths(
-    payload: Mapping[str, Any], paths: frozenset[str], prefix: str = ""
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in payload.items():
-        path = f"{prefix}{k}"
-        if path in paths:
-            out[k] = "***"
-        elif isinstance(v, Mapping):
-            out[k] = mask_paths(v, paths, path + ".")
-        elif isinstance(v, list):
-            out[k] = [mask_paths(i, paths, path + ".") if isinstance(i, Mapping) else i for i in v]
-        else:
-            out[k] = v
-    return out
 
 
 __all__ = [

@@ -153,3 +153,58 @@ def test_replay_headers_keep_raw_bytes_and_set_not_before_for_tiers() -> None:
     out = replay_headers(raw, "t.dlq:0:1", not_before_ms=123)
     assert out == [(wire.JOB_ID, b"\xff\x00odd"), (wire.ATTEMPT, b"1"),
                    (wire.REPLAYED_FROM, b"t.dlq:0:1"), (wire.NOT_BEFORE, b"123")]
+
+
+def test_list_table_keeps_ids_whole_in_a_narrow_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 26 item 24: at 80 columns the list table cut job ids ("job-0123…"). In a narrow
+    terminal it now leaves out the least needed columns and wraps the others, while
+    positions and job ids stay whole."""
+    from collections import Counter
+    from io import StringIO
+
+    from rich.console import Console
+
+    from consumers import dlq_cli
+    from consumers.dlq_reader import Selection
+
+    buf = StringIO()
+    monkeypatch.setattr(dlq_cli, "out", Console(file=buf, force_terminal=True, width=80,
+                                                color_system=None))
+    ids = [f"job-{i:032x}" for i in range(3)]
+    rows = [dead_letter(**{wire.JOB_ID: i}) for i in ids]
+    dlq_cli.print_list("jobs.x.dlq", Selection(rows, 7, Counter({"EmailBounced": 7})), 3)
+    text = buf.getvalue()
+    for i in ids:
+        assert i in text, text
+    table = [line for line in text.splitlines() if line[:1] in "┏┃┡│└"]
+    assert "2:41" in text and max(len(line) for line in table) <= 80
+    assert "showing the oldest 3 of 7 matching dead letters (--limit 3)" in " ".join(text.split())
+
+
+def test_progress_is_kept_per_filter_set() -> None:
+    """Issue 26 item 4: replay progress was one per (DLQ, destination), whatever the filters.
+    Now each filter set that decides the same way on every run has its own; unfiltered runs
+    and runs filtered by --until (or limited) keep the progress group they always had."""
+    from consumers.replay import replay_group
+
+    base = "jobstream-replay.t.dlq.origin"
+    for same in (Filters(), Filters(until=NOW), Filters(limit=3)):
+        assert same.progress_key() is None and replay_group("t.dlq", "origin", same) == base
+    decode = replay_group("t.dlq", "origin", Filters(category="decode"))
+    permanent = replay_group("t.dlq", "origin", Filters(category="permanent"))
+    assert len({base, decode, permanent}) == 3 and decode.startswith(base + ".f")
+    assert decode == replay_group("t.dlq", "origin", Filters(category="decode", until=NOW))
+    # a relative --since is kept as typed (normalised), so "-1h" today continues "-60m" of
+    # yesterday; an absolute one by its time
+    day_ago = NOW - timedelta(days=1)
+    assert (Filters(since=NOW, since_text="-1h").progress_key()
+            == Filters(since=day_ago, since_text="60m").progress_key())
+    assert Filters(since=NOW).progress_key() != Filters(since=day_ago).progress_key()
+
+
+def test_after_until_holds_progress_only_for_records_failed_after_until() -> None:
+    dl = dead_letter()  # failed at NOW
+    assert Filters(until=NOW).after_until(dl)
+    assert not Filters(until=NOW_MS + 1).after_until(dl)
+    assert not Filters(category="permanent").after_until(dl)
+    assert not Filters(until=NOW).after_until(DeadLetter.build("t.dlq", 0, 0, None, None, b"", []))
