@@ -1,7 +1,7 @@
 """The project's own Kafka code runs unchanged against the in-memory Kafka
 (tests/support/fake_kafka.py), issue 28: the real Committer given fake clients, as the
-runtime will be; the Publisher and the ledger restore, which build their own clients, through
-patch_clients. Milliseconds each (block_scale 0)."""
+runtime will be; the Publisher, the ledger restore and the topic plan, which build their own
+clients, through patch_clients. Milliseconds each (block_scale 0)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from config.settings import Mode, Settings
 from consumers.commit import Committer, ProducerFenced
 from consumers.ledger import encode_entry, restore_partitions
+from consumers.topics import TopicPlanError, apply, describe, full_plan
 from producers import Publisher
 from producers.publisher import now_ms
 from schemas import wire
@@ -95,3 +96,26 @@ def test_the_publisher_and_the_ledger_restore_run_against_the_fake(
     views = restore_partitions(settings, [("t.echo.ledger", 2)], ttl_ms=60_000)
     view = views[("t.echo.ledger", 2)]
     assert "done" in view and "aborted" not in view and view.read_to == 4
+
+
+def test_the_topic_plan_applies_to_the_fake(monkeypatch: pytest.MonkeyPatch) -> None:
+    """consumers.topics through the fake admin client: create, find nothing to do, then
+    realign a drifted config, and refuse a partition count that differs."""
+    cluster = FakeCluster(block_scale=0)
+    patch_clients(monkeypatch, cluster, ["consumers.topics"])
+    settings = Settings.model_validate({
+        "kafka": {"bootstrap_servers": "fake:9092"},
+        "schema_dirs": [str(SCHEMAS)],
+        "jobs": {"test.echo": {"topic": "t.echo", "partitions": 3}},
+    })
+    plan = full_plan(settings, ["test.echo"])
+    assert {s.action for s in apply(settings, plan)} == {"created"}
+    assert len(cluster.topics["t.echo.ledger"].partitions) == 3
+    assert {s.action for s in apply(settings, plan)} == {"ok"}
+    cluster.topics["t.echo.ledger"].config["cleanup.policy"] = "delete"
+    updated = [s.spec.name for s in apply(settings, plan) if s.action == "updated"]
+    assert updated == ["t.echo.ledger"] and {s.action for s in describe(settings, plan)} == {"ok"}
+    cluster.delete_topic("t.echo.dlq")
+    cluster.create_topic("t.echo.dlq", 5)
+    with pytest.raises(TopicPlanError, match=r"t\.echo\.dlq: has 5 partitions, plan says"):
+        apply(settings, plan)
