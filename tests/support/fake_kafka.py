@@ -13,10 +13,16 @@ Message, KafkaError and KafkaException, and the behaviour observed against a rea
 
 Calls that wait (poll, flush, committed, ... and every call during an outage) wait their
 timeout times `block_scale` (0: never wait) or until something they wait for happens.
-Not modelled: compaction, retention by time, replication, quotas, offsets_for_times,
-store_offsets, the rejoin of a consumer that stops polling past max.poll.interval.ms (use
-lose()), and the time a real broker takes (records land at once; a transaction's markers are
-written before commit_transaction returns, where a broker may take a moment)."""
+
+Not modelled: compaction, retention by time, replication, quotas, static membership,
+offsets_for_times, store_offsets, unknown configuration keys (a real client refuses them),
+a consumer that stops polling past max.poll.interval.ms (use lose()), regex subscriptions
+picking up new topics, and the broker's timing: records land at once, markers are written
+before commit_transaction returns (a broker may take a moment), a record to an unknown topic
+fails at the next poll (librdkafka waits for metadata first). max.message.bytes is checked
+per record (a broker checks a whole batch, so records produced together can fail together).
+A fatal error is raised from poll/flush as a KafkaException (the binding may wrap it in a
+SystemError when a callback is pending; commit.kafka_exception unwraps both)."""
 
 from __future__ import annotations
 

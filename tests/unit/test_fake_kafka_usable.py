@@ -102,7 +102,7 @@ def test_the_topic_plan_applies_to_the_fake(monkeypatch: pytest.MonkeyPatch) -> 
     """consumers.topics through the fake admin client: create, find nothing to do, then
     realign a drifted config, and refuse a partition count that differs."""
     cluster = FakeCluster(block_scale=0)
-    patch_clients(monkeypatch, cluster, ["consumers.topics"])
+    patch_clients(monkeypatch, cluster)  # the default list (every module that builds clients)
     settings = Settings.model_validate({
         "kafka": {"bootstrap_servers": "fake:9092"},
         "schema_dirs": [str(SCHEMAS)],
