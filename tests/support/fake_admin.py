@@ -10,19 +10,21 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AlterConfigOpType,
+    BrokerMetadata,
+    ClusterMetadata,
     ConfigEntry,
     ConfigResource,
     ConfigSource,
     NewPartitions,
     NewTopic,
+    PartitionMetadata,
+    TopicMetadata,
 )
 
 from tests.support import fake_errors as fe
 from tests.support.fake_log import TOPIC_DEFAULTS, PartitionLog, Topic
 
 if TYPE_CHECKING:
-    from confluent_kafka.admin import ClusterMetadata
-
     from tests.support.fake_kafka import FakeCluster
 
 # What the local broker (consumers/broker.py) gives a consumer-protocol group.
@@ -164,3 +166,28 @@ def _entries(conf: dict[str, str], defaults: dict[str, str]) -> dict[str, Config
         source = ConfigSource.DEFAULT_CONFIG if default else ConfigSource.DYNAMIC_TOPIC_CONFIG
         out[name] = ConfigEntry(name, value, source=source, is_default=default)
     return out
+
+
+def cluster_metadata(topics: dict[str, Topic], brokers: int, topic: str | None) -> ClusterMetadata:
+    """What list_topics returns: every topic (or the one asked for, with an error when it does
+    not exist), partition p led by broker p % brokers + 1."""
+    md = ClusterMetadata()
+    vars(md).update(cluster_id="fake-cluster", controller_id=1, orig_broker_id=1,
+                    orig_broker_name="fake:9092/1")
+    for i in range(1, brokers + 1):
+        b = BrokerMetadata()
+        vars(b).update(id=i, host="fake", port=9091 + i)
+        md.brokers[i] = b
+    for name in sorted(topics) if topic is None else [topic]:
+        tm = TopicMetadata()
+        tm.topic = name
+        t = topics.get(name)
+        if t is None:
+            tm.error = fe.error(KafkaError.UNKNOWN_TOPIC_OR_PART)
+        for p in range(len(t.partitions) if t else 0):
+            pm = PartitionMetadata()
+            leader = p % brokers + 1
+            pm.id, pm.leader, pm.replicas, pm.isrs = p, leader, [leader], [leader]
+            tm.partitions[p] = pm
+        md.topics[name] = tm
+    return md

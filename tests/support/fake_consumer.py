@@ -30,7 +30,7 @@ Callback = Callable[[Any, list[TopicPartition]], None]
 
 class FakeConsumer:
     def __init__(self, conf: dict[str, Any], *, cluster: FakeCluster) -> None:
-        _check(conf)
+        fe.check_consumer_conf(conf)
         self.cluster = cluster
         self.conf = dict(conf)
         self.group_id = str(conf["group.id"])
@@ -81,7 +81,10 @@ class FakeConsumer:
 
     def _join(self) -> None:
         self.member = Member(new_member_id(self.client_id), self, self.topics)
-        self.cluster.group(self.group_id, self.cooperative).join(self.member)
+        protocol = "consumer" if self.conf.get("group.protocol") == "consumer" else (
+            "cooperative" if self.cooperative else "eager"
+        )
+        self.cluster.group(self.group_id, protocol).join(self.member)
         self.cluster.membership_changed(self.group_id)
 
     def unsubscribe(self) -> None:
@@ -395,16 +398,3 @@ class FakeConsumer:
         if self.closed:
             raise RuntimeError("Consumer closed")
 
-
-def _check(conf: dict[str, Any]) -> None:
-    """What the real constructor refuses (observed wording)."""
-    if not conf.get("group.id"):
-        raise ValueError("Failed to create consumer: group.id must be set")
-    if conf.get("group.protocol") == "consumer":
-        for key in ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy"):
-            if key in conf:
-                fe.fail(
-                    KafkaError._INVALID_ARG,
-                    f"Failed to create consumer: `{key}` is not supported for "
-                    "`group.protocol=consumer`",
-                )

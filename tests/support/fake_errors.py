@@ -3,7 +3,7 @@ broker), built from the real confluent_kafka classes so code under test needs no
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -70,3 +70,17 @@ def fenced(what: str) -> KafkaError:
 def produce_error(code: int) -> KafkaError:
     """produce() refusing a record at once (raised, not reported)."""
     return error(code, f"Unable to produce message: {text(code)}")
+
+
+def check_consumer_conf(conf: dict[str, Any]) -> None:
+    """What the real Consumer constructor refuses (observed wording)."""
+    if not conf.get("group.id"):
+        raise ValueError("Failed to create consumer: group.id must be set")
+    if conf.get("group.protocol") == "consumer":
+        for key in ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy"):
+            if key in conf:
+                fail(
+                    KafkaError._INVALID_ARG,
+                    f"Failed to create consumer: `{key}` is not supported for "
+                    "`group.protocol=consumer`",
+                )

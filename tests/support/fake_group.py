@@ -3,14 +3,18 @@ rebalances delivered the way librdkafka delivers them.
 
 A rebalance decides the new assignment at once and queues events per member; each member
 sees them from its own poll()/consume(). As on a broker, nothing is owned twice: an
-assignment waits until every member giving up partitions has had its revoke (eager: every
-member revokes everything first; cooperative: only what moves, then a second round hands it
-over, with empty on_assign calls in between, as observed)."""
+assignment waits until the members giving up its partitions have had their revoke. The
+callbacks' shapes, as observed: eager (range): every member revokes everything, then all
+get their new assignment; cooperative: only what moves is revoked, and a second round hands
+it over, every member hearing an on_assign in each round (empty ones too); the consumer
+protocol (KIP-848): one round, a member that changes hears its revoke and then an assign of
+what it gains (possibly empty), the others nothing."""
 
 from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -44,9 +48,14 @@ class Event:
     kind: str  # "assign" | "revoke"
     tps: list[TP]
     barrier: Barrier | None = None  # an assign waits until its barrier is clear
+    held: Callable[[], bool] | None = None  # ... or until no other member holds its partitions
 
     def due(self) -> bool:
-        return self.kind != "assign" or self.barrier is None or not self.barrier.pending
+        if self.kind != "assign":
+            return True
+        if self.held is not None:
+            return not self.held()
+        return self.barrier is None or not self.barrier.pending
 
 
 @dataclass(eq=False)
@@ -69,9 +78,10 @@ def new_member_id(client_id: str) -> str:
 
 
 class Group:
-    def __init__(self, group_id: str, cooperative: bool, auto: bool) -> None:
+    def __init__(self, group_id: str, protocol: str, auto: bool) -> None:
         self.id = group_id
-        self.cooperative = cooperative
+        self.protocol = protocol  # "eager", "cooperative" or "consumer" (KIP-848)
+        self.cooperative = protocol != "eager"
         self.auto = auto  # assign on every membership change, as a broker does
         self.members: dict[str, Member] = {}
         self.generation = 0
@@ -118,6 +128,10 @@ class Group:
                 m.events.append(Event("assign", sorted(new), barrier))
                 continue
             add = new - m.owned
+            if self.protocol == "consumer":
+                if revoke or add:
+                    m.events.append(Event("assign", sorted(add), held=self._held(mid, add)))
+                continue
             if not barrier.pending:
                 m.events.append(Event("assign", sorted(add)))
                 continue
@@ -127,6 +141,12 @@ class Group:
         self._barrier = barrier
         if not barrier.pending:
             self.generation += 1
+
+    def _held(self, member_id: str, tps: set[TP]) -> Callable[[], bool]:
+        def held() -> bool:
+            return any(m.owned & tps for mid, m in self.members.items() if mid != member_id)
+
+        return held
 
     def revoked(self, member: Member, tps: list[TP]) -> None:
         """A member delivered its revoke: the handover may go on."""

@@ -33,10 +33,10 @@ from types import ModuleType
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import BrokerMetadata, ClusterMetadata, PartitionMetadata, TopicMetadata
+from confluent_kafka.admin import ClusterMetadata
 
 from tests.support import fake_errors as fe
-from tests.support.fake_admin import FakeAdminClient
+from tests.support.fake_admin import FakeAdminClient, cluster_metadata
 from tests.support.fake_consumer import FakeConsumer
 from tests.support.fake_group import Group, GroupMetadata
 from tests.support.fake_log import TP, Headers, PartitionLog, Record, Topic, Txn, record_message
@@ -164,40 +164,21 @@ class FakeCluster:
             log.low = max(log.low, min(before, log.high))
 
     def metadata(self, topic: str | None, timeout: float | None) -> ClusterMetadata:
+        """A Metadata request (list_topics): brokers, topics, partitions and their leaders."""
         with self.lock:
             if self.down:
                 self.wait_until(self.deadline(timeout), lambda: not self.down)
                 if self.down:
                     fe.fail(KafkaError._TRANSPORT,
                             "Failed to get metadata: Local: Broker transport failure")
-            md = ClusterMetadata()
-            vars(md).update(cluster_id="fake-cluster", controller_id=1, orig_broker_id=1,
-                            orig_broker_name="fake:9092/1")
-            for i in range(1, self.brokers + 1):
-                b = BrokerMetadata()
-                vars(b).update(id=i, host="fake", port=9091 + i)
-                md.brokers[i] = b
-            names = sorted(self.topics) if topic is None else [topic]
-            for name in names:
-                tm = TopicMetadata()
-                tm.topic = name
-                t = self.topics.get(name)
-                if t is None:
-                    tm.error = fe.error(KafkaError.UNKNOWN_TOPIC_OR_PART)
-                for p in range(len(t.partitions) if t else 0):
-                    pm = PartitionMetadata()
-                    leader = p % self.brokers + 1
-                    pm.id, pm.leader, pm.replicas, pm.isrs = p, leader, [leader], [leader]
-                    tm.partitions[p] = pm
-                md.topics[name] = tm
-            return md
+            return cluster_metadata(self.topics, self.brokers, topic)
 
     # -- groups ------------------------------------------------------------------------------------
 
-    def group(self, group_id: str, cooperative: bool = False) -> Group:
+    def group(self, group_id: str, protocol: str = "eager") -> Group:
         g = self.groups.get(group_id)
         if g is None:
-            g = self.groups[group_id] = Group(group_id, cooperative, self.auto_rebalance)
+            g = self.groups[group_id] = Group(group_id, protocol, self.auto_rebalance)
         return g
 
     def committed(self, group_id: str) -> dict[TP, int]:

@@ -126,6 +126,23 @@ def test_a_cooperative_rebalance_moves_only_what_changes(cluster: FakeCluster) -
     assert code(e) == KafkaError._STATE, "eager calls are refused in a cooperative group"
 
 
+def test_the_consumer_protocol_reconciles_in_one_round(cluster: FakeCluster) -> None:
+    conf = {"group.protocol": "consumer"}
+    a, ea = member(cluster, **conf)
+    a.poll(0)
+    b, eb = member(cluster, **conf)
+    b.poll(0)
+    assert eb.seen == [], "its partitions are still a's"
+    a.poll(0)
+    b.poll(0)
+    assert ea.seen == [("assign", [0, 1]), ("revoke", [1]), ("assign", [])]
+    assert eb.seen == [("assign", [1])]
+    with pytest.raises(KafkaException) as e:
+        cluster.consumer({"group.id": "x", "group.protocol": "consumer",
+                          "session.timeout.ms": 6000})
+    assert code(e) == KafkaError._INVALID_ARG, "the broker owns the session there"
+
+
 def test_a_lost_member_hears_on_lost_cannot_commit_and_rejoins(cluster: FakeCluster) -> None:
     a, ea = member(cluster)
     a.poll(0)
