@@ -22,6 +22,7 @@ class Backend:
     """Clients and topics under logical names (the observations never hold the real ones)."""
 
     name = ""
+    pace = 1.0  # how long "nothing happened for a while" lasts, relative to a real broker
 
     def __init__(self, unique: str) -> None:
         self.unique = unique
@@ -80,6 +81,7 @@ class RealBackend(Backend):
 
 class FakeBackend(Backend):
     name = "fake"
+    pace = 0.1
 
     def __init__(self, unique: str) -> None:
         super().__init__(unique)
