@@ -207,14 +207,15 @@ def publish(
     parent_job_id: Annotated[str | None, typer.Option(help="Job that caused this one.")] = None,
 ) -> None:
     """Validate, encode and publish one job; prints its job id."""
-    from producers.publisher import Publisher, _check_id
+    from producers.errors import check_id
+    from producers.publisher import Publisher
 
     data = _json_object(payload, "--json")
     # Local checks before connecting: a wrong id must not wait out a broker timeout first.
     for option, value in (("--job-id", job_id), ("--parent-job-id", parent_job_id)):
         if value is not None:
             try:
-                _check_id(option, value)
+                check_id(option, value)
             except ValueError as e:
                 fail(str(e))
     if key is not None and not _is_unicode(key):

@@ -33,7 +33,7 @@ def shown(tmp_path: Path, fields: list[dict[str, Any]], payload: dict[str, Any],
     schema = {"type": "record", "name": "Kitchen", "namespace": "t.k", "fields": fields}
     (tmp_path / JT).mkdir()
     (tmp_path / JT / "v1.avsc").write_text(json.dumps(schema))
-    reg = SchemaRegistry.from_dirs([tmp_path], builtin=False)
+    reg = SchemaRegistry.from_dirs([tmp_path])
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, fastavro.parse_schema(schema), payload)
     dl = DeadLetter.build("t.dlq", 0, 0, None, None, buf.getvalue(), wire.encode_headers(
