@@ -48,7 +48,7 @@ public final class JobPublisher {
       "--malformed sends one record for each way docs/wire-format.md says a record can be",
       "malformed; --dry-run prints the records instead of sending them.",
       "example: java -jar target/jobstream-publisher.jar --bootstrap 127.0.0.1:9092 \\",
-      "  --job-type orders.confirmation --schema-dir ../../schemas/avro --count 10 \\",
+      "  --job-type orders.confirmation --schema-dir ../schemas --count 10 \\",
       "  --payload '{\"order_id\": \"o-{i}\", \"email\": \"a@example.com\", "
           + "\"total_cents\": 1999}' --key 'o-{i}'");
 
