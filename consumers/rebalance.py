@@ -75,6 +75,7 @@ class Rebalancing:
     _deferred: list[tuple[PartitionState, Job]]
     _finished_since_commit: int
     _last_commit: float
+    _in_rebalance = False  # inside _on_revoke (its commit must not move to positions)
 
     if TYPE_CHECKING:
 
@@ -151,10 +152,14 @@ class Rebalancing:
         self._waiting = [w for w in self._waiting if w[2].tp not in tps]
         self._deferred = [d for d in self._deferred if d[0].tp not in tps]
         deadline = time.monotonic() + self.ws.revoke_grace_s
-        while any(self.parts[tp].running for tp in tps) and time.monotonic() < deadline:
-            self._drain_results(block_s=0.05)
-            self._serve_producer()
-        self._commit()
+        self._in_rebalance = True
+        try:
+            while any(self.parts[tp].running for tp in tps) and time.monotonic() < deadline:
+                self._drain_results(block_s=0.05)
+                self._serve_producer()
+            self._commit()
+        finally:
+            self._in_rebalance = False
         for tp in tps:
             self._drop(tp)
         self.log.info("revoked", partitions=[f"{t}[{p}]" for t, p in tps])
@@ -180,6 +185,28 @@ class Rebalancing:
         self._broken = None
         self._rewind()
         self.freeze.clear()
+
+    def _advance_idle(self) -> None:
+        """Partitions with nothing in flight commit the consumer's position, which is past
+        transaction markers (consumers/offsets.py). Not inside a rebalance callback: the poll
+        running it may have counted records in the position that it has not handed over yet."""
+        if self._in_rebalance:
+            return
+        idle = [
+            TopicPartition(*tp)
+            for tp, ps in self.parts.items()
+            if not ps.offsets.pending and not ps.gated_until_ms  # a gated tier seeked back
+        ]
+        if not idle:
+            return
+        try:
+            positions = self.consumer.position(idle)
+        except KafkaException:
+            return  # the next commit tries again
+        for tpo in positions:
+            ps = self.parts.get((tpo.topic, tpo.partition))
+            if ps is not None and tpo.error is None:
+                ps.offsets.advance_to(tpo.offset)
 
     def _drop(self, tp: TP) -> None:
         ps = self.parts.pop(tp, None)

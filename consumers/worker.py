@@ -498,6 +498,7 @@ class Worker(Rebalancing, Outcomes):
         if self._broken:
             self._abort_interval()
             return
+        self._advance_idle()
         offsets: dict[TP, int] = {}
         for tp, ps in self.parts.items():
             off = ps.offsets.commit_offset()
