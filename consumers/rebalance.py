@@ -15,14 +15,14 @@ from config.settings import Assignment, Mode, Settings, WorkerSettings
 from config.topics import JobTopics, base_of, ledger_topic, tier_delay
 from consumers.commit import Committer, ProducerFenced
 from consumers.decode import Job
-from consumers.errors import WorkerError, WorkerFenced
+from consumers.errors import AssignmentMismatch, WorkerError, WorkerFenced
 from consumers.freeze import FreezeWatch
 from consumers.health import Health
 from consumers.ledger import Ledger
 from consumers.metrics import Metrics
 from consumers.offsets import PartitionOffsets
 from consumers.ordering import KeyQueues
-from consumers.topics import group_session_ms
+from consumers.topics import group_assignor, group_session_ms
 from producers.publisher import Publisher
 from schemas.registry import SchemaRegistry
 
@@ -120,6 +120,19 @@ class Rebalancing:
             mode=self.ws.mode.value,
             assignment=self.ws.assignment.value,
             session_s=self.freeze.limit_s,
+        )
+
+    def _assignment_mismatch(self) -> AssignmentMismatch:
+        """The broker refused to let us join (INCONSISTENT_GROUP_PROTOCOL): it does so on every
+        retry, so say which setting differs and stop."""
+        theirs = group_assignor(self.settings, self.group)
+        ours = self.ws.assignment.value
+        return AssignmentMismatch(
+            f"consumer group {self.group!r} refuses this worker: its members use the "
+            f"{theirs or 'another'!r} assignment and this worker has worker.assignment="
+            f"{ours!r}. Every worker of a group needs the same worker.assignment: use the "
+            "group's, or stop all its workers before changing it (or use another "
+            "worker.group_id)"
         )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

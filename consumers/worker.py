@@ -31,6 +31,8 @@ from consumers.commit import CommitAborted, Committer, ProducerFenced
 from consumers.context import context_for, log_fields
 from consumers.decode import Job, decode_record
 from consumers.errors import (
+    EXIT_ASSIGNMENT_MISMATCH,
+    AssignmentMismatch,
     DlqGuardTripped,
     NotAdmitted,
     WorkerError,
@@ -214,6 +216,10 @@ class Worker(Rebalancing, Outcomes):
             self.log.error("fenced", reason=str(e))
             self._close(commit=False)
             return 3
+        except AssignmentMismatch as e:
+            self.log.error("assignment_mismatch", reason=str(e))
+            self._close(commit=False)
+            return EXIT_ASSIGNMENT_MISMATCH
         except DlqGuardTripped as e:
             self.log.error("dlq_guard_tripped", reason=str(e))
             self._halted = True
@@ -248,6 +254,8 @@ class Worker(Rebalancing, Outcomes):
         if err is not None:
             if err.fatal():
                 raise WorkerFenced(f"consumer error: {err.str()}")
+            if err.code() == KafkaError.INCONSISTENT_GROUP_PROTOCOL:
+                raise self._assignment_mismatch()
             self.log.warning("consumer_error", error=err.str())
             return
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
