@@ -43,6 +43,7 @@ class WorkerFenced(WorkerError):
 
 # Exit codes of `jobstream worker` besides 0 (stopped), 1 (error), 3 (fenced), 4 (DLQ guard).
 EXIT_ASSIGNMENT_MISMATCH = 5
+EXIT_HANDLER_ENDED_PROCESS = 6  # a handler called os._exit (whatever code it asked for)
 
 
 class AssignmentMismatch(WorkerError):

@@ -86,6 +86,11 @@ class PartitionOffsets:
             self._committed = None
 
     @property
+    def floor(self) -> int | None:
+        """Every tracked record below this offset is finished (None before the first)."""
+        return self._safe
+
+    @property
     def in_flight(self) -> int:
         """Tracked records not finished yet."""
         return len(self._unfinished)

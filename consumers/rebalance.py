@@ -78,6 +78,9 @@ class Rebalancing:
     _in_rebalance = False  # inside _on_revoke (its commit must not move to positions)
 
     if TYPE_CHECKING:
+        from consumers.crashes import CrashWatch
+
+        crash_watch: CrashWatch
 
         def _commit(self) -> None: ...
 
@@ -110,6 +113,7 @@ class Rebalancing:
                 )
             else:
                 self.freeze.limit_s = session_ms / 1000
+        self.crash_watch.connect()
         self.consumer.subscribe(
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -162,6 +166,7 @@ class Rebalancing:
         self.metrics.rebalances.inc()
         for tp in tps:
             self.parts[tp].queues.drain()  # not started: their offsets stay uncommitted
+        self.crash_watch.cancel(tps, alone_only=True)
         self._waiting = [w for w in self._waiting if w[2].tp not in tps]
         self._deferred = [d for d in self._deferred if d[0].tp not in tps]
         deadline = time.monotonic() + self.ws.revoke_grace_s
@@ -173,6 +178,7 @@ class Rebalancing:
             self._commit()
         finally:
             self._in_rebalance = False
+        self.crash_watch.release(tps)
         for tp in tps:
             self._drop(tp)
         self.log.info("revoked", partitions=[f"{t}[{p}]" for t, p in tps])
@@ -183,6 +189,7 @@ class Rebalancing:
         with contextlib.suppress(ProducerFenced):  # renewed when the interval is redone
             self.committer.abort()
         self.ledger.aborted()
+        self.crash_watch.forget([(p.topic, p.partition) for p in partitions])
         for p in partitions:
             self._drop((p.topic, p.partition))
         if frozen and self.ws.mode is Mode.TRANSACTIONAL:
@@ -272,6 +279,7 @@ class Rebalancing:
         self.ledger.aborted()
         self._waiting.clear()
         self._deferred.clear()
+        self.crash_watch.cancel()  # not handed to the executor yet: redone with the rest
         for ps in self.parts.values():
             ps.queues.drain()
         # Handlers still running would overlap with the redone jobs of their keys (order is

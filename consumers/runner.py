@@ -3,6 +3,7 @@ SIGTERM/SIGINT into a graceful stop (a second signal exits at once)."""
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ from types import FrameType
 
 from config.logging import configure_logging, get_logger
 from config.settings import Settings
+from consumers.crashes import guard_process_exit
 from consumers.health import Health, HealthServer
 from consumers.jobs import AppError, load_app
 from consumers.metrics import Metrics
@@ -32,6 +34,10 @@ def run_worker(
     metrics = Metrics()
     health = Health()
     worker = Worker(settings, jobs, group=group, metrics=metrics, health=health)
+    # A handler that takes the process down: a segfault leaves every thread's stack in the log,
+    # os._exit (even os._exit(0)) exits EXIT_HANDLER_ENDED_PROCESS.
+    faulthandler.enable()
+    guard_process_exit(worker.worker_id)
     server = None
     if settings.worker.http_port:
         server = HealthServer(

@@ -29,6 +29,7 @@ from config.settings import JobTypeSettings, Mode, Settings
 from config.topics import JobTopics, job_topics
 from consumers.commit import CommitAborted, Committer, ProducerFenced
 from consumers.context import context_for, log_fields
+from consumers.crashes import CrashWatch
 from consumers.decode import Job, decode_record
 from consumers.errors import (
     EXIT_ASSIGNMENT_MISMATCH,
@@ -162,6 +163,9 @@ class Worker(Rebalancing, Outcomes):
         # start the jobs still queued here.
         self.freeze = FreezeWatch(self.ws.session_timeout_ms / 1000)
         self.executor = Executor(self.ws.max_in_flight, alive=self.freeze.alive)
+        self.crash_watch = CrashWatch(
+            settings, self.worker_id, self.ledger, self.executor, self.parts, self.log
+        )
         self.fetch_wake = FetchWaker(self.consumer)
         self.tracing = Tracing.from_environment()
 
@@ -311,6 +315,10 @@ class Worker(Rebalancing, Outcomes):
             self._finish(ps, job.offset)
             self._next(ps, job)
             return
+        crashed = self.crash_watch.verdict(ps, job)
+        if crashed is not None:  # took its worker down worker.max_crashes times
+            self._fail(ps, job, crashed, None)
+            return
         gate = self.gates[job.job_type]
         if not gate.try_start(time.monotonic()):
             self._deferred.append((ps, job))  # rate limited or breaker open: started later
@@ -322,7 +330,9 @@ class Worker(Rebalancing, Outcomes):
             func = self.tracing.wrap(func, jd.is_async, job)
         ps.running += 1
         self.log.info("started", **log_fields(job))
-        self.executor.submit(
+        self.crash_watch.launch(  # to the executor once its start is recorded
+            ps,
+            job,
             Task(
                 func,
                 (job.payload, ctx),
@@ -330,7 +340,7 @@ class Worker(Rebalancing, Outcomes):
                 self.cfg[job.job_type].timeout_s,
                 (ps.gen, job),
                 gate if gate.breaker is not None else None,
-            )
+            ),
         )
 
     def _release_hold(self, ps: PartitionState, job: Job) -> None:
@@ -392,6 +402,7 @@ class Worker(Rebalancing, Outcomes):
             or self._finished_since_commit >= self.ws.commit_max_records
         ):
             self._commit(wait=False)
+        self.crash_watch.step_alone(self._commit)
         # The rest needs no more than a few milliseconds' precision, and a busy loop iterates
         # a thousand times a second or more: its cost was a third of the loop's own.
         if now - self._last_tick < TICK_S:
@@ -491,6 +502,8 @@ class Worker(Rebalancing, Outcomes):
                 self.producer.flush(flush_s)
         except (KafkaException, SystemError) as raised:
             self._producer_failed(raised, "producer failed")
+        if self.crash_watch.serve():
+            self._last_event = time.monotonic()
         if self._marks_due:
             self._write_marks()
 
@@ -538,6 +551,7 @@ class Worker(Rebalancing, Outcomes):
 
     def _shutdown(self) -> None:
         """Stop fetching, let in-flight jobs finish within the grace period, commit, leave."""
+        self.crash_watch.cancel(alone_only=True)
         for ps in self.parts.values():
             ps.queues.drain()
             self._set_paused(ps, True)
@@ -555,6 +569,7 @@ class Worker(Rebalancing, Outcomes):
         try:
             if commit:
                 self._commit()
+                self.crash_watch.release()
             else:
                 self.committer.abort()
         except WorkerFenced as e:

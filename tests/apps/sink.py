@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import time
@@ -53,6 +54,10 @@ def _behave(payload: dict[str, Any], ctx: JobContext) -> float:
         return int(arg) / 1000
     if name == "hang":
         return 3600.0
+    if name == "exit":  # takes the worker process down, as os._exit in a library would
+        os._exit(int(arg))
+    if name == "segv":
+        ctypes.string_at(0)
     return 0.0
 
 
