@@ -160,6 +160,19 @@ class WorkerSettings(_Model):
     retry_jitter: float = Field(0.1, ge=0, lt=1)
     ledger_ttl_s: float = Field(7 * 86_400.0, gt=0)
     dlq_guard: DlqGuardSettings | None = None
+    # A job whose runs took the worker process down this often is dead-lettered as `crashed`
+    # (consumers/crashes.py); 0 turns the start records off.
+    max_crashes: int = Field(3, ge=0, le=100)
+
+    @field_validator("max_crashes")
+    @classmethod
+    def _max_crashes(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError(
+                "1 would dead-letter every job running when a worker dies; use 2 or more "
+                "(the last run is alone, so the blame is the job's own), or 0 for off"
+            )
+        return v
 
 
 class LogSettings(_Model):

@@ -46,6 +46,16 @@ class WorkerFenced(WorkerError):
     """Another worker took over this worker's partitions; this one must stop."""
 
 
+# Exit codes of `jobstream worker` besides 0 (stopped), 1 (error), 3 (fenced), 4 (DLQ guard).
+EXIT_ASSIGNMENT_MISMATCH = 5
+EXIT_HANDLER_ENDED_PROCESS = 6  # a handler called os._exit (whatever code it asked for)
+
+
+class AssignmentMismatch(WorkerError):
+    """The group's members use another assignment strategy than worker.assignment: classic
+    members with different strategies cannot share a group, and joining is refused for ever."""
+
+
 @dataclass(frozen=True)
 class Failure:
     category: Category

@@ -10,7 +10,12 @@ arrives at a new position and runs.
 
 Entries written in the current commit interval stay `pending` until their transaction commits
 (at least once: until the broker acknowledges them): an aborted interval must not make a job
-look done."""
+look done.
+
+And it holds crash evidence: per source partition one key (`!started/topic/partition`) whose
+latest value lists the handler runs that started and had not ended (consumers/crashes.py). It
+is written outside any transaction, so it survives the process that wrote it; the restore keeps
+the latest value per key on the view, whose first byte (status `started`) tells it apart."""
 
 from __future__ import annotations
 
@@ -33,8 +38,17 @@ _RAW_SCHEMA = json.loads((INTERNAL_DIR / "ledger.avsc").read_text())
 _write_entry = avro_writer(_RAW_SCHEMA)
 _read_entry = avro_reader(_RAW_SCHEMA)
 SUCCEEDED = "succeeded"
-# The status enum's index as the first byte of an entry (zig-zag: 0, 1, 2 -> 0, 2, 4).
-_STATUS_BYTES = frozenset(2 * i for i in range(len(_RAW_SCHEMA["fields"][0]["type"]["symbols"])))
+STARTED = "started"
+_SYMBOLS = _RAW_SCHEMA["fields"][0]["type"]["symbols"]
+# The status enum's index as the first byte of a value (zig-zag: 0, 1, 2 -> 0, 2, 4).
+_STATUS_BYTES = frozenset(2 * i for i, s in enumerate(_SYMBOLS) if s != STARTED)
+STARTED_BYTE = 2 * _SYMBOLS.index(STARTED)
+# started.avsc names the ledger's status enum: one definition of it, in ledger.avsc.
+_STARTED_SCHEMA = json.loads((INTERNAL_DIR / "started.avsc").read_text())
+_STARTED_SCHEMA["fields"][0]["type"] = _RAW_SCHEMA["fields"][0]["type"]
+_write_started = avro_writer(_STARTED_SCHEMA)
+_read_started = avro_reader(_STARTED_SCHEMA)
+STARTED_PREFIX = "!started/"
 ROUTED = {"retried": "retried", "dead_lettered": "dead_lettered"}  # outcome -> mark status
 
 LedgerTP = tuple[str, int]
@@ -45,6 +59,45 @@ def routed_key(topic: str, partition: int, offset: int) -> str:
     """The ledger key marking a record as routed (a job id would have to spell out this very
     position to collide with it)."""
     return f"@{topic}/{partition}/{offset}"
+
+
+def started_key(topic: str, partition: int) -> str:
+    """The ledger key of a source partition's crash evidence."""
+    return f"{STARTED_PREFIX}{topic}/{partition}"
+
+
+def encode_started(
+    written_at_ms: int, worker: str, live: list[int], deaths: dict[int, tuple[tuple[str, int], ...]]
+) -> bytes:
+    return _write_started(
+        {
+            "status": STARTED,
+            "written_at": written_at_ms,
+            "worker": worker,
+            "live": live,
+            "deaths": [
+                {"offset": o, "starts": [{"worker": w, "at": at} for w, at in starts]}
+                for o, starts in deaths.items()
+            ],
+        }
+    )
+
+
+def decode_started(value: bytes) -> dict[int, tuple[tuple[str, int], ...]] | None:
+    """Offset -> the runs of it whose worker died (worker, when last seen running), from a
+    value read back: the writer is gone by then, so what it had running died with it."""
+    if value[:1] != bytes([STARTED_BYTE]):
+        return None
+    try:
+        rec = _read_started(io.BytesIO(value))
+    except Exception:
+        return None  # foreign or corrupt: no evidence rather than a stuck restore
+    deaths = {
+        d["offset"]: tuple((s["worker"], s["at"]) for s in d["starts"]) for d in rec["deaths"]
+    }
+    for o in rec["live"]:
+        deaths[o] = (*deaths.get(o, ()), (rec["worker"], rec["written_at"]))
+    return deaths
 
 
 def encode_entry(status: str, finished_at_ms: int, attempt: int, worker: str) -> bytes:
@@ -163,6 +216,9 @@ def restore_partitions(
                 key = msg.key()
                 if value is None or key is None:
                     continue
+                if value[0] == STARTED_BYTE:  # the latest one per key is the state
+                    views[tp].starts[key.decode("utf-8", "replace")] = value
+                    continue
                 finished = entry_finished_at(value)
                 if finished is not None and finished >= cutoff:  # completions, routing marks
                     batch[tp].append((key.decode("utf-8", "replace"), finished))
@@ -273,6 +329,11 @@ class Ledger:
             return True
         view = self.views.get(tp)
         return view is not None and job_id in view
+
+    def started(self, tp: LedgerTP, key: str) -> bytes | None:
+        """The latest crash evidence restored under this key (see consumers/crashes.py)."""
+        view = self.views.get(tp)
+        return None if view is None else view.starts.get(key)
 
     def add_pending(self, tp: LedgerTP, job_id: str, finished_at_ms: int) -> None:
         self.pending.setdefault(tp, {})[job_id] = finished_at_ms

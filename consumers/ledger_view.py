@@ -35,6 +35,7 @@ class LedgerView:
         """capacity: initial slots (rounded up to a power of two); the table grows anyway."""
         self._len = 0
         self.read_to = 0  # ledger offset the view was restored up to (a catch-up starts here)
+        self.starts: dict[str, bytes] = {}  # crash evidence: latest value per key (ledger.py)
         self._tombstones = 0
         self._min_s = _MAX_SECONDS  # lower bound of live timestamps: lets expire skip scans
         self._allocate(max(_MIN_CAPACITY, 1 << (capacity - 1).bit_length()))

@@ -4,6 +4,11 @@ Kafka convention: the committed offset is the next offset to read, so it is
 "highest finished offset + 1" such that every tracked record below it is finished.
 A record is finished when it succeeded, was routed to a retry tier or the DLQ, or
 was skipped as a duplicate. We never commit past an unfinished record.
+
+With nothing in flight the commit point moves on to the consumer's position instead: what
+lies between the last record handed over and that position is transaction markers and
+aborted records, and a commit that stopped below them left a lag of 1 or more for ever
+(KAFKA-6607; librdkafka #2539).
 """
 
 from __future__ import annotations
@@ -50,6 +55,18 @@ class PartitionOffsets:
         while tracked and tracked[0] not in unfinished:
             self._safe = tracked.popleft() + 1
 
+    def advance_to(self, position: int) -> None:
+        """The consumer's position: everything below it was handed over. With every tracked
+        record finished and below the commit point, the rest below it is transaction markers
+        and aborted records, so the commit point moves there. The caller must have received
+        every record handed over (not from inside a rebalance callback, while a batch waits)."""
+        if self._tracked or position < 0:  # in flight, or no position (just assigned, seeked)
+            return
+        if self._last_tracked is not None and position <= self._last_tracked:
+            return
+        if self._safe is None or position > self._safe:
+            self._safe = position
+
     def commit_offset(self) -> int | None:
         """Offset to commit now, or None when nothing new since mark_committed."""
         if self._safe is None or self._safe == self._committed:
@@ -67,6 +84,11 @@ class PartitionOffsets:
         marked meanwhile."""
         if self._committed == offset:
             self._committed = None
+
+    @property
+    def floor(self) -> int | None:
+        """Every tracked record below this offset is finished (None before the first)."""
+        return self._safe
 
     @property
     def in_flight(self) -> int:

@@ -15,14 +15,14 @@ from config.settings import Assignment, Mode, Settings, WorkerSettings
 from config.topics import JobTopics, base_of, ledger_topic, tier_delay
 from consumers.commit import Committer, ProducerFenced
 from consumers.decode import Job
-from consumers.errors import WorkerError, WorkerFenced
+from consumers.errors import AssignmentMismatch, WorkerError, WorkerFenced
 from consumers.freeze import FreezeWatch
 from consumers.health import Health
 from consumers.ledger import Ledger
 from consumers.metrics import Metrics
 from consumers.offsets import PartitionOffsets
 from consumers.ordering import KeyQueues
-from consumers.topics import group_session_ms
+from consumers.topics import group_assignor, group_session_ms
 from producers.publisher import Publisher
 from schemas.registry import SchemaRegistry
 
@@ -75,8 +75,12 @@ class Rebalancing:
     _deferred: list[tuple[PartitionState, Job]]
     _finished_since_commit: int
     _last_commit: float
+    _in_rebalance = False  # inside _on_revoke (its commit must not move to positions)
 
     if TYPE_CHECKING:
+        from consumers.crashes import CrashWatch
+
+        crash_watch: CrashWatch
 
         def _commit(self) -> None: ...
 
@@ -111,6 +115,7 @@ class Rebalancing:
                 )
             else:
                 self.freeze.limit_s = session_ms / 1000
+        self.crash_watch.connect()
         self.consumer.subscribe(
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -121,6 +126,19 @@ class Rebalancing:
             mode=self.ws.mode.value,
             assignment=self.ws.assignment.value,
             session_s=self.freeze.limit_s,
+        )
+
+    def _assignment_mismatch(self) -> AssignmentMismatch:
+        """The broker refused to let us join (INCONSISTENT_GROUP_PROTOCOL): it does so on every
+        retry, so say which setting differs and stop."""
+        theirs = group_assignor(self.settings, self.group)
+        ours = self.ws.assignment.value
+        return AssignmentMismatch(
+            f"consumer group {self.group!r} refuses this worker: its members use the "
+            f"{theirs or 'another'!r} assignment and this worker has worker.assignment="
+            f"{ours!r}. Every worker of a group needs the same worker.assignment: use the "
+            "group's, or stop all its workers before changing it (or use another "
+            "worker.group_id)"
         )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -151,13 +169,19 @@ class Rebalancing:
         for tp in tps:
             self.parts[tp].queues.drain()  # not started: their offsets stay uncommitted
         self._withdraw(set(tps))
+        self.crash_watch.cancel(tps, alone_only=True)
         self._waiting = [w for w in self._waiting if w[2].tp not in tps]
         self._deferred = [d for d in self._deferred if d[0].tp not in tps]
         deadline = time.monotonic() + self.ws.revoke_grace_s
-        while any(self.parts[tp].running for tp in tps) and time.monotonic() < deadline:
-            self._drain_results(block_s=0.05)
-            self._serve_producer()
-        self._commit()
+        self._in_rebalance = True
+        try:
+            while any(self.parts[tp].running for tp in tps) and time.monotonic() < deadline:
+                self._drain_results(block_s=0.05)
+                self._serve_producer()
+            self._commit()
+        finally:
+            self._in_rebalance = False
+        self.crash_watch.release(tps)
         for tp in tps:
             self._drop(tp)
         self.log.info("revoked", partitions=[f"{t}[{p}]" for t, p in tps])
@@ -168,6 +192,7 @@ class Rebalancing:
         with contextlib.suppress(ProducerFenced):  # renewed when the interval is redone
             self.committer.abort()
         self.ledger.aborted()
+        self.crash_watch.forget([(p.topic, p.partition) for p in partitions])
         for p in partitions:
             self._drop((p.topic, p.partition))
         if frozen and self.ws.mode is Mode.TRANSACTIONAL:
@@ -183,6 +208,28 @@ class Rebalancing:
         self._broken = None
         self._rewind()
         self.freeze.clear()
+
+    def _advance_idle(self) -> None:
+        """Partitions with nothing in flight commit the consumer's position, which is past
+        transaction markers (consumers/offsets.py). Not inside a rebalance callback: the poll
+        running it may have counted records in the position that it has not handed over yet."""
+        if self._in_rebalance:
+            return
+        idle = [
+            TopicPartition(*tp)
+            for tp, ps in self.parts.items()
+            if not ps.offsets.pending and not ps.gated_until_ms  # a gated tier seeked back
+        ]
+        if not idle:
+            return
+        try:
+            positions = self.consumer.position(idle)
+        except KafkaException:
+            return  # the next commit tries again
+        for tpo in positions:
+            ps = self.parts.get((tpo.topic, tpo.partition))
+            if ps is not None and tpo.error is None:
+                ps.offsets.advance_to(tpo.offset)
 
     def _drop(self, tp: TP) -> None:
         ps = self.parts.pop(tp, None)
@@ -235,6 +282,7 @@ class Rebalancing:
         self.ledger.aborted()
         self._waiting.clear()
         self._deferred.clear()
+        self.crash_watch.cancel()  # not handed to the executor yet: redone with the rest
         for ps in self.parts.values():
             ps.queues.drain()
         self._withdraw()

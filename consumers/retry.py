@@ -17,10 +17,13 @@ class Category(StrEnum):
     PERMANENT = "permanent"
     DECODE = "decode"
     UNKNOWN_JOB_TYPE = "unknown_job_type"
+    CRASHED = "crashed"  # its runs took the worker process down worker.max_crashes times
 
 
 # Retrying cannot fix these: the handler said so, or the record itself is unusable.
-_DLQ_AT_ONCE = frozenset({Category.PERMANENT, Category.DECODE, Category.UNKNOWN_JOB_TYPE})
+_DLQ_AT_ONCE = frozenset(
+    {Category.PERMANENT, Category.DECODE, Category.UNKNOWN_JOB_TYPE, Category.CRASHED}
+)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ SIGTERM/SIGINT into a graceful stop (a second signal exits at once)."""
 from __future__ import annotations
 
 import errno
+import faulthandler
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from config.logging import configure_logging, get_logger
 from config.settings import Settings, SettingsError, WorkerSettings
+from consumers.crashes import guard_process_exit
 from consumers.health import Health, HealthServer
 from consumers.jobs import AppError, load_app
 from consumers.metrics import Metrics
@@ -40,6 +42,10 @@ def run_worker(
     try:
         check_connection(settings.kafka)
         worker = Worker(settings, jobs, group=group, metrics=metrics, health=health)
+        # A handler that takes the process down: a segfault leaves every thread's stack in the
+        # log, os._exit (even os._exit(0)) exits EXIT_HANDLER_ENDED_PROCESS.
+        faulthandler.enable()
+        guard_process_exit(worker.worker_id)
         if server:
             server.start()
             log.info("http_listening", host=settings.worker.http_host, port=server.port)

@@ -57,6 +57,17 @@ def group_session_ms(settings: Settings, group: str, timeout: float = 10.0) -> i
         return None
 
 
+def group_assignor(settings: Settings, group: str, timeout: float = 5.0) -> str | None:
+    """The partition assignor a consumer group's members agreed on (e.g. 'range'), or None when
+    it cannot be read."""
+    try:
+        admin = _admin(settings)
+        desc = admin.describe_consumer_groups([group], request_timeout=timeout)[group]
+        return desc.result(timeout=timeout).partition_assignor or None
+    except Exception:
+        return None
+
+
 def describe(settings: Settings, plan: list[TopicSpec], timeout: float = 15.0) -> list[TopicState]:
     admin = _admin(settings)
     try:

@@ -29,8 +29,11 @@ from config.settings import JobTypeSettings, Mode, Settings
 from config.topics import JobTopics, job_topics
 from consumers.commit import CommitAborted, Committer, ProducerFenced
 from consumers.context import context_for, log_fields
+from consumers.crashes import CrashWatch
 from consumers.decode import Job, decode_record
 from consumers.errors import (
+    EXIT_ASSIGNMENT_MISMATCH,
+    AssignmentMismatch,
     DlqGuardTripped,
     JobTimeout,
     NotAdmitted,
@@ -166,6 +169,9 @@ class Worker(Rebalancing, Outcomes):
             limits={jt: c.concurrency for jt, c in self.cfg.items() if c.concurrency},
         )
         self.health.watch(self.executor.loop_problem)
+        self.crash_watch = CrashWatch(
+            settings, self.worker_id, self.ledger, self.executor, self.parts, self.log
+        )
         self.fetch_wake = FetchWaker(self.consumer)
         self.tracing = Tracing.from_environment()
 
@@ -220,6 +226,10 @@ class Worker(Rebalancing, Outcomes):
             self.log.error("fenced", reason=str(e))
             self._close(commit=False)
             return 3
+        except AssignmentMismatch as e:
+            self.log.error("assignment_mismatch", reason=str(e))
+            self._close(commit=False)
+            return EXIT_ASSIGNMENT_MISMATCH
         except DlqGuardTripped as e:
             self.log.error("dlq_guard_tripped", reason=str(e))
             self._halted = True
@@ -254,6 +264,8 @@ class Worker(Rebalancing, Outcomes):
         if err is not None:
             if err.fatal():
                 raise WorkerFenced(f"consumer error: {err.str()}")
+            if err.code() == KafkaError.INCONSISTENT_GROUP_PROTOCOL:
+                raise self._assignment_mismatch()
             self.log.warning("consumer_error", error=err.str())
             return
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
@@ -309,6 +321,10 @@ class Worker(Rebalancing, Outcomes):
             self._finish(ps, job.offset)
             self._next(ps, job)
             return
+        crashed = self.crash_watch.verdict(ps, job)
+        if crashed is not None:  # took its worker down worker.max_crashes times
+            self._fail(ps, job, crashed, None)
+            return
         gate = self.gates[job.job_type]
         if not gate.try_start(time.monotonic()):
             self._deferred.append((ps, job))  # rate limited or breaker open: started later
@@ -321,7 +337,9 @@ class Worker(Rebalancing, Outcomes):
         cfg = self.cfg[job.job_type]
         ps.running += 1
         self.log.info("started", **log_fields(job))
-        self.executor.submit(
+        self.crash_watch.launch(  # to the executor once its start is recorded
+            ps,
+            job,
             Task(
                 func,
                 (job.payload, ctx),
@@ -331,7 +349,7 @@ class Worker(Rebalancing, Outcomes):
                 gate if gate.breaker is not None else None,
                 kind=job.job_type if cfg.concurrency else None,
                 abandon_after_s=cfg.abandon_after_s,
-            )
+            ),
         )
 
     def _withdraw(self, tps: set[TP] | None = None) -> None:
@@ -422,6 +440,7 @@ class Worker(Rebalancing, Outcomes):
             or self._finished_since_commit >= self.ws.commit_max_records
         ):
             self._commit(wait=False)
+        self.crash_watch.step_alone(self._commit)
         # The rest needs no more than a few milliseconds' precision, and a busy loop iterates
         # a thousand times a second or more: its cost was a third of the loop's own.
         if now - self._last_tick < TICK_S:
@@ -521,6 +540,8 @@ class Worker(Rebalancing, Outcomes):
                 self.producer.flush(flush_s)
         except (KafkaException, SystemError) as raised:
             self._producer_failed(raised, "producer failed")
+        if self.crash_watch.serve():
+            self._last_event = time.monotonic()
         if self._marks_due:
             self._write_marks()
 
@@ -536,6 +557,7 @@ class Worker(Rebalancing, Outcomes):
         if self._broken:
             self._abort_interval()
             return
+        self._advance_idle()
         offsets: dict[TP, int] = {}
         for tp, ps in self.parts.items():
             off = ps.offsets.commit_offset()
@@ -567,6 +589,7 @@ class Worker(Rebalancing, Outcomes):
 
     def _shutdown(self) -> None:
         """Stop fetching, let in-flight jobs finish within the grace period, commit, leave."""
+        self.crash_watch.cancel(alone_only=True)
         for ps in self.parts.values():
             ps.queues.drain()
             self._set_paused(ps, True)
@@ -585,6 +608,7 @@ class Worker(Rebalancing, Outcomes):
         try:
             if commit:
                 self._commit()
+                self.crash_watch.release()
             else:
                 self.committer.abort()
         except WorkerFenced as e:

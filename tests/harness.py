@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from config.kafka import client_config
 from config.settings import Settings, load_settings
 from config.topics import job_topics
-from consumers.ledger import SUCCEEDED, decode_entry
+from consumers.ledger import STARTED_PREFIX, SUCCEEDED, decode_entry
 from consumers.topics import apply, full_plan
 from producers import Publisher
 
@@ -191,11 +191,19 @@ class Stack:
         c.close()
         return out
 
+    def ledger_records(self, timeout: float = 10) -> list[Any]:
+        """The committed ledger records, minus the crash evidence (consumers/crashes.py)."""
+        prefix = STARTED_PREFIX.encode()
+        return [
+            m for m in self.read_topic(self.topics.ledger, timeout=timeout)
+            if not (m.key() or b"").startswith(prefix)
+        ]
+
     def ledger_entries(self, timeout: float = 30) -> list[tuple[str, dict[str, Any]]]:
         """(job id, entry) of every committed completion in the ledger (read_committed); the
         routing marks (keyed by record position) are left out."""
         out = []
-        for m in self.read_topic(self.topics.ledger, timeout=timeout):
+        for m in self.ledger_records(timeout=timeout):
             entry = decode_entry(m.value()) if m.value() is not None else None
             if m.key() is not None and entry is not None and entry["status"] == "succeeded":
                 out.append((m.key().decode(), entry))

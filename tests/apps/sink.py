@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import sys
@@ -56,6 +57,10 @@ def _behave(payload: dict[str, Any], ctx: JobContext) -> float:
         return 3600.0
     if name == "exit":  # sys.exit() in a handler: a job failure, not the worker's end
         sys.exit(int(arg or 0))
+    if name == "os_exit":  # takes the worker process down, as os._exit in a library would
+        os._exit(int(arg))
+    if name == "segv":
+        ctypes.string_at(0)
     return 0.0
 
 

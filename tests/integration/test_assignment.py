@@ -4,6 +4,7 @@ topic's partitions (every process also subscribes to the retry tiers)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -56,4 +57,38 @@ def test_consumer_protocol_takes_the_session_timeout_from_the_broker(stack_facto
     stack.wait_for(lambda: '"event": "subscribed"' in log.read_text(), 30, "subscribed")
     subscribed = [json.loads(x) for x in log.read_text().splitlines() if '"subscribed"' in x]
     assert subscribed[0]["session_s"] == 10.0
+    assert stack.stop_all() == [0]
+
+
+def test_a_worker_whose_assignment_differs_from_its_group_stops_with_exit_5(
+    stack_factory,
+) -> None:
+    """Issue 26 item 21: a cooperative-sticky worker joining a group of range workers logged
+    "JoinGroup failed: Inconsistent group protocol" every 2 s for ever and never exited. Now
+    it stops at once with exit code 5 and one message naming worker.assignment, its own value
+    and the group's; the group's own worker goes on."""
+    stack: Stack = stack_factory(worker={"assignment": "range"})
+    stack.start_worker()
+    first = stack.tmp / "worker-0.log"
+    stack.wait_for(lambda: '"event": "assigned"' in first.read_text(), 60, "first worker joined")
+    odd = stack.start_worker(JOBSTREAM_WORKER__ASSIGNMENT="cooperative-sticky")
+    try:
+        rc = odd.wait(60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the mismatched worker never exited; logs in {stack.tmp}") from None
+    assert rc == 5
+    events = [
+        json.loads(x) for x in (stack.tmp / "worker-1.log").read_text().splitlines()
+        if x.startswith("{")
+    ]
+    stop = [e for e in events if e["event"] == "assignment_mismatch"]
+    assert len(stop) == 1, events[-5:]
+    reason = stop[0]["reason"]
+    assert "worker.assignment" in reason and "cooperative-sticky" in reason, reason
+    assert "'range'" in reason, reason  # what the group's members use
+    assert sum(e["event"] == "consumer_error" for e in events) <= 1
+    stack.procs.remove(odd)  # its exit is this test's point, not a death to report
+    assert stack.procs[0].poll() is None
+    stack.publish_many([({"seq": 0, "behaviour": "ok"}, "k")])
+    stack.wait_runs(1)
     assert stack.stop_all() == [0]

@@ -37,7 +37,7 @@ def test_ledger_records_are_written_to_the_source_partition(stack_factory) -> No
     stack.start_worker()
     stack.wait_runs(30)
     assert stack.stop_all() == [0]
-    ledger = stack.read_topic(stack.topics.ledger)
+    ledger = stack.ledger_records()
     main = stack.read_topic(stack.topics.main)
     assert {m.key().decode() for m in ledger} == set(ids)
     by_id = {dict(m.headers())["js-job-id"].decode(): m.partition() for m in main}
@@ -104,12 +104,12 @@ def test_sigkill_repeatedly_no_run_after_recorded_completion(stack_factory) -> N
     # The last interval's transaction commits shortly after the last run; a killed worker's
     # dangling transaction can hide it from read_committed readers until it times out.
     stack.wait_for(
-        lambda: len({m.key() for m in stack.read_topic(stack.topics.ledger, 30)}) >= n,
+        lambda: len({m.key() for m in stack.ledger_records(30)}) >= n,
         90,
         "every completion recorded in the ledger",
     )
     recorded_at = {}
-    for m in stack.read_topic(stack.topics.ledger, timeout=30):
+    for m in stack.ledger_records(timeout=30):
         entry = decode_entry(m.value())
         jid = m.key().decode()
         recorded_at[jid] = min(recorded_at.get(jid, entry["finished_at"]), entry["finished_at"])
@@ -192,7 +192,7 @@ def test_a_fenced_producer_is_renewed_and_the_interval_redone(stack_factory) -> 
     ids += stack.publish_many([({"seq": 1, "behaviour": "ok"}, f"b{i}") for i in range(20)])
     # Runs of the fenced interval were thrown away with it: done is what the ledger records.
     stack.wait_for(
-        lambda: set(ids) <= {m.key().decode() for m in stack.read_topic(stack.topics.ledger)},
+        lambda: set(ids) <= {m.key().decode() for m in stack.ledger_records()},
         90,
         "every job's completion in the ledger",
     )

@@ -133,3 +133,32 @@ def test_offset_book() -> None:
     assert book.commit_offsets() == {} and book.in_flight_total == 0
     with pytest.raises(ValueError, match="not tracked"):
         book.finish(a, 1)
+
+
+def test_an_idle_partition_commits_the_position_past_transaction_markers() -> None:
+    """Issue 26 item 22: records 0-2 and a commit marker at 3: "highest finished + 1" stopped
+    at 3 for ever (lag 1). With nothing in flight the consumer's position (4) is committed;
+    while anything is in flight, or without a position, the rule stays as it was."""
+    p = PartitionOffsets()
+    p.advance_to(-1001)  # just assigned: no position yet
+    assert p.commit_offset() is None
+    p.advance_to(7)  # only markers after the committed offset: nothing tracked at all
+    assert p.commit_offset() == 7
+    p.mark_committed(7)
+    for offset in (7, 8, 9):
+        p.track(offset)
+    p.finish(7)
+    p.advance_to(11)  # 8 and 9 in flight: never past them
+    assert p.commit_offset() == 8
+    p.finish(9)
+    p.advance_to(11)
+    assert p.commit_offset() == 8
+    p.finish(8)
+    assert p.commit_offset() == 10
+    p.advance_to(9)  # an older position never moves the commit point back
+    assert p.commit_offset() == 10
+    p.advance_to(11)  # the marker at 10
+    assert p.commit_offset() == 11
+    p.track(12)  # the next record after the marker
+    p.finish(12)
+    assert p.commit_offset() == 13

@@ -111,6 +111,7 @@ def test_category_values_match_header_values() -> None:
         "permanent",
         "decode",
         "unknown_job_type",
+        "crashed",
     ]
     assert Category("timeout") is Category.TIMEOUT
 

@@ -1,0 +1,430 @@
+"""Crash evidence: a handler that takes its process down (os._exit, a segfault, the OOM killer)
+must not crash-loop the worker for ever with its partition stuck.
+
+Per source partition one ledger key (`!started/<topic>/<partition>`) holds, in its latest value,
+the offsets whose handlers run now (`live`) and the earlier runs of records whose worker died
+(`deaths`). It is written by a producer of its own, outside any transaction: an aborted
+transaction must not take the evidence with it. A job goes to the executor only once a value
+listing it is acknowledged, so a handler that ends the process on its first line cannot outrun
+its record. One write per partition is in flight at a time and the jobs that arrive meanwhile
+go with the next one, so under load one write covers many jobs.
+
+The next owner reads the latest value when it restores the ledger: what its writer had live
+died with it. A record that took its worker down `worker.max_crashes` times is dead-lettered as
+`crashed`, with the evidence, instead of run. A death is shared by everything that was running,
+so the last allowed run is alone: the worker lets everything else end, commits, runs the job by
+itself, and commits again before anything else starts; that death is the job's own. A graceful
+end (revoke, shutdown) writes what is still running, so it counts nothing.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import queue
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from config.kafka import client_config
+from config.settings import Settings
+from consumers.decode import Job
+from consumers.errors import EXIT_HANDLER_ENDED_PROCESS, Failure
+from consumers.executor import Executor, Task
+from consumers.ledger import Ledger, decode_started, encode_started, started_key
+from consumers.rebalance import TP, PartitionState
+from consumers.retry import Category
+from schemas import wire
+
+Start = tuple[str, int]  # (worker id, ms since epoch it was last seen running)
+RELEASE_FLUSH_S = 5.0
+
+# The job whose handler the current thread (or asyncio task) runs, for the os._exit guard.
+_RUNNING: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "jobstream_running_job", default=None
+)
+
+
+@dataclass
+class _Held:
+    """A job the worker started whose handler waits for its start to be recorded."""
+
+    ps: PartitionState
+    gen: int
+    job: Job
+    task: Task
+    token: int = 0
+    submitted: bool = False
+
+
+@dataclass
+class _Part:
+    key: str
+    ledger_tp: tuple[str, int]
+    deaths: dict[int, tuple[Start, ...]]
+    live: dict[int, int] = field(default_factory=dict)  # offset -> token of its run here
+    waiting: list[_Held] = field(default_factory=list)  # for the next write
+    sent: list[_Held] = field(default_factory=list)  # in the write in flight
+    writing: bool = False
+    dirty: bool = False  # live or deaths changed since the last write
+
+
+class CrashWatch:
+    def __init__(
+        self,
+        settings: Settings,
+        worker_id: str,
+        ledger: Ledger,
+        executor: Executor,
+        parts: dict[TP, PartitionState],
+        log: Any,
+    ) -> None:
+        self.limit = settings.worker.max_crashes
+        self.enabled = self.limit > 0
+        self.alone_at = max(1, self.limit - 1)  # the last allowed run is alone
+        self.worker_id = worker_id
+        self.ledger = ledger
+        self.executor = executor
+        self.parts = parts  # the worker's own dict: which partition states are current
+        self.log = log
+        self._parts: dict[TP, _Part] = {}
+        self._due: set[TP] = set()  # partitions with jobs waiting for a write, or changes
+        self._ended: queue.SimpleQueue[tuple[TP, int, int]] = queue.SimpleQueue()
+        self._token = 0
+        self._alone: deque[_Held] = deque()
+        self._alone_running: _Held | None = None
+        self._write_error: str | None = None
+        self._kafka = settings.kafka
+        self.producer: Producer | None = None  # made on the first write
+
+    # -- the poll loop's calls -----------------------------------------------------------
+
+    def verdict(self, ps: PartitionState, job: Job) -> Failure | None:
+        """A crashed failure for a record that took its worker down max_crashes times."""
+        if not self.enabled:
+            return None
+        deaths = self._part(ps).deaths.get(job.offset, ())
+        if len(deaths) < self.limit:
+            return None
+        return crashed_failure(deaths, self.limit)
+
+    def launch(self, ps: PartitionState, job: Job, task: Task) -> None:
+        """Hand the task to the executor once its start is recorded (at once when off)."""
+        if not self.enabled:
+            self.executor.submit(task)
+            return
+        part = self._part(ps)
+        held = _Held(ps, ps.gen, job, task)
+        if len(part.deaths.get(job.offset, ())) >= self.alone_at:
+            self._alone.append(held)
+        else:
+            part.waiting.append(held)
+            self._due.add(ps.tp)
+
+    def serve(self) -> bool:
+        """Delivery reports (which start the jobs they recorded), ended runs, due writes; True
+        when anything was acknowledged."""
+        if not self.enabled:
+            return False
+        served = self.producer is not None and self.producer.poll(0) > 0
+        self._drain_ended()
+        if not self._due:
+            return served
+        alone = self.isolating
+        for tp in list(self._due):
+            part = self._parts.get(tp)
+            if part is None or not (part.waiting or part.dirty):
+                self._due.discard(tp)
+            elif not part.writing and (part.dirty or not alone):
+                self._write(tp, part, [] if alone else part.waiting)
+                if not part.waiting:
+                    self._due.discard(tp)
+        return served
+
+    @property
+    def isolating(self) -> bool:
+        return bool(self._alone) or self._alone_running is not None
+
+    def step_alone(self, commit: Callable[[], None]) -> None:
+        """Drive the jobs that must run alone: wait for everything else to end, commit, run one,
+        wait for its outcome, commit again."""
+        if not self.isolating or not self._quiet():
+            return
+        if self._alone_running is not None:
+            if not self._alone_running.submitted:
+                return  # its start is being written
+            done, self._alone_running = self._alone_running, None
+            commit()  # its outcome is durable before anything else can take the process down
+            self.log.info("ran_alone", **_where(done.job))
+            return
+        first = self._alone[0]
+        tp = first.job.tp
+        part = self._parts.get(tp)
+        if part is None or part.writing:
+            return
+        commit()  # what finished before is durable: a death now is the suspect's alone
+        if not self._alone or self._alone[0] is not first:
+            return  # the commit failed and rewound: the job was dropped, and comes again
+        held = self._alone.popleft()
+        self._alone_running = held
+        self.log.warning(
+            "running_alone",
+            **_where(held.job),
+            deaths=len(part.deaths.get(held.job.offset, ())),
+            max_crashes=self.limit,
+        )
+        self._write(tp, part, [held])
+
+    def connect(self) -> None:
+        """Make the producer now: its first write would otherwise wait for the connection."""
+        if self.enabled:
+            self._producer()
+
+    def cancel(self, tps: list[TP] | None = None, alone_only: bool = False) -> None:
+        """Jobs not handed over yet are dropped: not started, they stay uncommitted and run
+        again later; their partitions' running counts drop. alone_only (revoke, shutdown): the
+        others are logged as started and get the grace like the running ones; only the jobs
+        waiting to run alone are dropped, and the rest need not wait for them any more."""
+        want = set(self._parts if tps is None else tps)
+        for tp in set() if alone_only else want & set(self._parts):
+            part = self._parts[tp]
+            for h in part.waiting + part.sent:
+                self._drop(h, part)
+            part.waiting, part.sent = [], []
+            self._due.add(tp)
+        keep: deque[_Held] = deque()
+        for h in self._alone:
+            if h.job.tp in want:
+                self._drop(h, self._parts.get(h.job.tp))
+            else:
+                keep.append(h)
+        self._alone = keep
+        if self._alone_running is not None and self._alone_running.job.tp in want:
+            self._alone_running = None
+        if alone_only and self.isolating:  # another partition's job runs alone: none of
+            for tp in want & set(self._parts):  # these would be handed over in time
+                part = self._parts[tp]
+                for h in part.waiting:
+                    self._drop(h, part)
+                part.waiting = []
+
+    def release(self, tps: list[TP] | None = None) -> None:
+        """A graceful end of these partitions here (revoke, shutdown): nothing of theirs runs
+        any more as far as the next owner is concerned (a handler past its grace was given up,
+        not the cause of a death), so only the earlier deaths are written; then they are
+        forgotten. Waits for the writes, so that the next owner reads them."""
+        if not self.enabled:
+            return
+        self.cancel(tps)
+        for tp in list(self._parts if tps is None else tps):
+            part = self._parts.pop(tp, None)
+            if part is not None and (part.dirty or part.live):
+                part.live.clear()
+                self._write(tp, part, [])
+        if self.producer is not None:
+            self.producer.flush(RELEASE_FLUSH_S)
+
+    def forget(self, tps: list[TP]) -> None:
+        """Partitions lost (another owner may write their evidence now): drop them unwritten."""
+        self.cancel(tps)
+        for tp in tps:
+            self._parts.pop(tp, None)
+
+    def pending(self) -> int:
+        return 0 if self.producer is None else len(self.producer)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _part(self, ps: PartitionState) -> _Part:
+        part = self._parts.get(ps.tp)
+        if part is None:
+            key = started_key(*ps.tp)
+            raw = self.ledger.started(ps.ledger_tp, key)
+            deaths = (decode_started(raw) if raw else None) or {}
+            part = self._parts[ps.tp] = _Part(key, ps.ledger_tp, deaths)
+            if deaths:
+                self.log.warning(
+                    "crash_evidence",
+                    topic=ps.tp[0],
+                    partition=ps.tp[1],
+                    deaths={str(o): len(s) for o, s in sorted(deaths.items())},
+                    max_crashes=self.limit,
+                )
+        return part
+
+    def _drain_ended(self) -> None:
+        while not self._ended.empty():
+            tp, offset, token = self._ended.get()
+            part = self._parts.get(tp)
+            if part is not None and part.live.get(offset) == token:
+                del part.live[offset]
+                part.deaths.pop(offset, None)  # it ran to its end: not a process killer
+                part.dirty = True
+                self._due.add(tp)
+
+    def _producer(self) -> Producer:
+        if self.producer is None:
+            # Idempotent: several values of one key in flight (a release behind a write) stay
+            # in order. linger 0: the handler waits for this record.
+            self.producer = Producer(
+                client_config(
+                    self._kafka,
+                    **{"linger.ms": 0, "enable.idempotence": True, "message.timeout.ms": 10_000},
+                )
+            )
+        return self.producer
+
+    def _write(self, tp: TP, part: _Part, moving: list[_Held]) -> None:
+        self._drain_ended()  # a run that ended is not listed as running
+        ps = self.parts.get(tp)
+        floor = None if ps is None else ps.offsets.floor
+        if floor is not None and part.deaths and min(part.deaths) < floor:
+            # Finished since (recorded before the death, say): no next owner reads them again.
+            part.deaths = {o: d for o, d in part.deaths.items() if o >= floor}
+        if moving is part.waiting:
+            part.waiting = []
+        for h in moving:
+            self._token += 1
+            h.token = self._token
+            part.live[h.job.offset] = h.token
+            h.task.func = _watched(h.task.func, h.task.is_async, self._ended, h.job, h.token)
+        part.sent = moving
+        part.writing = True
+        part.dirty = False
+        value = encode_started(
+            int(time.time() * 1000), self.worker_id, sorted(part.live), part.deaths
+        )
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            part.writing = False
+            if part.waiting or part.dirty:
+                self._due.add(tp)
+            sent, part.sent = part.sent, []
+            if err is not None and self._write_error != err.str():
+                # Run anyway: missing evidence costs a crash count, holding jobs costs the work.
+                self._write_error = err.str()
+                self.log.warning("crash_evidence_unwritten", error=err.str())
+            for h in sent:
+                if self.parts.get(h.job.tp) is h.ps and h.ps.gen == h.gen:
+                    h.submitted = True
+                    self.executor.submit(h.task)
+
+        topic, partition = part.ledger_tp
+        self._producer().produce(
+            topic, value, part.key.encode(), partition=partition, on_delivery=on_delivery
+        )
+
+    def _drop(self, h: _Held, part: _Part | None) -> None:
+        if self.parts.get(h.job.tp) is h.ps:
+            h.ps.running -= 1
+        if part is not None and h.token and part.live.get(h.job.offset) == h.token:
+            del part.live[h.job.offset]
+            part.dirty = True
+
+    def _quiet(self) -> bool:
+        """Nothing handed to the executor is still out (its result not yet drained)."""
+        held = Counter(id(h.ps) for h in self._alone)
+        for part in self._parts.values():
+            held.update(id(h.ps) for h in part.waiting)
+            held.update(id(h.ps) for h in part.sent)
+        return all(ps.running == held.get(id(ps), 0) for ps in self.parts.values())
+
+
+def crashed_failure(deaths: tuple[Start, ...], limit: int) -> Failure:
+    """The dead letter's failure: how often, where and when the worker died under the job."""
+    lines = [f"worker {w} died while running it (last seen running {_iso(at)})" for w, at in deaths]
+    last_w, last_at = deaths[-1]
+    message = (
+        f"the worker process died {len(deaths)} times while this job ran (worker.max_crashes="
+        f"{limit}), the last time running it alone: {last_w} at {_iso(last_at)}"
+    )
+    return Failure(
+        Category.CRASHED,
+        "jobstream.WorkerCrashed",
+        wire.cut(message, wire.MAX_MESSAGE_BYTES),
+        wire.cut("\n".join(lines), wire.MAX_STACK_BYTES),
+    )
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def _where(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "job_type": job.job_type,
+        "topic": job.topic,
+        "partition": job.partition,
+        "offset": job.offset,
+    }
+
+
+def _watched(
+    func: Callable[..., Any],
+    is_async: bool,
+    ended: queue.SimpleQueue[tuple[TP, int, int]],
+    job: Job,
+    token: int,
+) -> Callable[..., Any]:
+    """func, reporting when its run really ends (an abandoned thread's too) and naming its job
+    to the os._exit guard."""
+    where = _where(job)
+    done = (job.tp, job.offset, token)
+
+    if is_async:
+
+        async def run_async(*args: Any) -> Any:
+            _RUNNING.set(where)
+            try:
+                return await func(*args)
+            finally:
+                ended.put(done)
+
+        return run_async
+
+    def run(*args: Any) -> Any:
+        reset = _RUNNING.set(where)
+        try:
+            return func(*args)
+        finally:
+            _RUNNING.reset(reset)
+            ended.put(done)
+
+    return run
+
+
+def guard_process_exit(worker_id: str) -> None:
+    """os._exit from any thread but the main one (a handler, or a thread it started) ends the
+    process with EXIT_HANDLER_ENDED_PROCESS, never 0, and one log line naming the job."""
+    real_exit = os._exit
+
+    def guarded(status: int) -> NoReturn:
+        if threading.current_thread() is threading.main_thread():
+            real_exit(status)
+        import json
+
+        from config.logging import flush_logs
+
+        line = {
+            "event": "handler_ended_process",
+            "level": "error",
+            "worker": worker_id,
+            "exit_code_asked": status,
+            "exit_code": EXIT_HANDLER_ENDED_PROCESS,
+            "thread": threading.current_thread().name,
+            **(_RUNNING.get() or {}),
+        }
+        try:
+            flush_logs()
+            os.write(2, (json.dumps(line) + "\n").encode())
+        finally:
+            real_exit(EXIT_HANDLER_ENDED_PROCESS)
+
+    os._exit = guarded
