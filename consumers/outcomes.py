@@ -75,7 +75,9 @@ class Outcomes:
         self._next(ps, job)
 
     def _fail(self, ps: PartitionState, job: Job, failure: Failure, duration: float | None) -> None:
-        jt = job.job_type if job.job_type in self.cfg else ps.job_type
+        # A job named on another type's topic goes to the DLQ of the topic it came from.
+        own = job.job_type in self.cfg and job.topic in self.topics[job.job_type].consumed
+        jt = job.job_type if own else ps.job_type
         decision, out = route_failure(
             job,
             failure,

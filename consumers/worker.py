@@ -29,7 +29,7 @@ from config.settings import JobTypeSettings, Mode, Settings
 from config.topics import JobTopics, job_topics
 from consumers.commit import CommitAborted, Committer, ProducerFenced
 from consumers.context import context_for, log_fields
-from consumers.decode import Job, decode_record
+from consumers.decode import Job, decode_record, topic_carriers
 from consumers.errors import (
     DlqGuardTripped,
     NotAdmitted,
@@ -92,6 +92,7 @@ class Worker(Rebalancing, Outcomes):
         self.job_of_topic = {
             t: jt for jt, jt_topics in self.topics.items() for t in jt_topics.consumed
         }
+        self.carriers = topic_carriers(self.topics)  # what a topic's records may name
         self.gates = {jt: JobTypeGate.for_job_type(c) for jt, c in self.cfg.items()}
         guard = self.ws.dlq_guard
         self.dlq_guard = (
@@ -280,7 +281,10 @@ class Worker(Rebalancing, Outcomes):
             headers,
             self.registry,
             self.jobs.keys(),
+            carries=self.carriers.get(topic, ()),
         )
+        for warning in job.header_warnings:
+            self.log.warning("header_ignored", **log_fields(job), reason=warning)
         if ps.is_tier and job.failure is None and job.not_before_ms > now_ms():
             # Not due: pause this partition and come back to this very record when it is.
             ps.gated_until_ms = job.not_before_ms
