@@ -82,6 +82,7 @@ class Worker(Rebalancing, Outcomes):
         self.jobs = jobs
         self.registry = registry or SchemaRegistry.from_dirs(settings.schema_dirs)
         self.metrics = metrics or Metrics()
+        self.metrics.limit_job_types(jobs)  # label values: never a record's header
         self.health = health or Health()
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         # bound now (logging is configured by then): no lazy proxy on the hot path
