@@ -89,7 +89,8 @@ class Outcomes:
             self.rng,
             self._due_floors,
         )
-        self.log.info(
+        dead = out is not None and out.outcome == "dead_lettered"
+        (self.log.warning if dead else self.log.info)(
             "failed",
             **log_fields(job),
             category=failure.category.value,
@@ -206,6 +207,8 @@ class Outcomes:
         if out.outcome == "retried":
             self.metrics.retried(jt, out.tier or "")
             self.log.info("retried", **fields, tier=out.tier, duration_ms=_ms(duration))
+        elif out.outcome == "dead_lettered":  # WARNING: a WARNING filter must still show it
+            self.log.warning(out.outcome, **fields, duration_ms=_ms(duration))
         else:
             self.log.info(out.outcome, **fields, duration_ms=_ms(duration))
 
