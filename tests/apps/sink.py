@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -53,6 +54,9 @@ def _behave(payload: dict[str, Any], ctx: JobContext) -> float:
         return int(arg) / 1000
     if name == "hang":
         return 3600.0
+    if name == "log":  # the standard library's logging and print, from inside a handler
+        logging.getLogger(__name__).info("handler logged %s", arg)
+        print(f"handler printed {arg}")
     return 0.0
 
 
