@@ -143,6 +143,11 @@ class _ToStructlog(logging.Handler):
                 fields["exc_info"] = record.exc_info
             level = max((n for n in _LEVELS if n <= record.levelno), default=logging.DEBUG)
             self._log.log(level, fields.pop("event"), **fields)
+        except SystemError:
+            # What a librdkafka log line meets while an earlier callback's exception (a fatal
+            # error) is still pending: swallowed here, the client call would lose that error
+            # and fail with "returned NULL without setting an exception".
+            raise
         except Exception:
             self.handleError(record)
 

@@ -155,3 +155,30 @@ def test_every_client_logs_through_the_kafka_logger(
     err = capfd.readouterr().err
     assert "%3|" not in err and "FAIL" not in err, err[:300]
     assert all(e["event"] == "kafka" and dead in e["message"] for e in _events(log_file))
+
+
+class _Surfacing:
+    """A log stream whose write meets the SystemError CPython raises when Python code runs
+    while a C callback's exception is pending."""
+
+    def write(self, text: str) -> int:
+        raise SystemError("<built-in function monotonic> returned a result with an exception set")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_a_pending_client_error_is_not_swallowed_by_the_log(log_file: Path) -> None:
+    """Issue 26 item 23: with librdkafka's lines routed through Python logging, the log line
+    after a fatal error (a fenced producer) ran while that error was still pending; the log
+    handler caught the SystemError it surfaced as, and the worker's flush() then failed with
+    "returned NULL without setting an exception" (exit 70) instead of raising the fatal error
+    it renews the producer on. A SystemError now passes through the handler."""
+    configure_logging(LogSettings(level="INFO", format="json"), _Surfacing())
+    with pytest.raises(SystemError, match="exception set"):
+        kafka_logger().handle(_rdkafka_record("TXNERR", "Fatal transaction error"))
+    with pytest.raises(SystemError):
+        logging.getLogger("my.app").error("any other record too")
