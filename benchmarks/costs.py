@@ -83,7 +83,10 @@ def _measure(b: Bench, topic: str, ledger_topic: str, worker: Worker, calls: int
     key = job_id.encode()
 
     def record() -> Job:
-        return decode_record(topic, 0, 42, key, value, headers, worker.registry, worker.jobs.keys())
+        return decode_record(
+            topic, 0, 42, key, value, headers, worker.registry, worker.jobs.keys(),
+            carries=worker.carriers[topic],
+        )
 
     job = record()
     ltp = (ledger_topic, 0)

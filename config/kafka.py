@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from config.logging import kafka_logger
 from config.settings import Assignment, KafkaSettings, SecurityProtocol, WorkerSettings
 
 
@@ -12,6 +13,8 @@ def client_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
         "bootstrap.servers": kafka.bootstrap_servers,
         "client.id": kafka.client_id,
         "security.protocol": kafka.security_protocol.value,
+        # librdkafka's lines through the product's log (rate limited), not raw to stderr
+        "logger": kafka_logger(),
     }
     if kafka.security_protocol in (SecurityProtocol.SASL_SSL, SecurityProtocol.SASL_PLAINTEXT):
         conf["sasl.mechanism"] = kafka.sasl_mechanism

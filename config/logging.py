@@ -1,4 +1,6 @@
-"""structlog set-up: JSON lines in production, readable console output on a terminal."""
+"""structlog set-up: JSON lines in production, readable console output on a terminal. The
+standard library's logging (a handler's, librdkafka's through kafka_logger) and, in the worker,
+print come out on the same log."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
@@ -19,9 +21,13 @@ from config.settings import LogSettings
 _buffered: Any = None  # the worker's buffered log stream, flushed by flush_logs()
 
 
-def configure_logging(log: LogSettings, stream: Any = None, buffered: bool = False) -> None:
+def configure_logging(
+    log: LogSettings, stream: Any = None, buffered: bool = False, capture_print: bool = False
+) -> None:
     """`buffered`: for the worker's hot path, where one write and flush per log line was half
-    of the per-job CPU; the poll loop calls flush_logs() every iteration instead."""
+    of the per-job CPU; the poll loop calls flush_logs() every iteration instead.
+    `capture_print`: when the log is JSON, each line printed to stdout becomes an INFO event
+    (logger `print`), so a handler's print cannot break the log."""
     global _buffered
     stream = stream or sys.stderr
     level = logging.getLevelName(log.level)
@@ -51,6 +57,13 @@ def configure_logging(log: LogSettings, stream: Any = None, buffered: bool = Fal
         ),
         cache_logger_on_first_use=True,
     )
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _ToStructlog)]:
+        root.removeHandler(handler)
+    root.addHandler(_ToStructlog())
+    root.setLevel(level)
+    if capture_print and not use_console:
+        sys.stdout = _PrintToLog()
 
 
 _encode = json.JSONEncoder(default=repr).encode
@@ -107,3 +120,123 @@ def flush_logs() -> None:
 def get_logger(name: str = "jobstream", **bound: Any) -> Any:
     # Lazy: a module-level logger picks up configure_logging even when made before it.
     return structlog.get_logger(name, **bound)
+
+
+# -- the standard library's logging -------------------------------------------------------------
+
+_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+
+
+class _ToStructlog(logging.Handler):
+    """The root logger's handler: a standard-library record becomes an event of this log
+    (event = the message, plus its logger's name), filtered by the configured level."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._log = structlog.get_logger("stdlib")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = dict(getattr(record, "js_event", None) or {"event": record.getMessage()})
+            fields["logger"] = record.name
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            level = max((n for n in _LEVELS if n <= record.levelno), default=logging.DEBUG)
+            self._log.log(level, fields.pop("event"), **fields)
+        except SystemError:
+            # What a librdkafka log line meets while an earlier callback's exception (a fatal
+            # error) is still pending: swallowed here, the client call would lose that error
+            # and fail with "returned NULL without setting an exception".
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+class _PrintToLog(io.TextIOBase):
+    """sys.stdout of a process whose log is JSON: a printed line becomes an event. Lines are
+    collected per thread, so handlers printing at once do not mix their words."""
+
+    def __init__(self) -> None:
+        self._pending = threading.local()
+        self._log = logging.getLogger("print")
+
+    def write(self, text: str) -> int:
+        pending = getattr(self._pending, "text", "") + text
+        *lines, self._pending.text = pending.split("\n")
+        for line in lines:
+            self._log.info(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pending = getattr(self._pending, "text", "")
+        if pending:
+            self._pending.text = ""
+            self._log.info(pending)
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+
+# -- librdkafka -------------------------------------------------------------------------------
+
+
+class LogThrottle(logging.Filter):
+    """Rate limit for librdkafka's lines, per facility (FAIL, GETPID, ...): `burst` at once,
+    then one every `every_s`; the first line after a pause counts the ones dropped. A broker
+    outage made 810 FAIL lines in three minutes. It also gives the record this log's shape:
+    a `kafka` event with facility, client and message."""
+
+    def __init__(
+        self, burst: int = 5, every_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.burst, self.every_s, self._clock = burst, every_s, clock
+        self._state: dict[str, tuple[float, float, int]] = {}  # tokens, when, dropped
+        self._lock = threading.Lock()  # clients are polled from several threads
+
+    def _allow(self, key: str) -> int | None:
+        """None: drop the line; else how many lines of this key were dropped before it."""
+        with self._lock:
+            now = self._clock()
+            if key not in self._state and len(self._state) >= 256:
+                key = "*"  # facilities are a short list; never grow without bound
+            tokens, then, dropped = self._state.get(key, (float(self.burst), now, 0))
+            tokens = min(float(self.burst), tokens + (now - then) / self.every_s)
+            if tokens < 1:
+                self._state[key] = (tokens, now, dropped + 1)
+                return None
+            self._state[key] = (tokens - 1, now, 0)
+            return dropped
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 3:  # confluent-kafka: facility, client, text
+            facility, client, text = (str(a) for a in args)
+        else:
+            facility, client, text = "", "", record.getMessage()
+        dropped = self._allow(facility)
+        if dropped is None:
+            return False
+        event: dict[str, Any] = {
+            "event": "kafka", "facility": facility, "client": client, "message": text
+        }
+        record.msg, record.args = "kafka %s [%s] %s", (facility, client, text)
+        if dropped:
+            event["suppressed"] = dropped
+            record.msg += f" ({dropped} like it suppressed)"
+        record.js_event = event
+        return True
+
+
+_KAFKA = logging.getLogger("jobstream.kafka")
+_KAFKA.addFilter(LogThrottle())
+
+
+def kafka_logger() -> logging.Logger:
+    """The logger of every librdkafka client (client_config sets it): its lines become
+    `kafka` events of this log, or, where jobstream did not configure logging (a library
+    user's process), records the application's logging decides about."""
+    return _KAFKA

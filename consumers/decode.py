@@ -3,16 +3,24 @@ and reported as a decode (or unknown_job_type) failure, never raised into the po
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from config.topics import JobTopics
 from consumers.errors import Failure, failure_of
 from consumers.retry import Category
 from schemas import wire
 from schemas.registry import DecodeError, SchemaRegistry, UnknownJobType
 
 TopicPartition = tuple[str, int]
+
+# Header times are milliseconds since the epoch. Below this (2001-09-09) a value is seconds;
+# more than this far ahead it is microseconds or nanoseconds (both are off by a factor of
+# 1000, so the bounds can be generous).
+_MIN_TIME_MS = 10**12
+_MAX_AHEAD_MS = 366 * 86_400_000
 
 
 @dataclass
@@ -35,6 +43,8 @@ class Job:
     # A strict-ordering in-place retry: its partition stays paused until this run ends (not
     # only until it starts, or records behind it would be fetched and run meanwhile).
     holds_partition: bool = False
+    # Headers that were ignored as implausible (see _time_header); the worker logs them.
+    header_warnings: tuple[str, ...] = ()
 
     @property
     def tp(self) -> TopicPartition:
@@ -61,6 +71,31 @@ def _int_header(headers: dict[str, str], name: str, *, required: bool, minimum: 
     return value
 
 
+def _time_header(headers: dict[str, str], name: str, now_ms: int, warnings: list[str]) -> int:
+    """A time header in ms since the epoch, 0 when absent or implausible. An implausible one
+    is flagged, not refused: the job itself is fine, and a replay keeps the header, so a
+    refusal could never be repaired."""
+    value = _int_header(headers, name, required=False)
+    if value and not _MIN_TIME_MS <= value <= now_ms + _MAX_AHEAD_MS:
+        unit = "seconds" if value < _MIN_TIME_MS else "microseconds or nanoseconds"
+        warnings.append(
+            f"header {name}={value} is not milliseconds since the epoch (looks like {unit}); "
+            "ignored"
+        )
+        return 0
+    return value
+
+
+def topic_carriers(topics: Mapping[str, JobTopics]) -> dict[str, frozenset[str]]:
+    """Topic -> the job types configured on it. One each, unless several job types' `topic`
+    settings name the same topic: the one way a topic is configured to carry several types."""
+    out: dict[str, set[str]] = {}
+    for job_type, jt_topics in topics.items():
+        for topic in jt_topics.consumed:
+            out.setdefault(topic, set()).add(job_type)
+    return {topic: frozenset(types) for topic, types in out.items()}
+
+
 def decode_record(
     topic: str,
     partition: int,
@@ -70,12 +105,19 @@ def decode_record(
     raw_headers: list[tuple[str, bytes]] | None,
     registry: SchemaRegistry,
     handled: Collection[str],
+    *,
+    carries: Collection[str],
+    now_ms: int | None = None,
 ) -> Job:
+    """`handled`: the job types this worker has handlers for; `carries`: the job types the
+    record's topic is configured for (topic_carriers)."""
     raw = list(raw_headers or [])
     headers = wire.decode_headers(raw)
     job = Job(topic, partition, offset, key, value, headers, raw)
     job.job_id = headers.get(wire.JOB_ID, "") or f"{topic}:{partition}:{offset}"
     job.job_type = headers.get(wire.JOB_TYPE, "")
+    warnings: list[str] = []
+    now = int(time.time() * 1000) if now_ms is None else now_ms
     try:
         if not headers.get(wire.JOB_ID):
             raise DecodeError(f"missing header {wire.JOB_ID}")
@@ -83,8 +125,9 @@ def decode_record(
             raise DecodeError(f"missing header {wire.JOB_TYPE}")
         job.version = _int_header(headers, wire.SCHEMA_VERSION, required=True, minimum=1)
         job.attempt = _int_header(headers, wire.ATTEMPT, required=False, minimum=1) or 1
-        job.enqueued_at_ms = _int_header(headers, wire.ENQUEUED_AT, required=False)
-        job.not_before_ms = _int_header(headers, wire.NOT_BEFORE, required=False)
+        job.enqueued_at_ms = _time_header(headers, wire.ENQUEUED_AT, now, warnings)
+        job.not_before_ms = _time_header(headers, wire.NOT_BEFORE, now, warnings)
+        job.header_warnings = tuple(warnings)
         if job.job_type not in handled:
             job.failure = failure_of(
                 Category.UNKNOWN_JOB_TYPE,
@@ -92,6 +135,12 @@ def decode_record(
                 f"no handler for job type {job.job_type!r} in this worker",
             )
             return job
+        if job.job_type not in carries:
+            # Else whoever can write one job topic could run every handler of the worker.
+            raise DecodeError(
+                f"job type {job.job_type!r} does not belong on topic {topic!r}, which carries "
+                f"{' and '.join(repr(t) for t in sorted(carries)) or 'no job type'}"
+            )
         if value is None:
             raise DecodeError("record has no value")
         job.payload = registry.decode(job.job_type, job.version, value)

@@ -4,10 +4,14 @@ so the hot path does one dict lookup and one lock-free-ish increment per update.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# The one label value of every job type the worker does not know (a typo, a missing header): a
+# record's header must not be able to add series.
+UNKNOWN_JOB_TYPE = "unknown"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -71,6 +75,15 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._job_types: frozenset[str] | None = None  # None: any (until the worker says)
+
+    def limit_job_types(self, job_types: Iterable[str]) -> None:
+        """Label values for these job types only; every other name counts as `unknown`."""
+        self._job_types = frozenset(job_types)
+
+    def _jt(self, job_type: str) -> str:
+        known = self._job_types
+        return job_type if known is None or job_type in known else UNKNOWN_JOB_TYPE
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -84,6 +97,7 @@ class Metrics:
     ) -> None:
         if not self.enabled:
             return
+        job_type = self._jt(job_type)
         self._child(self.jobs, job_type, outcome).inc()
         if duration_s is not None:
             self._child(self.duration, job_type).observe(duration_s)
@@ -92,10 +106,10 @@ class Metrics:
 
     def retried(self, job_type: str, tier: str) -> None:
         if self.enabled:
-            self._child(self.retries, job_type, tier).inc()
+            self._child(self.retries, self._jt(job_type), tier).inc()
 
     def set_breaker(self, job_type: str, state: str) -> None:
-        self._child(self.breaker_open, job_type).set(0 if state == "closed" else 1)
+        self._child(self.breaker_open, self._jt(job_type)).set(0 if state == "closed" else 1)
 
     def refresh_lag(self, consumer: Any, tps: list[tuple[str, int]]) -> None:
         """Lag per owned partition: the cached high watermark minus the committed offset. One

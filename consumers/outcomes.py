@@ -75,7 +75,9 @@ class Outcomes:
         self._next(ps, job)
 
     def _fail(self, ps: PartitionState, job: Job, failure: Failure, duration: float | None) -> None:
-        jt = job.job_type if job.job_type in self.cfg else ps.job_type
+        # A job named on another type's topic goes to the DLQ of the topic it came from.
+        own = job.job_type in self.cfg and job.topic in self.topics[job.job_type].consumed
+        jt = job.job_type if own else ps.job_type
         decision, out = route_failure(
             job,
             failure,
@@ -87,7 +89,8 @@ class Outcomes:
             self.rng,
             self._due_floors,
         )
-        self.log.info(
+        dead = out is not None and out.outcome == "dead_lettered"
+        (self.log.warning if dead else self.log.info)(
             "failed",
             **log_fields(job),
             category=failure.category.value,
@@ -204,6 +207,8 @@ class Outcomes:
         if out.outcome == "retried":
             self.metrics.retried(jt, out.tier or "")
             self.log.info("retried", **fields, tier=out.tier, duration_ms=_ms(duration))
+        elif out.outcome == "dead_lettered":  # WARNING: a WARNING filter must still show it
+            self.log.warning(out.outcome, **fields, duration_ms=_ms(duration))
         else:
             self.log.info(out.outcome, **fields, duration_ms=_ms(duration))
 

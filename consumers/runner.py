@@ -25,7 +25,7 @@ from producers.connection import check_connection
 def run_worker(
     settings: Settings, module: str, *, group: str | None = None, job_types: list[str] | None = None
 ) -> int:
-    configure_logging(settings.log, buffered=True)
+    configure_logging(settings.log, buffered=True, capture_print=True)
     log = get_logger("jobstream.runner")
     jobs = load_app(module)
     if job_types:

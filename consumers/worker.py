@@ -30,7 +30,7 @@ from config.topics import JobTopics, job_topics
 from consumers.commit import CommitAborted, Committer, ProducerFenced
 from consumers.context import context_for, log_fields
 from consumers.crashes import CrashWatch
-from consumers.decode import Job, decode_record
+from consumers.decode import Job, decode_record, topic_carriers
 from consumers.errors import (
     EXIT_ASSIGNMENT_MISMATCH,
     AssignmentMismatch,
@@ -86,6 +86,7 @@ class Worker(Rebalancing, Outcomes):
         self.jobs = jobs
         self.registry = registry or SchemaRegistry.from_dirs(settings.schema_dirs)
         self.metrics = metrics or Metrics()
+        self.metrics.limit_job_types(jobs)  # label values: never a record's header
         self.health = health or Health()
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         # bound now (logging is configured by then): no lazy proxy on the hot path
@@ -96,6 +97,7 @@ class Worker(Rebalancing, Outcomes):
         self.job_of_topic = {
             t: jt for jt, jt_topics in self.topics.items() for t in jt_topics.consumed
         }
+        self.carriers = topic_carriers(self.topics)  # what a topic's records may name
         self.gates = {jt: JobTypeGate.for_job_type(c) for jt, c in self.cfg.items()}
         guard = self.ws.dlq_guard
         self.dlq_guard = (
@@ -298,7 +300,10 @@ class Worker(Rebalancing, Outcomes):
             headers,
             self.registry,
             self.jobs.keys(),
+            carries=self.carriers.get(topic, ()),
         )
+        for warning in job.header_warnings:
+            self.log.warning("header_ignored", **log_fields(job), reason=warning)
         if ps.is_tier and job.failure is None and job.not_before_ms > now_ms():
             # Not due: pause this partition and come back to this very record when it is.
             ps.gated_until_ms = job.not_before_ms

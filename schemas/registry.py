@@ -17,6 +17,7 @@ import fastavro._write as fastavro_write
 from fastavro.types import Schema
 
 from schemas.masking import MASK, mask
+from schemas.strict import StrictError, compile_scan
 from schemas.validate import PayloadError, compile_validator
 
 # jobstream's own records (the ledger); job types come only from schema_dirs.
@@ -84,6 +85,20 @@ def load_version(job_type: str, path: Path) -> SchemaVersion:
     return SchemaVersion(job_type, int(m.group(1)), path, raw, parsed, frozenset(_pii_paths(raw)))
 
 
+_Reader = Callable[[io.BytesIO], Any]
+
+
+def _framing(data: bytes) -> str:
+    """A hint for bytes that start like Confluent Schema Registry framing (magic byte 0 and a
+    4-byte schema id), which jobstream values do not carry."""
+    if len(data) < 5 or data[0] != 0 or not 0 < int.from_bytes(data[1:5], "big") < 2**31:
+        return ""
+    return (
+        f"; it starts like Confluent Schema Registry framing (magic byte 0, schema id "
+        f"{int.from_bytes(data[1:5], 'big')}), but jobstream values are plain Avro without it"
+    )
+
+
 class SchemaRegistry:
     """All known job types and their schema versions, from the schema directories given."""
 
@@ -94,7 +109,8 @@ class SchemaRegistry:
         # microseconds.
         self._validate = {jt: compile_validator(sv.raw, sv.pii) for jt, sv in self._latest.items()}
         self._write = {jt: avro_writer(sv.raw) for jt, sv in self._latest.items()}
-        self._read: dict[tuple[str, int], Callable[[io.BytesIO], Any]] = {}  # built when used
+        # built when used: the strict pass and the reader of each writer version
+        self._read: dict[tuple[str, int], tuple[Callable[[bytes], int], _Reader]] = {}
 
     @classmethod
     def from_dirs(cls, dirs: Iterable[Path] = ()) -> SchemaRegistry:
@@ -147,30 +163,42 @@ class SchemaRegistry:
         return sv.version, self._write[job_type](payload)
 
     def decode(self, job_type: str, version: int, data: bytes) -> dict[str, Any]:
-        """Read bytes written with `version` into the newest version of the job type."""
-        read = self._read.get((job_type, version))
-        if read is None:
+        """Read bytes written with `version` into the newest version of the job type. The
+        bytes must be exactly one value of the writer schema (see schemas/strict.py)."""
+        pair = self._read.get((job_type, version))
+        if pair is None:
             writer = self.get(job_type, version)
             reader = self.latest(job_type)
             same = writer.version == reader.version
-            read = self._read[(job_type, version)] = avro_reader(
-                writer.raw, None if same else reader.raw
+            pair = self._read[(job_type, version)] = (
+                compile_scan(writer.raw),
+                avro_reader(writer.raw, None if same else reader.raw),
             )
-        buf = io.BytesIO(data)
+        scan, read = pair
         try:
-            out = read(buf)
-        except Exception as e:  # truncated or garbage bytes raise many types in fastavro
+            end = scan(data)
+            if end == len(data):
+                buf = io.BytesIO(data)
+                out = read(buf)
+                if buf.tell() == len(data) and isinstance(out, dict):
+                    return out
+        except StrictError as e:
+            raise DecodeError(
+                f"cannot decode {job_type} v{version} payload ({len(data)} bytes): {e}"
+                f"{_framing(data)}"
+            ) from None
+        except Exception as e:  # bad UTF-8, or what the strict pass let through
             raise DecodeError(
                 f"cannot decode {job_type} v{version} payload ({len(data)} bytes): "
                 f"{type(e).__name__}: {e}"
             ) from None
-        if buf.tell() != len(data):
+        n = len(data) - end
+        if n:
             raise DecodeError(
-                f"{job_type} v{version} payload has {len(data) - buf.tell()} trailing bytes"
+                f"{job_type} v{version} payload has {n} trailing byte{'s' * (n != 1)}"
+                f"{_framing(data)}"
             )
-        if not isinstance(out, dict):
-            raise DecodeError(f"{job_type} v{version} payload is not a record")
-        return out
+        raise DecodeError(f"{job_type} v{version} payload is not exactly one record")
 
     def mask(self, job_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """A copy with every PII field replaced by '***' (for logs and CLI output), found by

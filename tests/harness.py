@@ -106,8 +106,9 @@ class Stack:
         return where
 
     def start_worker(
-        self, *args: str, log_name: str | None = None, **env: str
+        self, *args: str, log_name: str | None = None, stdout: bool = False, **env: str
     ) -> subprocess.Popen[bytes]:
+        """stdout: write the worker's stdout to its log file too (else it is discarded)."""
         log = self.tmp / (log_name or f"worker-{len(self.procs)}.log")
         with open(log, "ab") as err:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(
@@ -123,7 +124,7 @@ class Stack:
                     *args,
                 ],
                 env=self.env(**env),
-                stdout=subprocess.DEVNULL,
+                stdout=err if stdout else subprocess.DEVNULL,
                 stderr=err,
                 cwd=ROOT,
             )

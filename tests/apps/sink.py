@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import json
+import logging
 import os
 import sys
 import time
@@ -61,6 +62,9 @@ def _behave(payload: dict[str, Any], ctx: JobContext) -> float:
         os._exit(int(arg))
     if name == "segv":
         ctypes.string_at(0)
+    if name == "log":  # the standard library's logging and print, from inside a handler
+        logging.getLogger(__name__).info("handler logged %s", arg)
+        print(f"handler printed {arg}")
     return 0.0
 
 

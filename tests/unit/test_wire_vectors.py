@@ -76,7 +76,9 @@ def sent(
 
 
 def _decode(key: bytes | None, value: bytes | None, headers: wire.HeaderList) -> Job:
-    return decode_record("jobs.test.wire", 0, 42, key, value, headers, REGISTRY, {wv.JOB_TYPE})
+    return decode_record(
+        "jobs.test.wire", 0, 42, key, value, headers, REGISTRY, {wv.JOB_TYPE}, carries={wv.JOB_TYPE}
+    )
 
 
 def test_python_publisher_sends_exactly_the_vector(sent: Any, vector: dict[str, Any]) -> None:
