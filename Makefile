@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml requirements.lock requirements-dev.txt
 	touch $@
 
 lint: venv
-	$(BIN)/ruff check config schemas producers consumers examples tests benchmarks
+	$(BIN)/ruff check jobstream config schemas producers consumers examples tests benchmarks scripts
+	scripts/typecheck-tree.sh
 	$(BIN)/mypy
 	JOBSTREAM_SCHEMA_DIRS='["examples/schemas"]' $(BIN)/jobstream schemas check
 

@@ -6,11 +6,10 @@ import json
 from typing import Annotated, Any
 
 import typer
+from jobstream.config.settings import Settings, load_settings
+from jobstream.consumers.cli_errors import fail, run_app
 from rich.console import Console
 from rich.table import Table
-
-from config.settings import Settings, load_settings
-from consumers.cli_errors import fail, run_app
 
 app = typer.Typer(help="Background jobs on Kafka.", no_args_is_help=True, add_completion=False)
 broker_app = typer.Typer(
@@ -35,7 +34,7 @@ def settings() -> Settings:
 def connected(s: Settings) -> Settings:
     """Fail fast with one line when the brokers refuse these settings (wrong password, untrusted
     or missing certificate): librdkafka itself would retry such failures for ever."""
-    from producers.connection import check_connection
+    from jobstream.producers.connection import check_connection
 
     check_connection(s.kafka)
     return s
@@ -47,7 +46,7 @@ def connected(s: Settings) -> Settings:
 @broker_app.command("start")
 def broker_start() -> None:
     """Start the local broker (fetching the Kafka jars with Maven the first time)."""
-    from consumers.broker import LocalBroker
+    from jobstream.consumers.broker import LocalBroker
 
     b = LocalBroker(settings().broker)
     if b.pid() is not None and b.is_up():
@@ -62,7 +61,7 @@ def broker_start() -> None:
 def broker_stop() -> None:
     """Stop the local broker started by `jobstream broker start`: only one that runs from this
     data dir and listens on the configured port (JOBSTREAM_BROKER__DATA_DIR, __PORT)."""
-    from consumers.broker import LocalBroker
+    from jobstream.consumers.broker import LocalBroker
 
     b = LocalBroker(settings().broker)
     pid = b.verified_pid()  # raises, naming the process, when it is another broker
@@ -86,7 +85,7 @@ def broker_status(
     ] = False,
 ) -> None:
     """Say whether the local broker is up (exit 0) or not (exit 1)."""
-    from consumers.broker import LocalBroker
+    from jobstream.consumers.broker import LocalBroker
 
     b = LocalBroker(settings().broker)
     pid = b.pid()
@@ -105,7 +104,7 @@ def broker_status(
 
 
 def _job_types(s: Settings, given: list[str] | None) -> list[str]:
-    from schemas.registry import SchemaRegistry
+    from jobstream.schemas.registry import SchemaRegistry
 
     known = SchemaRegistry.from_dirs(s.schema_dirs).job_types()
     wanted = given or sorted(set(known) | set(s.jobs))
@@ -124,7 +123,7 @@ JobTypesOpt = Annotated[
 @topics_app.command("apply")
 def topics_apply(job_type: JobTypesOpt = None) -> None:
     """Create missing topics and align configs; refuse to change a partition count."""
-    from consumers.topics import apply, full_plan
+    from jobstream.consumers.topics import apply, full_plan
 
     s = settings()
     plan = full_plan(s, _job_types(s, job_type))
@@ -135,7 +134,7 @@ def topics_apply(job_type: JobTypesOpt = None) -> None:
 @topics_app.command("describe")
 def topics_describe(job_type: JobTypesOpt = None) -> None:
     """Show the topic plan next to the live state."""
-    from consumers.topics import describe, full_plan
+    from jobstream.consumers.topics import describe, full_plan
 
     s = settings()
     plan = full_plan(s, _job_types(s, job_type))
@@ -173,16 +172,16 @@ def schemas_check(
     """Fail when a schema version cannot read the data of any older version (Avro's rules and
     fastavro's reader), a field lacks a doc, or a registered job type lacks a schema, a
     timeout, bounded retries or a DLQ."""
-    from consumers.admission import check_jobs
-    from schemas.compat import check_registry
-    from schemas.registry import SchemaRegistry
+    from jobstream.consumers.admission import check_jobs
+    from jobstream.schemas.compat import check_registry
+    from jobstream.schemas.registry import SchemaRegistry
 
     s = settings()
     registry = SchemaRegistry.from_dirs(s.schema_dirs)
     problems = [str(p) for p in check_registry(registry)]
     app_module = app_module or s.app
     if app_module:
-        from consumers.jobs import load_app
+        from jobstream.consumers.jobs import load_app
 
         problems += check_jobs(s, registry, load_app(app_module))
     for p in problems:
@@ -207,8 +206,8 @@ def publish(
     parent_job_id: Annotated[str | None, typer.Option(help="Job that caused this one.")] = None,
 ) -> None:
     """Validate, encode and publish one job; prints its job id."""
-    from producers.errors import check_id
-    from producers.publisher import Publisher
+    from jobstream.producers.errors import check_id
+    from jobstream.producers.publisher import Publisher
 
     data = _json_object(payload, "--json")
     # Local checks before connecting: a wrong id must not wait out a broker timeout first.
@@ -290,7 +289,7 @@ def worker(
 
     130  a second signal: exited at once
     """
-    from consumers.runner import run_worker
+    from jobstream.consumers.runner import run_worker
 
     s = settings()
     module = app_module or s.app
@@ -303,7 +302,7 @@ def worker(
 def _mount_optional() -> None:
     """Sub-commands that live in their own modules."""
     try:
-        from consumers.dlq_cli import audit_app, dlq_app
+        from jobstream.consumers.dlq_cli import audit_app, dlq_app
     except ImportError:
         return
     app.add_typer(dlq_app, name="dlq")
@@ -319,6 +318,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     # One copy of the CLI: run the importable module's main, not this __main__ copy's.
-    from consumers.cli import main as _main
+    from jobstream.consumers.cli import main as _main
 
     _main()

@@ -31,16 +31,15 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from confluent_kafka import KafkaError, Message, Producer
-
-from config.kafka import client_config
-from config.settings import Settings
-from consumers.decode import Job
-from consumers.errors import EXIT_HANDLER_ENDED_PROCESS, Failure
-from consumers.executor import Executor, Task
-from consumers.ledger import Ledger, decode_started, encode_started, started_key
-from consumers.rebalance import TP, PartitionState
-from consumers.retry import Category
-from schemas import wire
+from jobstream.config.kafka import client_config
+from jobstream.config.settings import Settings
+from jobstream.consumers.decode import Job
+from jobstream.consumers.errors import EXIT_HANDLER_ENDED_PROCESS, Failure
+from jobstream.consumers.executor import Executor, Task
+from jobstream.consumers.ledger import Ledger, decode_started, encode_started, started_key
+from jobstream.consumers.rebalance import TP, PartitionState
+from jobstream.consumers.retry import Category
+from jobstream.schemas import wire
 
 Start = tuple[str, int]  # (worker id, ms since epoch it was last seen running)
 RELEASE_FLUSH_S = 5.0
@@ -410,7 +409,7 @@ def guard_process_exit(worker_id: str) -> None:
             real_exit(status)
         import json
 
-        from config.logging import flush_logs
+        from jobstream.config.logging import flush_logs
 
         line = {
             "event": "handler_ended_process",

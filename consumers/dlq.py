@@ -13,12 +13,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Message
-
-from config.durations import parse_duration
-from consumers.retry import Category
-from schemas import wire
-from schemas.masking import json_safe
-from schemas.registry import DecodeError, SchemaRegistry, UnknownJobType
+from jobstream.config.durations import parse_duration
+from jobstream.consumers.retry import Category
+from jobstream.schemas import wire
+from jobstream.schemas.masking import json_safe
+from jobstream.schemas.registry import DecodeError, SchemaRegistry, UnknownJobType
 
 
 class DlqError(ValueError):

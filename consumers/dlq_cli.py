@@ -12,17 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from jobstream.config.logging import configure_logging
+from jobstream.config.settings import Settings, load_settings
+from jobstream.consumers import dlq, dlq_export, dlq_reader, interrupt, replay
+from jobstream.producers.connection import ConnectionCheckError, check_connection
+from jobstream.schemas import wire
 from rich.console import Console
 from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
-
-from config.logging import configure_logging
-from config.settings import Settings, load_settings
-from consumers import dlq, dlq_export, dlq_reader, interrupt, replay
-from producers.connection import ConnectionCheckError, check_connection
-from schemas import wire
 
 dlq_app = typer.Typer(help="Inspect, replay and export dead letters.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log of replays and exports.", no_args_is_help=True)
@@ -183,8 +182,8 @@ def dlq_show(
 ) -> None:
     """Every header, the decoded payload (PII masked; bytes as base64) and the stack trace of
     one dead letter."""
-    from consumers.audit import record_operation
-    from schemas.registry import SchemaRegistry
+    from jobstream.consumers.audit import record_operation
+    from jobstream.schemas.registry import SchemaRegistry
 
     with _errors():
         p, o = dlq.parse_position(position)
@@ -345,7 +344,7 @@ def audit_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines only, for scripts.")] = False,
 ) -> None:
     """Who replayed or exported which dead letters, when, and with which result."""
-    from consumers.audit import list_audit
+    from jobstream.consumers.audit import list_audit
 
     with _errors():
         rows = list_audit(_settings(), limit)

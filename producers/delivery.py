@@ -8,8 +8,7 @@ import functools
 import threading
 
 from confluent_kafka import KafkaError, Message
-
-from producers.errors import Undelivered
+from jobstream.producers.errors import Undelivered
 
 DeliveryCallback = functools.partial[None]
 

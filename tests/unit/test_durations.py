@@ -3,8 +3,7 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from config.durations import format_duration, parse_duration
+from jobstream.config.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

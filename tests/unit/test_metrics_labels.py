@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from jobstream.consumers.metrics import UNKNOWN_JOB_TYPE, Metrics
 from prometheus_client import generate_latest
-
-from consumers.metrics import UNKNOWN_JOB_TYPE, Metrics
 
 
 def _job_type_labels(m: Metrics) -> set[str]:

@@ -3,8 +3,7 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from consumers.offsets import OffsetBook, PartitionOffsets
+from jobstream.consumers.offsets import OffsetBook, PartitionOffsets
 
 
 def test_commits_contiguous_prefix_only() -> None:

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from config.settings import SettingsError, load_settings
+from jobstream.config.settings import SettingsError, load_settings
 
 SECRET = "hunter2-s3cr3t"
 
