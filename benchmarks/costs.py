@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.common import Bench, Row, bench_payload, say
 from jobstream.config.logging import configure_logging
 from jobstream.config.settings import LogSettings, Mode
 from jobstream.consumers.context import context_for, log_fields
@@ -20,8 +21,6 @@ from jobstream.consumers.jobs import load_app
 from jobstream.consumers.ledger import SUCCEEDED, encode_entry
 from jobstream.consumers.ledger_view import LedgerView
 from jobstream.consumers.worker import Worker
-
-from benchmarks.common import Bench, Row, bench_payload, say
 
 LEDGER_ENTRIES = 100_000
 

@@ -17,7 +17,6 @@ import time
 import urllib.request
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-from jobstream.config.settings import Mode
 
 from benchmarks import raw
 from benchmarks.common import (
@@ -33,6 +32,7 @@ from benchmarks.common import (
 )
 from benchmarks.cpu import CpuWatch
 from benchmarks.throughput import run_worker
+from jobstream.config.settings import Mode
 
 TARGET_P99_MS = {Mode.AT_LEAST_ONCE: 25.0, Mode.TRANSACTIONAL: 150.0}
 ISOLATION = {"finished": "read_uncommitted", "committed": "read_committed"}

@@ -9,13 +9,13 @@ import time
 import uuid
 
 from confluent_kafka import Producer
+
+from benchmarks import raw
+from benchmarks.common import PARTITIONS, Bench, Row, limit_row, ratio_row, say
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings
 from jobstream.consumers.ledger import SUCCEEDED, encode_entry, restore_partitions
 from jobstream.consumers.ledger_view import LedgerView
-
-from benchmarks import raw
-from benchmarks.common import PARTITIONS, Bench, Row, limit_row, ratio_row, say
 
 MEMORY_ENTRIES = 1_000_000
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import time
 
 from confluent_kafka import Producer
-from jobstream.config.kafka import client_config
-from jobstream.producers.publisher import new_job_id, now_ms
-from jobstream.schemas import wire
 
 from benchmarks import raw
 from benchmarks.common import Bench, Row, bench_payload, ratio_row, say
+from jobstream.config.kafka import client_config
+from jobstream.producers.publisher import new_job_id, now_ms
+from jobstream.schemas import wire
 
 
 def publisher(b: Bench) -> list[Row]:

@@ -18,6 +18,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Mode, Settings
 from jobstream.consumers.ledger import SUCCEEDED, encode_entry

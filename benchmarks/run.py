@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import confluent_kafka
-from jobstream.config.settings import load_settings
 
 from benchmarks import costs, latency, ledger, publisher, retry, throughput
 from benchmarks.common import ROOT, Bench, Row, say, scratch_dir
+from jobstream.config.settings import load_settings
 
 RESULTS = ROOT / "benchmarks" / "results"
 

@@ -7,10 +7,9 @@ worker's group). The raw loop is timed the same way: first record received -> of
 
 from __future__ import annotations
 
-from jobstream.config.settings import Assignment, Mode
-
 from benchmarks import raw
 from benchmarks.common import Bench, Row, Stack, fetch_gaps, limit_row, ratio_row, say
+from jobstream.config.settings import Assignment, Mode
 
 MODES = {Mode.AT_LEAST_ONCE: ("alo", 0.85), Mode.TRANSACTIONAL: ("txn", 0.7)}
 SLEEP_MS = 20

@@ -15,6 +15,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
+
 from jobstream.config.settings import LogSettings
 
 _buffered: Any = None  # the worker's buffered log stream, flushed by flush_logs()

@@ -15,8 +15,6 @@ from typing import Annotated, Any
 
 import pydantic_settings
 import yaml
-from jobstream.config.durations import parse_duration
-from jobstream.config.settings_errors import describe_env_parse_error, describe_errors, unknown_env
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -24,6 +22,9 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from jobstream.config.durations import parse_duration
+from jobstream.config.settings_errors import describe_env_parse_error, describe_errors, unknown_env
 
 DEFAULT_TIERS = ("10s", "1m", "10m")
 

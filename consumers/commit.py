@@ -20,6 +20,7 @@ import contextlib
 import threading
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
 from jobstream.config.settings import Mode
 from jobstream.consumers.errors import WorkerError, WorkerFenced
 

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from confluent_kafka import KafkaError, Message, Producer
+
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings
 from jobstream.consumers.decode import Job

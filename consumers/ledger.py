@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Mode, Settings
 from jobstream.consumers.ledger_view import LedgerView

@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
+
 from jobstream.config.settings import JobTypeSettings, Mode, WorkerSettings
 from jobstream.config.topics import JobTopics
 from jobstream.consumers.commit import CommitAborted, Committer, ProducerFenced, kafka_exception

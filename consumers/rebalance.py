@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+
 from jobstream.config.settings import Assignment, Mode, Settings, WorkerSettings
 from jobstream.config.topics import JobTopics, base_of, ledger_topic, tier_delay
 from jobstream.consumers.commit import Committer, ProducerFenced
@@ -20,8 +21,8 @@ from jobstream.consumers.health import Health
 from jobstream.consumers.ledger import Ledger
 from jobstream.consumers.metrics import Metrics
 from jobstream.consumers.offsets import PartitionOffsets
+from jobstream.consumers.ops.topic_plan import group_assignor, group_session_ms
 from jobstream.consumers.ordering import KeyQueues
-from jobstream.consumers.topics import group_assignor, group_session_ms
 from jobstream.producers.publisher import Publisher
 from jobstream.schemas.registry import SchemaRegistry
 

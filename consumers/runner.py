@@ -10,6 +10,8 @@ import os
 import signal
 from types import FrameType
 
+from prometheus_client import CollectorRegistry
+
 from jobstream.config.logging import configure_logging, get_logger
 from jobstream.config.settings import Settings, SettingsError, WorkerSettings
 from jobstream.consumers.crashes import guard_process_exit
@@ -18,7 +20,6 @@ from jobstream.consumers.jobs import AppError, load_app
 from jobstream.consumers.metrics import Metrics
 from jobstream.consumers.worker import Worker
 from jobstream.producers.connection import check_connection
-from prometheus_client import CollectorRegistry
 
 
 def run_worker(

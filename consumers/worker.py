@@ -22,6 +22,7 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
+
 from jobstream.config.kafka import client_config, group_config
 from jobstream.config.logging import flush_logs, get_logger
 from jobstream.config.settings import JobTypeSettings, Mode, Settings

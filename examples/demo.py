@@ -14,9 +14,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from jobstream.config.settings import Settings, load_settings
-from jobstream.consumers.topics import apply, full_plan
 from jobstream import Publisher
+from jobstream.config.settings import Settings, load_settings
+from jobstream.consumers.ops.topic_plan import apply, full_plan
 
 PORT = 9481
 SCHEMAS = Path(__file__).resolve().parent / "schemas"

@@ -16,6 +16,7 @@ import time
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
+
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import KafkaSettings, SecurityProtocol
 

@@ -8,6 +8,7 @@ import functools
 import threading
 
 from confluent_kafka import KafkaError, Message
+
 from jobstream.producers.errors import Undelivered
 
 DeliveryCallback = functools.partial[None]

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError
+
 from jobstream.schemas import wire
 
 # Job ids named in a DeliveryError's message per reason; the rest are counted (all are in

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import fastavro
+
 from jobstream.schemas.registry import SchemaRegistry, SchemaVersion, avro_reader
 from jobstream.schemas.samples import samples
 

@@ -15,6 +15,7 @@ import fastavro
 import fastavro._read as fastavro_read
 import fastavro._write as fastavro_write
 from fastavro.types import Schema
+
 from jobstream.schemas.masking import MASK, mask
 from jobstream.schemas.strict import StrictError, compile_scan
 from jobstream.schemas.validate import PayloadError, compile_validator

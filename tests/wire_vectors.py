@@ -16,6 +16,7 @@ from typing import Any
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
+
 from jobstream.schemas import wire
 
 ROOT = Path(__file__).resolve().parent.parent

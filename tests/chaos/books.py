@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from jobstream.schemas import wire
-
 from tests.harness import Stack, runs_after_completion
 
 SCALES = ("short", "medium", "full")

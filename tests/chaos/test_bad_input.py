@@ -12,7 +12,6 @@ from typing import Any
 
 from jobstream.schemas import wire
 from jobstream.schemas.registry import DecodeError
-
 from tests.chaos.books import (
     Fleet,
     Workload,

@@ -11,7 +11,6 @@ import random
 import time
 
 from jobstream.schemas import wire
-
 from tests.chaos.books import (
     Fleet,
     Workload,

@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from jobstream.schemas import wire
-
 from tests.chaos.books import (
     Fleet,
     SinkTail,

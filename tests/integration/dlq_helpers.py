@@ -17,13 +17,13 @@ from typing import Any
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
+
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings, load_settings
 from jobstream.config.topics import job_topics
-from jobstream.consumers.topics import apply, full_plan
+from jobstream.consumers.ops.topic_plan import apply, full_plan
 from jobstream.producers.publisher import Publisher
 from jobstream.schemas import wire
-
 from tests.harness import ROOT
 
 JT = "orders.confirmation"

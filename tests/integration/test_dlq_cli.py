@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jobstream.consumers import dlq, dlq_export, dlq_reader, interrupt, replay
+
+from jobstream.consumers.ops import dlq, dlq_export, dlq_reader, interrupt, replay
 from jobstream.producers.publisher import Publisher
 from jobstream.schemas import wire
 from jobstream.schemas.registry import SchemaRegistry
-
 from tests.integration.dlq_helpers import (
     DEMO_SCHEMAS,
     JT,

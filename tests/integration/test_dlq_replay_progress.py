@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
 from jobstream.config.kafka import client_config
 from jobstream.producers.publisher import Publisher
-
 from tests.harness import ROOT
 from tests.integration.dlq_helpers import (
     JT,

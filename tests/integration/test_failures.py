@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
+
 from jobstream.consumers.ledger import routed_key
 from jobstream.schemas import wire
 from jobstream.schemas.registry import DecodeError
-
 from tests.harness import Stack
 
 JT = "test.echo"

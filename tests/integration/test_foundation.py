@@ -12,9 +12,9 @@ from pathlib import Path
 
 import fastavro
 import pytest
+
 from jobstream.producers import PayloadTooLarge
 from jobstream.schemas import PayloadError, SchemaRegistry, UnknownJobType, wire
-
 from tests.harness import ROOT, Stack
 
 

@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 from jobstream.schemas import wire
-
 from tests.harness import Stack, free_port
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobstream.schemas import wire
 
+from jobstream.schemas import wire
 from tests import wire_vectors as wv
 from tests.harness import ROOT, TEST_SCHEMAS, Stack
 

@@ -9,10 +9,10 @@ import signal
 import time
 
 from confluent_kafka import Producer
+
 from jobstream.config.settings import load_settings
 from jobstream.consumers.ledger import decode_entry, restore_partitions
 from jobstream.consumers.ledger_view import LedgerView
-
 from tests.harness import Stack
 
 

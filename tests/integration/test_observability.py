@@ -11,13 +11,13 @@ import urllib.error
 import urllib.request
 
 import structlog
+from prometheus_client import CollectorRegistry
+
 from jobstream.config.logging import configure_logging
 from jobstream.config.settings import LogSettings
 from jobstream.consumers.health import Health, HealthServer
 from jobstream.producers import Publisher
 from jobstream.schemas import wire
-from prometheus_client import CollectorRegistry
-
 from tests.harness import ROOT, Stack
 
 

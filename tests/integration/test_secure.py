@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 import yaml
+
 from jobstream.config.settings import SettingsError, load_settings
 from jobstream.producers.publisher import Publisher, PublishError
-
 from tests.harness import ROOT, Stack, make_stack
 from tests.secure_broker import SCRAM_USER, Pki, SecureBroker, secure_broker
 

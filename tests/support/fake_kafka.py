@@ -373,10 +373,10 @@ class FakeCluster:
 DEFAULT_MODULES = (
     "jobstream.consumers.worker",
     "jobstream.consumers.ledger",
-    "jobstream.consumers.topics",
-    "jobstream.consumers.dlq",
-    "jobstream.consumers.replay",
-    "jobstream.consumers.audit",
+    "jobstream.consumers.ops.topic_plan",
+    "jobstream.consumers.ops.dlq",
+    "jobstream.consumers.ops.replay",
+    "jobstream.consumers.ops.audit",
     "jobstream.producers.publisher",
     "jobstream.producers.connection",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from jobstream.config.kafka import group_config
 from jobstream.config.settings import Assignment, SettingsError, load_settings
 

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from jobstream.config.settings import BrokerSettings
 from jobstream.consumers.broker import BrokerError, LocalBroker
-
 from tests.harness import free_port, run_cli
 
 _LISTEN = (

@@ -2,6 +2,7 @@
 stream, longer the longer nothing happens, never past its cap."""
 
 import pytest
+
 from jobstream.consumers.worker import BUSY_POLL_MAX_S, BUSY_POLL_S, busy_poll_s
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
+
 from jobstream.config.settings import Mode
 from jobstream.consumers import commit
 from jobstream.consumers.commit import CommitAborted, Committer, ProducerFenced, kafka_exception

@@ -10,6 +10,7 @@ from typing import Any
 
 import fastavro
 import pytest
+
 from jobstream.schemas import compat
 from jobstream.schemas.compat import check_registry
 from jobstream.schemas.registry import SchemaRegistry, avro_reader

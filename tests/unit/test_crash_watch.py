@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from jobstream.config.settings import SettingsError, load_settings
 from jobstream.consumers.crashes import CrashWatch
 from jobstream.consumers.decode import Job

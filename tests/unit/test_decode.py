@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from jobstream.config.settings import JobTypeSettings
 from jobstream.config.topics import job_topics
 from jobstream.consumers.decode import Job, decode_record, topic_carriers

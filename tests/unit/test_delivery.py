@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from confluent_kafka import KafkaError
+
 from jobstream.producers import DeliveryError, Undelivered
 from jobstream.producers import delivery as d
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import fastavro
 import pytest
-from jobstream.consumers.dlq import DeadLetter
+
+from jobstream.consumers.ops.dlq import DeadLetter
 from jobstream.schemas import wire
 from jobstream.schemas.registry import SchemaRegistry
 

@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+
 from jobstream.consumers.errors import JobTimeout
 from jobstream.consumers.executor import Executor, Task
 

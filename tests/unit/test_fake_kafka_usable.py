@@ -8,14 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from jobstream.config.settings import Mode, Settings
 from jobstream.consumers.commit import Committer, ProducerFenced
 from jobstream.consumers.ledger import encode_entry, restore_partitions
-from jobstream.consumers.topics import TopicPlanError, apply, describe, full_plan
+from jobstream.consumers.ops.topic_plan import TopicPlanError, apply, describe, full_plan
 from jobstream.producers import Publisher
 from jobstream.producers.publisher import now_ms
 from jobstream.schemas import wire
-
 from tests.support.fake_kafka import FakeCluster, FakeConsumer, patch_clients
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"

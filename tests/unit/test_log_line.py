@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import structlog
+
 from jobstream.config.logging import configure_logging, flush_logs, json_line
 from jobstream.config.settings import LogSettings
 

@@ -16,10 +16,10 @@ import pytest
 import structlog
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
+
 from jobstream.config.kafka import client_config
 from jobstream.config.logging import LogThrottle, configure_logging, kafka_logger
 from jobstream.config.settings import KafkaSettings, LogSettings
-
 from tests.harness import free_port
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from jobstream.consumers.metrics import UNKNOWN_JOB_TYPE, Metrics
 from prometheus_client import generate_latest
+
+from jobstream.consumers.metrics import UNKNOWN_JOB_TYPE, Metrics
 
 
 def _job_type_labels(m: Metrics) -> set[str]:

@@ -1,6 +1,7 @@
 import time
 
 import pytest
+
 from jobstream.consumers.protection import BreakerState, CircuitBreaker, DlqGuard, RateLimiter
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from jobstream.config.settings import Settings
 from jobstream.producers import Publisher, PublishError
 from jobstream.schemas import wire

@@ -1,6 +1,7 @@
 import random
 
 import pytest
+
 from jobstream.config.settings import JobTypeSettings
 from jobstream.config.topics import job_topics
 from jobstream.consumers.decode import Job

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from jobstream.config.settings import load_settings
-from jobstream.schemas.registry import SchemaRegistry
 
 from examples import demo
+from jobstream.config.settings import load_settings
+from jobstream.schemas.registry import SchemaRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_SCHEMAS = ROOT / "examples" / "schemas"

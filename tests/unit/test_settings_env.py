@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from jobstream.config import settings as settings_mod
 from jobstream.config.settings import SettingsError, load_settings
 

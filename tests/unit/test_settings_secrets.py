@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from jobstream.config.settings import SettingsError, load_settings
 
 SECRET = "hunter2-s3cr3t"

@@ -13,6 +13,7 @@ from typing import Any
 
 import fastavro
 import pytest
+
 from jobstream.schemas.registry import avro_reader, avro_writer
 from jobstream.schemas.validate import PayloadError, check_payload, compile_validator
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from jobstream.config.settings import Settings
 from jobstream.consumers.decode import Job, decode_record
 from jobstream.consumers.retry import Category
@@ -19,7 +20,6 @@ from jobstream.producers import Publisher
 from jobstream.producers import publisher as publisher_module
 from jobstream.schemas import wire
 from jobstream.schemas.registry import SchemaRegistry
-
 from tests import wire_vectors as wv
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"

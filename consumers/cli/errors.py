@@ -10,8 +10,9 @@ import sys
 from typing import NoReturn
 
 import typer
-from jobstream.config.settings import SettingsError
 from rich.console import Console
+
+from jobstream.config.settings import SettingsError
 
 err = Console(stderr=True)
 
@@ -30,9 +31,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     from confluent_kafka import KafkaException
+
     from jobstream.consumers.broker import BrokerError
     from jobstream.consumers.jobs import AppError
-    from jobstream.consumers.topics import TopicPlanError
+    from jobstream.consumers.ops.topic_plan import TopicPlanError
     from jobstream.producers.connection import ConnectionCheckError
     from jobstream.producers.publisher import PayloadTooLarge, PublishError
     from jobstream.schemas.registry import DecodeError, PayloadError, SchemaError, UnknownJobType

@@ -13,6 +13,7 @@ from confluent_kafka.admin import (
     ConfigResource,
     NewTopic,
 )
+
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings
 from jobstream.config.topics import AUDIT_SPEC, TopicSpec, topic_plan

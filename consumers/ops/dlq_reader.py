@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings
 from jobstream.config.topics import DLQ_SUFFIX, base_of, dlq_topic, main_topic
-from jobstream.consumers.dlq import DeadLetter, DlqError, Filters
+from jobstream.consumers.ops.dlq import DeadLetter, DlqError, Filters
 from jobstream.schemas.registry import SchemaRegistry
 
 METADATA_TIMEOUT_S = 6.0  # short: an unreachable broker must fail fast, not hang the CLI

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Message
+
 from jobstream.config.durations import parse_duration
 from jobstream.consumers.retry import Category
 from jobstream.schemas import wire

@@ -14,12 +14,13 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+
 from jobstream.config.kafka import client_config
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings
 from jobstream.config.topics import AUDIT_SPEC, AUDIT_TOPIC
-from jobstream.consumers.dlq import DlqError, Filters, Result
-from jobstream.consumers.dlq_reader import QUIET, Reader, list_topics
+from jobstream.consumers.ops.dlq import DlqError, Filters, Result
+from jobstream.consumers.ops.dlq_reader import QUIET, Reader, list_topics
 
 log = get_logger("jobstream.audit")
 

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+
 from jobstream.config.durations import format_duration, parse_duration
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings
 from jobstream.config.topics import RETRY_MARK, retry_topic
-from jobstream.consumers import interrupt
-from jobstream.consumers.dlq import DeadLetter, DlqError, Filters, Result
-from jobstream.consumers.dlq_reader import (
+from jobstream.consumers.ops import interrupt
+from jobstream.consumers.ops.dlq import DeadLetter, DlqError, Filters, Result
+from jobstream.consumers.ops.dlq_reader import (
     METADATA_TIMEOUT_S,
     QUIET,
     ProgressCb,
@@ -184,7 +185,7 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
             result.covered = dict(run.covered if run is not None else r.covered)
             r.close()
             if audit and started:
-                from jobstream.consumers.audit import record_operation
+                from jobstream.consumers.ops.audit import record_operation
 
                 extra: dict[str, Any] = {
                     "to": canon, "from_start": from_start, "rate": rate, "progress": group,
