@@ -233,7 +233,10 @@ def worker(
     ] = None,
     job_type: JobTypesOpt = None,
 ) -> None:
-    """Run a worker: consume the job types' topics in a consumer group and run handlers."""
+    """Run a worker: consume the job types' topics in a consumer group and run handlers. Exit
+    codes: 0 stopped, 1 error, 3 fenced, 4 DLQ guard tripped, 5 worker.assignment differs from
+    the group's, 6 a handler ended the process (os._exit). A job whose handler took the worker
+    down worker.max_crashes times is dead-lettered as `crashed`."""
     from consumers.runner import run_worker
 
     s = settings()
