@@ -11,7 +11,7 @@ from types import FrameType
 
 from config.logging import configure_logging, get_logger
 from config.settings import Settings
-from consumers.crashes import guard_process_exit
+from consumers.handler_exit import guard_process_exit
 from consumers.health import Health, HealthServer
 from consumers.jobs import AppError, load_app
 from consumers.metrics import Metrics
