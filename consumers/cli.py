@@ -286,6 +286,11 @@ def worker(
 
     4  the DLQ guard tripped (worker.dlq_guard)
 
+    5  worker.assignment differs from the strategy of the group's running members
+
+    6  a handler ended the process (os._exit); a job whose handler took the worker down
+    worker.max_crashes times is dead-lettered as `crashed`
+
     70  internal error in jobstream itself (JOBSTREAM_DEBUG=1 shows the traceback)
 
     130  a second signal: exited at once

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from config.logging import configure_logging, get_logger
 from config.settings import Settings, SettingsError, WorkerSettings
-from consumers.crashes import guard_process_exit
+from consumers.handler_exit import guard_process_exit
 from consumers.health import Health, HealthServer
 from consumers.jobs import AppError, load_app
 from consumers.metrics import Metrics
