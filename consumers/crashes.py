@@ -19,24 +19,21 @@ end (revoke, shutdown) writes what is still running, so it counts nothing.
 
 from __future__ import annotations
 
-import contextvars
-import os
-import queue
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings
 from jobstream.consumers.decode import Job
-from jobstream.consumers.errors import EXIT_HANDLER_ENDED_PROCESS, Failure
+from jobstream.consumers.errors import Failure
 from jobstream.consumers.executor import Executor, Task
+from jobstream.consumers.handler_exit import watched, where
 from jobstream.consumers.ledger import Ledger, decode_started, encode_started, started_key
 from jobstream.consumers.rebalance import TP, PartitionState
 from jobstream.consumers.retry import Category
@@ -44,14 +41,13 @@ from jobstream.schemas import wire
 
 Start = tuple[str, int]  # (worker id, ms since epoch it was last seen running)
 RELEASE_FLUSH_S = 5.0
+# Runs that ended are written at most this often when no job waits to start: a stale `live`
+# entry only costs a shared death if the process dies before the next write, and in a stream
+# the next start's write carries the change anyway (halves the writes under load).
+ENDED_WRITE_S = 0.2
 
-# The job whose handler the current thread (or asyncio task) runs, for the os._exit guard.
-_RUNNING: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "jobstream_running_job", default=None
-)
 
-
-@dataclass
+@dataclass(slots=True)
 class _Held:
     """A job the worker started whose handler waits for its start to be recorded."""
 
@@ -72,6 +68,7 @@ class _Part:
     waiting: list[_Held] = field(default_factory=list)  # for the next write
     sent: list[_Held] = field(default_factory=list)  # in the write in flight
     writing: bool = False
+    written: float = 0.0  # monotonic time of the last write
     dirty: bool = False  # live or deaths changed since the last write
 
 
@@ -95,7 +92,8 @@ class CrashWatch:
         self.log = log
         self._parts: dict[TP, _Part] = {}
         self._due: set[TP] = set()  # partitions with jobs waiting for a write, or changes
-        self._ended: queue.SimpleQueue[tuple[TP, int, int]] = queue.SimpleQueue()
+        # Runs that ended, appended by handler threads (deque: thread-safe, cheaper than a queue)
+        self._ended: deque[tuple[TP, int, int]] = deque()
         self._token = 0
         self._alone: deque[_Held] = deque()
         self._alone_running: _Held | None = None
@@ -137,11 +135,14 @@ class CrashWatch:
         if not self._due:
             return served
         alone = self.isolating
+        now = time.monotonic()
         for tp in list(self._due):
             part = self._parts.get(tp)
             if part is None or not (part.waiting or part.dirty):
                 self._due.discard(tp)
-            elif not part.writing and (part.dirty or not alone):
+            elif part.writing:
+                continue
+            elif (part.waiting and not alone) or now - part.written >= ENDED_WRITE_S:
                 self._write(tp, part, [] if alone else part.waiting)
                 if not part.waiting:
                     self._due.discard(tp)
@@ -161,7 +162,7 @@ class CrashWatch:
                 return  # its start is being written
             done, self._alone_running = self._alone_running, None
             commit()  # its outcome is durable before anything else can take the process down
-            self.log.info("ran_alone", **_where(done.job))
+            self.log.info("ran_alone", **where(done.job))
             return
         first = self._alone[0]
         tp = first.job.tp
@@ -175,7 +176,7 @@ class CrashWatch:
         self._alone_running = held
         self.log.warning(
             "running_alone",
-            **_where(held.job),
+            **where(held.job),
             deaths=len(part.deaths.get(held.job.offset, ())),
             max_crashes=self.limit,
         )
@@ -259,8 +260,9 @@ class CrashWatch:
         return part
 
     def _drain_ended(self) -> None:
-        while not self._ended.empty():
-            tp, offset, token = self._ended.get()
+        ended = self._ended
+        while ended:
+            tp, offset, token = ended.popleft()
             part = self._parts.get(tp)
             if part is not None and part.live.get(offset) == token:
                 del part.live[offset]
@@ -293,12 +295,13 @@ class CrashWatch:
             self._token += 1
             h.token = self._token
             part.live[h.job.offset] = h.token
-            h.task.func = _watched(h.task.func, h.task.is_async, self._ended, h.job, h.token)
+            h.task.func = watched(h.task.func, h.task.is_async, self._ended, h.job, h.token)
         part.sent = moving
         part.writing = True
+        part.written = time.monotonic()
         part.dirty = False
         value = encode_started(
-            int(time.time() * 1000), self.worker_id, sorted(part.live), part.deaths
+            int(time.time() * 1000), self.worker_id, list(part.live), part.deaths
         )
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
@@ -354,77 +357,3 @@ def crashed_failure(deaths: tuple[Start, ...], limit: int) -> Failure:
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
-
-
-def _where(job: Job) -> dict[str, Any]:
-    return {
-        "job_id": job.job_id,
-        "job_type": job.job_type,
-        "topic": job.topic,
-        "partition": job.partition,
-        "offset": job.offset,
-    }
-
-
-def _watched(
-    func: Callable[..., Any],
-    is_async: bool,
-    ended: queue.SimpleQueue[tuple[TP, int, int]],
-    job: Job,
-    token: int,
-) -> Callable[..., Any]:
-    """func, reporting when its run really ends (an abandoned thread's too) and naming its job
-    to the os._exit guard."""
-    where = _where(job)
-    done = (job.tp, job.offset, token)
-
-    if is_async:
-
-        async def run_async(*args: Any) -> Any:
-            _RUNNING.set(where)
-            try:
-                return await func(*args)
-            finally:
-                ended.put(done)
-
-        return run_async
-
-    def run(*args: Any) -> Any:
-        reset = _RUNNING.set(where)
-        try:
-            return func(*args)
-        finally:
-            _RUNNING.reset(reset)
-            ended.put(done)
-
-    return run
-
-
-def guard_process_exit(worker_id: str) -> None:
-    """os._exit from any thread but the main one (a handler, or a thread it started) ends the
-    process with EXIT_HANDLER_ENDED_PROCESS, never 0, and one log line naming the job."""
-    real_exit = os._exit
-
-    def guarded(status: int) -> NoReturn:
-        if threading.current_thread() is threading.main_thread():
-            real_exit(status)
-        import json
-
-        from jobstream.config.logging import flush_logs
-
-        line = {
-            "event": "handler_ended_process",
-            "level": "error",
-            "worker": worker_id,
-            "exit_code_asked": status,
-            "exit_code": EXIT_HANDLER_ENDED_PROCESS,
-            "thread": threading.current_thread().name,
-            **(_RUNNING.get() or {}),
-        }
-        try:
-            flush_logs()
-            os.write(2, (json.dumps(line) + "\n").encode())
-        finally:
-            real_exit(EXIT_HANDLER_ENDED_PROCESS)
-
-    os._exit = guarded

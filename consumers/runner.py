@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from jobstream.config.logging import configure_logging, get_logger
 from jobstream.config.settings import Settings, SettingsError, WorkerSettings
-from jobstream.consumers.crashes import guard_process_exit
+from jobstream.consumers.handler_exit import guard_process_exit
 from jobstream.consumers.health import Health, HealthServer
 from jobstream.consumers.jobs import AppError, load_app
 from jobstream.consumers.metrics import Metrics

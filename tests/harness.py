@@ -320,6 +320,16 @@ def set_max_message_bytes(bootstrap: str, topic: str, value: str | None) -> None
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for fut in admin.incremental_alter_configs([res]).values():
         fut.result(15)
+    # The broker applies a config change a moment after acknowledging it (seen under load: a
+    # record sent right after was still taken); wait until the broker describes the new value.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        desc = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        entry = next(iter(admin.describe_configs([desc]).values())).result(15)["max.message.bytes"]
+        if (entry.value == value) if value is not None else entry.is_default:
+            time.sleep(0.5)  # described by the controller's view; let the leader catch up
+            return
+        time.sleep(0.2)
 
 
 def free_port() -> int:
