@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export JOBSTREAM := $(BIN)/jobstream
 
-.PHONY: venv lint test test-unit demo chaos bench broker-start broker-stop clean
+.PHONY: venv lint docs test test-unit demo chaos bench broker-start broker-stop clean
 
 venv: $(STAMP)
 
@@ -18,13 +18,18 @@ $(STAMP): pyproject.toml requirements.lock requirements-dev.txt
 	touch $@
 
 lint: venv
-	$(BIN)/ruff check config schemas producers consumers examples tests benchmarks
+	$(BIN)/ruff check jobstream config schemas producers consumers examples tests benchmarks scripts
+	scripts/typecheck-tree.sh
 	$(BIN)/mypy
 	JOBSTREAM_SCHEMA_DIRS='["examples/schemas"]' $(BIN)/jobstream schemas check
 
+# The documentation site, strict: a broken link or anchor, or a page out of the nav, fails.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 # A broker started for the run gets a fresh temporary data dir, removed at the end
 # (scripts/with-broker.sh).
-test: lint
+test: lint docs
 	JOBSTREAM_FRESH_BROKER=1 \
 	scripts/with-broker.sh $(BIN)/python -m pytest tests -q -rsx -p no:cacheprovider --durations=15
 
@@ -55,4 +60,4 @@ broker-stop: venv
 	$(BIN)/jobstream broker stop
 
 clean:
-	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .typecheck .site

@@ -25,11 +25,11 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from config.kafka import client_config
-from config.settings import Settings, load_settings
-from config.topics import job_topics
-from consumers.topics import apply, full_plan
-from producers import Publisher
+from jobstream.config.kafka import client_config
+from jobstream.config.settings import Settings, load_settings
+from jobstream.config.topics import job_topics
+from jobstream.consumers.ops.topic_plan import apply, full_plan
+from jobstream.producers import Publisher
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_SCHEMAS = ROOT / "benchmarks" / "schemas" / "avro"
@@ -265,7 +265,7 @@ class Stack:
         cmd = [
             sys.executable,
             "-m",
-            "consumers.cli",
+            "jobstream",
             "worker",
             "--app",
             "benchmarks.jobs",

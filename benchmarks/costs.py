@@ -12,15 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.common import Bench, Row, bench_payload, say
-from config.logging import configure_logging
-from config.settings import LogSettings, Mode
-from consumers.context import context_for, log_fields
-from consumers.decode import Job, decode_record
-from consumers.executor import Executor, Task
-from consumers.jobs import load_app
-from consumers.ledger import SUCCEEDED, encode_entry
-from consumers.ledger_view import LedgerView
-from consumers.worker import Worker
+from jobstream.config.logging import configure_logging
+from jobstream.config.settings import LogSettings, Mode
+from jobstream.consumers.context import context_for, log_fields
+from jobstream.consumers.decode import Job, decode_record
+from jobstream.consumers.executor import Executor, Task
+from jobstream.consumers.jobs import load_app
+from jobstream.consumers.ledger import SUCCEEDED, encode_entry
+from jobstream.consumers.ledger_view import LedgerView
+from jobstream.consumers.worker import Worker
 
 LEDGER_ENTRIES = 100_000
 

@@ -17,8 +17,8 @@ import threading
 import time
 from typing import Any
 
-from consumers import JobContext, RetryAfter, job
-from schemas import wire
+from jobstream import JobContext, RetryAfter, job
+from jobstream.schemas import wire
 
 _MARKS = os.environ.get("JOBSTREAM_BENCH_MARKS")
 _SINK = os.environ.get("JOBSTREAM_BENCH_SINK", os.devnull)

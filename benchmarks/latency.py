@@ -32,7 +32,7 @@ from benchmarks.common import (
 )
 from benchmarks.cpu import CpuWatch
 from benchmarks.throughput import run_worker
-from config.settings import Mode
+from jobstream.config.settings import Mode
 
 TARGET_P99_MS = {Mode.AT_LEAST_ONCE: 25.0, Mode.TRANSACTIONAL: 150.0}
 ISOLATION = {"finished": "read_uncommitted", "committed": "read_committed"}

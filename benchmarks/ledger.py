@@ -12,10 +12,10 @@ from confluent_kafka import Producer
 
 from benchmarks import raw
 from benchmarks.common import PARTITIONS, Bench, Row, limit_row, ratio_row, say
-from config.kafka import client_config
-from config.settings import Settings
-from consumers.ledger import SUCCEEDED, encode_entry, restore_partitions
-from consumers.ledger_view import LedgerView
+from jobstream.config.kafka import client_config
+from jobstream.config.settings import Settings
+from jobstream.consumers.ledger import SUCCEEDED, encode_entry, restore_partitions
+from jobstream.consumers.ledger_view import LedgerView
 
 MEMORY_ENTRIES = 1_000_000
 

@@ -10,9 +10,9 @@ from confluent_kafka import Producer
 
 from benchmarks import raw
 from benchmarks.common import Bench, Row, bench_payload, ratio_row, say
-from config.kafka import client_config
-from producers.publisher import new_job_id, now_ms
-from schemas import wire
+from jobstream.config.kafka import client_config
+from jobstream.producers.publisher import new_job_id, now_ms
+from jobstream.schemas import wire
 
 
 def publisher(b: Bench) -> list[Row]:

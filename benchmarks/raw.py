@@ -19,9 +19,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from config.kafka import client_config
-from config.settings import Mode, Settings
-from consumers.ledger import SUCCEEDED, encode_entry
+from jobstream.config.kafka import client_config
+from jobstream.config.settings import Mode, Settings
+from jobstream.consumers.ledger import SUCCEEDED, encode_entry
 
 # The worker's producer settings (Publisher defaults + the worker's overrides).
 WORKER_PRODUCER = {

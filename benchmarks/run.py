@@ -32,7 +32,7 @@ import confluent_kafka
 
 from benchmarks import costs, latency, ledger, publisher, retry, throughput
 from benchmarks.common import ROOT, Bench, Row, say, scratch_dir
-from config.settings import load_settings
+from jobstream.config.settings import load_settings
 
 RESULTS = ROOT / "benchmarks" / "results"
 

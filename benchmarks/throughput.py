@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from benchmarks import raw
 from benchmarks.common import Bench, Row, Stack, fetch_gaps, limit_row, ratio_row, say
-from config.settings import Assignment, Mode
+from jobstream.config.settings import Assignment, Mode
 
 MODES = {Mode.AT_LEAST_ONCE: ("alo", 0.85), Mode.TRANSACTIONAL: ("txn", 0.7)}
 SLEEP_MS = 20

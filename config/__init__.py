@@ -1,6 +1,6 @@
 """jobstream settings, topic naming and logging set-up."""
 
-from config.settings import (
+from jobstream.config.settings import (
     JobTypeSettings,
     KafkaSettings,
     Mode,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from config.logging import kafka_logger
-from config.settings import Assignment, KafkaSettings, SecurityProtocol, WorkerSettings
+from jobstream.config.logging import kafka_logger
+from jobstream.config.settings import Assignment, KafkaSettings, SecurityProtocol, WorkerSettings
 
 
 def client_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:

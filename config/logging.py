@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from config.settings import LogSettings
+from jobstream.config.settings import LogSettings
 
 _buffered: Any = None  # the worker's buffered log stream, flushed by flush_logs()
 

@@ -23,8 +23,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from config.durations import parse_duration
-from config.settings_errors import describe_env_parse_error, describe_errors, unknown_env
+from jobstream.config.durations import parse_duration
+from jobstream.config.settings_errors import describe_env_parse_error, describe_errors, unknown_env
 
 DEFAULT_TIERS = ("10s", "1m", "10m")
 

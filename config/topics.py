@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from config.durations import format_duration, parse_duration
-from config.settings import JobTypeSettings, Ordering, Settings
+from jobstream.config.durations import format_duration, parse_duration
+from jobstream.config.settings import JobTypeSettings, Ordering, Settings
 
 RETRY_MARK = ".retry."
 DLQ_SUFFIX = ".dlq"

@@ -21,8 +21,8 @@ import threading
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from config.settings import Mode
-from consumers.errors import WorkerError, WorkerFenced
+from jobstream.config.settings import Mode
+from jobstream.consumers.errors import WorkerError, WorkerFenced
 
 
 class CommitAborted(WorkerError):

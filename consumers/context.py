@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from schemas import wire
+from jobstream.schemas import wire
 
 if TYPE_CHECKING:
-    from consumers.decode import Job
+    from jobstream.consumers.decode import Job
 
 
 @dataclass(frozen=True)

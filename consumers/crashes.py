@@ -28,16 +28,16 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from config.kafka import client_config
-from config.settings import Settings
-from consumers.decode import Job
-from consumers.errors import Failure
-from consumers.executor import Executor, Task
-from consumers.handler_exit import watched, where
-from consumers.ledger import Ledger, decode_started, encode_started, started_key
-from consumers.rebalance import TP, PartitionState
-from consumers.retry import Category
-from schemas import wire
+from jobstream.config.kafka import client_config
+from jobstream.config.settings import Settings
+from jobstream.consumers.decode import Job
+from jobstream.consumers.errors import Failure
+from jobstream.consumers.executor import Executor, Task
+from jobstream.consumers.handler_exit import watched, where
+from jobstream.consumers.ledger import Ledger, decode_started, encode_started, started_key
+from jobstream.consumers.rebalance import TP, PartitionState
+from jobstream.consumers.retry import Category
+from jobstream.schemas import wire
 
 Start = tuple[str, int]  # (worker id, ms since epoch it was last seen running)
 RELEASE_FLUSH_S = 5.0

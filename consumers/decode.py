@@ -8,11 +8,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from config.topics import JobTopics
-from consumers.errors import Failure, failure_of
-from consumers.retry import Category
-from schemas import wire
-from schemas.registry import DecodeError, SchemaRegistry, UnknownJobType
+from jobstream.config.topics import JobTopics
+from jobstream.consumers.errors import Failure, failure_of
+from jobstream.consumers.retry import Category
+from jobstream.schemas import wire
+from jobstream.schemas.registry import DecodeError, SchemaRegistry, UnknownJobType
 
 TopicPartition = tuple[str, int]
 

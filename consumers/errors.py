@@ -5,8 +5,8 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass
 
-from consumers.retry import Category
-from schemas import wire
+from jobstream.consumers.retry import Category
+from jobstream.schemas import wire
 
 
 class PermanentError(Exception):

@@ -26,8 +26,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from config.logging import get_logger
-from consumers.errors import JobTimeout, NotAdmitted
+from jobstream.config.logging import get_logger
+from jobstream.consumers.errors import JobTimeout, NotAdmitted
 
 HEARTBEAT_S = 0.5  # how often the event loop proves it runs
 

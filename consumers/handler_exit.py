@@ -12,9 +12,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from config.logging import flush_logs
-from consumers.decode import Job
-from consumers.errors import EXIT_HANDLER_ENDED_PROCESS
+from jobstream.config.logging import flush_logs
+from jobstream.consumers.decode import Job
+from jobstream.consumers.errors import EXIT_HANDLER_ENDED_PROCESS
 
 TP = tuple[str, int]
 

@@ -29,10 +29,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from config.kafka import client_config
-from config.settings import Mode, Settings
-from consumers.ledger_view import LedgerView
-from schemas.registry import INTERNAL_DIR, avro_reader, avro_writer
+from jobstream.config.kafka import client_config
+from jobstream.config.settings import Mode, Settings
+from jobstream.consumers.ledger_view import LedgerView
+from jobstream.schemas.registry import INTERNAL_DIR, avro_reader, avro_writer
 
 _RAW_SCHEMA = json.loads((INTERNAL_DIR / "ledger.avsc").read_text())
 _write_entry = avro_writer(_RAW_SCHEMA)

@@ -11,19 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from config.settings import JobTypeSettings, Mode, WorkerSettings
-from config.topics import JobTopics
-from consumers.commit import CommitAborted, Committer, ProducerFenced, kafka_exception
-from consumers.context import log_fields
-from consumers.decode import Job
-from consumers.errors import DlqGuardTripped, Failure, WorkerFenced
-from consumers.freeze import FreezeWatch
-from consumers.ledger import ROUTED, SUCCEEDED, Ledger, encode_entry, routed_key
-from consumers.metrics import Metrics
-from consumers.protection import DlqGuard
-from consumers.rebalance import PartitionState
-from consumers.routing import Outgoing, route_failure, send_outcome
-from producers.publisher import Publisher
+from jobstream.config.settings import JobTypeSettings, Mode, WorkerSettings
+from jobstream.config.topics import JobTopics
+from jobstream.consumers.commit import CommitAborted, Committer, ProducerFenced, kafka_exception
+from jobstream.consumers.context import log_fields
+from jobstream.consumers.decode import Job
+from jobstream.consumers.errors import DlqGuardTripped, Failure, WorkerFenced
+from jobstream.consumers.freeze import FreezeWatch
+from jobstream.consumers.ledger import ROUTED, SUCCEEDED, Ledger, encode_entry, routed_key
+from jobstream.consumers.metrics import Metrics
+from jobstream.consumers.protection import DlqGuard
+from jobstream.consumers.rebalance import PartitionState
+from jobstream.consumers.routing import Outgoing, route_failure, send_outcome
+from jobstream.producers.publisher import Publisher
 
 _GUARDED = ("succeeded", "retried", "dead_lettered")
 

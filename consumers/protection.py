@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
-from config.settings import JobTypeSettings
-from consumers.errors import NotAdmitted, category_of
-from consumers.retry import Category
+from jobstream.config.settings import JobTypeSettings
+from jobstream.consumers.errors import NotAdmitted, category_of
+from jobstream.consumers.retry import Category
 
 _DOWNSTREAM = (Category.TRANSIENT, Category.TIMEOUT)
 

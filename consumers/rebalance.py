@@ -11,20 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from config.settings import Assignment, Mode, Settings, WorkerSettings
-from config.topics import JobTopics, base_of, ledger_topic, tier_delay
-from consumers.commit import Committer, ProducerFenced
-from consumers.decode import Job
-from consumers.errors import AssignmentMismatch, WorkerError, WorkerFenced
-from consumers.freeze import FreezeWatch
-from consumers.health import Health
-from consumers.ledger import Ledger
-from consumers.metrics import Metrics
-from consumers.offsets import PartitionOffsets
-from consumers.ordering import KeyQueues
-from consumers.topics import group_assignor, group_session_ms
-from producers.publisher import Publisher
-from schemas.registry import SchemaRegistry
+from jobstream.config.settings import Assignment, Mode, Settings, WorkerSettings
+from jobstream.config.topics import JobTopics, base_of, ledger_topic, tier_delay
+from jobstream.consumers.commit import Committer, ProducerFenced
+from jobstream.consumers.decode import Job
+from jobstream.consumers.errors import AssignmentMismatch, WorkerError, WorkerFenced
+from jobstream.consumers.freeze import FreezeWatch
+from jobstream.consumers.health import Health
+from jobstream.consumers.ledger import Ledger
+from jobstream.consumers.metrics import Metrics
+from jobstream.consumers.offsets import PartitionOffsets
+from jobstream.consumers.ops.topic_plan import group_assignor, group_session_ms
+from jobstream.consumers.ordering import KeyQueues
+from jobstream.producers.publisher import Publisher
+from jobstream.schemas.registry import SchemaRegistry
 
 TP = tuple[str, int]
 RENEW_LIMIT_S = 300.0
@@ -78,7 +78,7 @@ class Rebalancing:
     _in_rebalance = False  # inside _on_revoke (its commit must not move to positions)
 
     if TYPE_CHECKING:
-        from consumers.crashes import CrashWatch
+        from jobstream.consumers.crashes import CrashWatch
 
         crash_watch: CrashWatch
 

@@ -8,13 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from config.settings import JobTypeSettings, Ordering
-from config.topics import JobTopics
-from consumers.decode import Job
-from consumers.errors import Failure
-from consumers.retry import Decision, decide, not_before_ms
-from producers.publisher import PayloadTooLarge, Publisher
-from schemas import wire
+from jobstream.config.settings import JobTypeSettings, Ordering
+from jobstream.config.topics import JobTopics
+from jobstream.consumers.decode import Job
+from jobstream.consumers.errors import Failure
+from jobstream.consumers.retry import Decision, decide, not_before_ms
+from jobstream.producers.publisher import PayloadTooLarge, Publisher
+from jobstream.schemas import wire
 
 
 @dataclass(frozen=True)

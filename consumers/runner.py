@@ -12,14 +12,14 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry
 
-from config.logging import configure_logging, get_logger
-from config.settings import Settings, SettingsError, WorkerSettings
-from consumers.handler_exit import guard_process_exit
-from consumers.health import Health, HealthServer
-from consumers.jobs import AppError, load_app
-from consumers.metrics import Metrics
-from consumers.worker import Worker
-from producers.connection import check_connection
+from jobstream.config.logging import configure_logging, get_logger
+from jobstream.config.settings import Settings, SettingsError, WorkerSettings
+from jobstream.consumers.handler_exit import guard_process_exit
+from jobstream.consumers.health import Health, HealthServer
+from jobstream.consumers.jobs import AppError, load_app
+from jobstream.consumers.metrics import Metrics
+from jobstream.consumers.worker import Worker
+from jobstream.producers.connection import check_connection
 
 
 def run_worker(

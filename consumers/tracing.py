@@ -12,10 +12,10 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from schemas import wire
+from jobstream.schemas import wire
 
 if TYPE_CHECKING:
-    from consumers.decode import Job
+    from jobstream.consumers.decode import Job
 
 Handler = Callable[..., Any]
 

@@ -23,15 +23,15 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from config.kafka import client_config, group_config
-from config.logging import flush_logs, get_logger
-from config.settings import JobTypeSettings, Mode, Settings
-from config.topics import JobTopics, job_topics
-from consumers.commit import CommitAborted, Committer, ProducerFenced
-from consumers.context import context_for, log_fields
-from consumers.crashes import CrashWatch
-from consumers.decode import Job, decode_record, topic_carriers
-from consumers.errors import (
+from jobstream.config.kafka import client_config, group_config
+from jobstream.config.logging import flush_logs, get_logger
+from jobstream.config.settings import JobTypeSettings, Mode, Settings
+from jobstream.config.topics import JobTopics, job_topics
+from jobstream.consumers.commit import CommitAborted, Committer, ProducerFenced
+from jobstream.consumers.context import context_for, log_fields
+from jobstream.consumers.crashes import CrashWatch
+from jobstream.consumers.decode import Job, decode_record, topic_carriers
+from jobstream.consumers.errors import (
     EXIT_ASSIGNMENT_MISMATCH,
     AssignmentMismatch,
     DlqGuardTripped,
@@ -41,19 +41,19 @@ from consumers.errors import (
     WorkerFenced,
     classify,
 )
-from consumers.executor import Executor, Task
-from consumers.fetch_wake import FetchWaker
-from consumers.freeze import FreezeWatch
-from consumers.health import Health
-from consumers.jobs import JobDef
-from consumers.ledger import Ledger, routed_key
-from consumers.metrics import Metrics
-from consumers.outcomes import Outcomes, now_ms
-from consumers.protection import DlqGuard, JobTypeGate
-from consumers.rebalance import TP, PartitionState, Rebalancing
-from consumers.tracing import Tracing
-from producers.publisher import Publisher
-from schemas.registry import SchemaRegistry
+from jobstream.consumers.executor import Executor, Task
+from jobstream.consumers.fetch_wake import FetchWaker
+from jobstream.consumers.freeze import FreezeWatch
+from jobstream.consumers.health import Health
+from jobstream.consumers.jobs import JobDef
+from jobstream.consumers.ledger import Ledger, routed_key
+from jobstream.consumers.metrics import Metrics
+from jobstream.consumers.outcomes import Outcomes, now_ms
+from jobstream.consumers.protection import DlqGuard, JobTypeGate
+from jobstream.consumers.rebalance import TP, PartitionState, Rebalancing
+from jobstream.consumers.tracing import Tracing
+from jobstream.producers.publisher import Publisher
+from jobstream.schemas.registry import SchemaRegistry
 
 AUTH_FAILURE_LIMIT_S = 60.0
 # Handler results and delivery reports cannot wake the consumer's poll: while jobs run, each

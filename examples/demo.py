@@ -14,9 +14,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from config.settings import Settings, load_settings
-from consumers.topics import apply, full_plan
-from producers import Publisher
+from jobstream import Publisher
+from jobstream.config.settings import Settings, load_settings
+from jobstream.consumers.ops.topic_plan import apply, full_plan
 
 PORT = 9481
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
@@ -59,7 +59,7 @@ def main() -> int:
     print("== starting a worker: jobstream worker --app examples.demo_jobs")
     with open("demo-worker.log", "w") as log:  # the child keeps its own descriptor
         worker = subprocess.Popen(
-            [sys.executable, "-m", "consumers.cli", "worker", "--app", "examples.demo_jobs"],
+            [sys.executable, "-m", "jobstream", "worker", "--app", "examples.demo_jobs"],
             env=env,
             stderr=log,
         )

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 from typing import Any
 
-from consumers import JobContext, PermanentError, job
+from jobstream import JobContext, PermanentError, job
 
 
 @job("orders.confirmation")

@@ -1,7 +1,13 @@
 """Publisher SDK: services enqueue jobs with `Publisher.publish`."""
 
-from producers.errors import DeliveryError, InvalidJob, PayloadTooLarge, PublishError, Undelivered
-from producers.publisher import Publisher, new_job_id
+from jobstream.producers.errors import (
+    DeliveryError,
+    InvalidJob,
+    PayloadTooLarge,
+    PublishError,
+    Undelivered,
+)
+from jobstream.producers.publisher import Publisher, new_job_id
 
 __all__ = [
     "DeliveryError",

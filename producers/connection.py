@@ -17,8 +17,8 @@ import time
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from config.kafka import client_config
-from config.settings import KafkaSettings, SecurityProtocol
+from jobstream.config.kafka import client_config
+from jobstream.config.settings import KafkaSettings, SecurityProtocol
 
 DEFAULT_TIMEOUT_S = 15.0
 

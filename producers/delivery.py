@@ -9,7 +9,7 @@ import threading
 
 from confluent_kafka import KafkaError, Message
 
-from producers.errors import Undelivered
+from jobstream.producers.errors import Undelivered
 
 DeliveryCallback = functools.partial[None]
 

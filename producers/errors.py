@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError
 
-from schemas import wire
+from jobstream.schemas import wire
 
 # Job ids named in a DeliveryError's message per reason; the rest are counted (all are in
 # `undelivered`).

@@ -13,13 +13,13 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from config.kafka import client_config
-from config.logging import get_logger
-from config.settings import Settings, load_settings
-from config.topics import main_topic
-from producers.connection import ErrorWatch
-from producers.delivery import DeliveryWatch, given_up
-from producers.errors import (
+from jobstream.config.kafka import client_config
+from jobstream.config.logging import get_logger
+from jobstream.config.settings import Settings, load_settings
+from jobstream.config.topics import main_topic
+from jobstream.producers.connection import ErrorWatch
+from jobstream.producers.delivery import DeliveryWatch, given_up
+from jobstream.producers.errors import (
     DeliveryError,
     InvalidJob,
     PayloadTooLarge,
@@ -29,8 +29,8 @@ from producers.errors import (
     check_key,
     user_headers,
 )
-from schemas import wire
-from schemas.registry import SchemaRegistry
+from jobstream.schemas import wire
+from jobstream.schemas.registry import SchemaRegistry
 
 __all__ = ["DeliveryError", "InvalidJob", "PayloadTooLarge", "PublishError", "Publisher"]
 

@@ -1,6 +1,6 @@
 """Versioned Avro job schemas, the wire header table and compatibility checks."""
 
-from schemas.registry import (
+from jobstream.schemas.registry import (
     DecodeError,
     PayloadError,
     SchemaError,

@@ -19,8 +19,8 @@ from typing import Any
 
 import fastavro
 
-from schemas.registry import SchemaRegistry, SchemaVersion, avro_reader
-from schemas.samples import samples
+from jobstream.schemas.registry import SchemaRegistry, SchemaVersion, avro_reader
+from jobstream.schemas.samples import samples
 
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 _NAMED = {"record", "enum", "fixed", "error"}

@@ -16,9 +16,9 @@ import fastavro._read as fastavro_read
 import fastavro._write as fastavro_write
 from fastavro.types import Schema
 
-from schemas.masking import MASK, mask
-from schemas.strict import StrictError, compile_scan
-from schemas.validate import PayloadError, compile_validator
+from jobstream.schemas.masking import MASK, mask
+from jobstream.schemas.strict import StrictError, compile_scan
+from jobstream.schemas.validate import PayloadError, compile_validator
 
 # jobstream's own records (the ledger); job types come only from schema_dirs.
 INTERNAL_DIR = Path(__file__).parent / "internal"

@@ -34,8 +34,8 @@ def bootstrap() -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
         return
-    from config.settings import load_settings
-    from consumers.broker import BrokerError, LocalBroker
+    from jobstream.config.settings import load_settings
+    from jobstream.consumers.broker import BrokerError, LocalBroker
 
     broker = LocalBroker(load_settings().broker)
     started = False

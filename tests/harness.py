@@ -20,12 +20,12 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from config.kafka import client_config
-from config.settings import Settings, load_settings
-from config.topics import job_topics
-from consumers.ledger import STARTED_PREFIX, SUCCEEDED, decode_entry
-from consumers.topics import apply, full_plan
-from producers import Publisher
+from jobstream.config.kafka import client_config
+from jobstream.config.settings import Settings, load_settings
+from jobstream.config.topics import job_topics
+from jobstream.consumers.ledger import STARTED_PREFIX, SUCCEEDED, decode_entry
+from jobstream.consumers.ops.topic_plan import apply, full_plan
+from jobstream.producers import Publisher
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SCHEMAS = ROOT / "tests" / "schemas"
@@ -115,7 +115,7 @@ class Stack:
                 [
                     sys.executable,
                     "-m",
-                    "consumers.cli",
+                    "jobstream",
                     "worker",
                     "--app",
                     "tests.apps.sink",
@@ -391,7 +391,7 @@ def run_cli(
     """`python -m consumers.cli ARGS` with no JOBSTREAM_* variable of the caller's, only `env`."""
     clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("JOBSTREAM_")}
     return subprocess.run(
-        [sys.executable, "-m", "consumers.cli", *args],
+        [sys.executable, "-m", "jobstream", *args],
         capture_output=True,
         text=True,
         errors="replace",

@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from config.settings import BrokerSettings
-from consumers.broker import BrokerError, LocalBroker
+from jobstream.config.settings import BrokerSettings
+from jobstream.consumers.broker import BrokerError, LocalBroker
 
 SCRAM_USER = "jobstream-test"
 

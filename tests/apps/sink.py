@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from consumers import JobContext, PermanentError, RetryAfter, job
+from jobstream import JobContext, PermanentError, RetryAfter, job
 
 _SINK = os.environ.get("JOBSTREAM_TEST_SINK", "/dev/null")
 

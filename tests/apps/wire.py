@@ -9,7 +9,7 @@ import os
 import time
 from typing import Any
 
-from consumers import JobContext, job
+from jobstream import JobContext, job
 
 _SINK = os.environ.get("JOBSTREAM_TEST_SINK", "/dev/null")
 

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas import wire
+from jobstream.schemas import wire
 from tests.harness import Stack, runs_after_completion
 
 SCALES = ("short", "medium", "full")

@@ -57,8 +57,8 @@ class Dedicated:
 
 @pytest.fixture(scope="session")
 def dedicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dedicated]:
-    from config.settings import BrokerSettings
-    from consumers.broker import BrokerError, LocalBroker
+    from jobstream.config.settings import BrokerSettings
+    from jobstream.consumers.broker import BrokerError, LocalBroker
 
     port, controller, proxy_port = free_port(), free_port(), free_port()
     data = Path(tmp_path_factory.mktemp("chaos-broker"))

@@ -10,8 +10,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from schemas import wire
-from schemas.registry import DecodeError
+from jobstream.schemas import wire
+from jobstream.schemas.registry import DecodeError
 from tests.chaos.books import (
     Fleet,
     Workload,

@@ -10,7 +10,7 @@ import itertools
 import random
 import time
 
-from schemas import wire
+from jobstream.schemas import wire
 from tests.chaos.books import (
     Fleet,
     Workload,

@@ -11,7 +11,7 @@ import signal
 import time
 from typing import Any
 
-from schemas import wire
+from jobstream.schemas import wire
 from tests.chaos.books import (
     Fleet,
     SinkTail,

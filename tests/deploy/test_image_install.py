@@ -277,7 +277,7 @@ def test_image_install_runs_a_job(image: ImageReplay, bootstrap: str, tmp_path: 
 
     # The code that runs is the installed one, not this checkout.
     where = subprocess.run(
-        ["python", "-c", "import consumers, schemas; print(consumers.__file__)"],
+        ["python", "-c", "import jobstream.consumers as c; print(c.__file__)"],
         cwd=app,
         env=env,
         capture_output=True,

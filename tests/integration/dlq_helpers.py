@@ -18,12 +18,12 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from config.kafka import client_config
-from config.settings import Settings, load_settings
-from config.topics import job_topics
-from consumers.topics import apply, full_plan
-from producers.publisher import Publisher
-from schemas import wire
+from jobstream.config.kafka import client_config
+from jobstream.config.settings import Settings, load_settings
+from jobstream.config.topics import job_topics
+from jobstream.consumers.ops.topic_plan import apply, full_plan
+from jobstream.producers.publisher import Publisher
+from jobstream.schemas import wire
 from tests.harness import ROOT
 
 JT = "orders.confirmation"
@@ -96,7 +96,7 @@ def put_dead_letter(pub: Publisher, topic: str, partition: int, job_id: str | No
 
 def run(w: World, *args: str, env: dict[str, str] | None = None,
         timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "consumers.cli", *args], env=env or w.env,
+    return subprocess.run([sys.executable, "-m", "jobstream", *args], env=env or w.env,
                           capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, cwd=ROOT)
 

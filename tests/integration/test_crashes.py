@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from schemas import wire
+from jobstream.schemas import wire
 from tests.harness import Stack
 
 CRASH_EXIT = 6  # consumers/errors.py EXIT_HANDLER_ENDED_PROCESS

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from consumers import dlq, dlq_export, dlq_reader, interrupt, replay
-from producers.publisher import Publisher
-from schemas import wire
-from schemas.registry import SchemaRegistry
+from jobstream.consumers.ops import dlq, dlq_export, dlq_reader, interrupt, replay
+from jobstream.producers.publisher import Publisher
+from jobstream.schemas import wire
+from jobstream.schemas.registry import SchemaRegistry
 from tests.integration.dlq_helpers import (
     DEMO_SCHEMAS,
     JT,

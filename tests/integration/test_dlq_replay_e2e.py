@@ -14,7 +14,7 @@ def _replay(stack: Stack) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "consumers.cli",
+            "jobstream",
             "dlq",
             "replay",
             stack.job_type,

@@ -16,8 +16,8 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from config.kafka import client_config
-from producers.publisher import Publisher
+from jobstream.config.kafka import client_config
+from jobstream.producers.publisher import Publisher
 from tests.harness import ROOT
 from tests.integration.dlq_helpers import (
     JT,
@@ -141,7 +141,7 @@ class Replay:
 
     def __init__(self, w: World, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "consumers.cli", "dlq", "replay", w.job_type, "--yes", *args],
+            [sys.executable, "-m", "jobstream", "dlq", "replay", w.job_type, "--yes", *args],
             env=w.env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
-from consumers.ledger import routed_key
-from schemas import wire
-from schemas.registry import DecodeError
+from jobstream.consumers.ledger import routed_key
+from jobstream.schemas import wire
+from jobstream.schemas.registry import DecodeError
 from tests.harness import Stack
 
 JT = "test.echo"
@@ -289,7 +289,7 @@ def test_permanent_error_and_exhausted_attempts_end_in_the_dlq(stack_factory) ->
     [first] = wait_topic(stack, t.dlq, 1, timeout=20)
     h = hdrs(first)
     assert (h[wire.JOB_ID], h[wire.ATTEMPT], h[wire.ERROR_CATEGORY]) == (perm, "1", "permanent")
-    assert h[wire.ERROR_CLASS] == "consumers.errors.PermanentError"
+    assert h[wire.ERROR_CLASS] == "jobstream.consumers.errors.PermanentError"
     assert h[wire.ORIGIN_TOPIC] == t.main
     dlq = wait_topic(stack, t.dlq, 2, timeout=30)
     [m] = [m for m in dlq if hdrs(m)[wire.JOB_ID] == exhaust]
@@ -382,7 +382,7 @@ def test_hanging_sync_handler_times_out_to_the_dlq_others_flow(stack_factory) ->
     [m] = wait_topic(stack, t.dlq, 1, timeout=30)
     h = hdrs(m)
     assert (h[wire.JOB_ID], h[wire.ERROR_CATEGORY], h[wire.ATTEMPT]) == (hung, "timeout", "1")
-    assert h[wire.ERROR_CLASS] == "consumers.errors.JobTimeout"
+    assert h[wire.ERROR_CLASS] == "jobstream.consumers.errors.JobTimeout"
     stack.wait_for(lambda: run_ids(stack) >= set(ids), 30, "the other jobs")
     # after the timeout, its slot is back: more jobs (max_in_flight 4, so 4 more hangs) flow
     more = stack.publish_many([({"seq": 0, "behaviour": "hang"}, f"h{i}") for i in range(4)])

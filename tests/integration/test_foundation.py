@@ -13,8 +13,8 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from producers import PayloadTooLarge
-from schemas import PayloadError, SchemaRegistry, UnknownJobType, wire
+from jobstream.producers import PayloadTooLarge
+from jobstream.schemas import PayloadError, SchemaRegistry, UnknownJobType, wire
 from tests.harness import ROOT, Stack
 
 
@@ -78,7 +78,7 @@ def test_invalid_payloads_rejected_and_nothing_sent(stack_factory) -> None:
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "consumers.cli", *args],
+        [sys.executable, "-m", "jobstream", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},

@@ -11,7 +11,7 @@ import urllib.request
 from datetime import datetime
 from typing import Any
 
-from schemas import wire
+from jobstream.schemas import wire
 from tests.harness import Stack, free_port
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from schemas import wire
+from jobstream.schemas import wire
 from tests.harness import Stack
 
 ECHO, AECHO = "test.echo", "test.aecho"

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from schemas import wire
+from jobstream.schemas import wire
 from tests import wire_vectors as wv
 from tests.harness import ROOT, TEST_SCHEMAS, Stack
 

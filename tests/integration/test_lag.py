@@ -9,7 +9,7 @@ import uuid
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from config.kafka import client_config
+from jobstream.config.kafka import client_config
 from tests.harness import Stack, free_port
 
 

@@ -10,9 +10,9 @@ import time
 
 from confluent_kafka import Producer
 
-from config.settings import load_settings
-from consumers.ledger import decode_entry, restore_partitions
-from consumers.ledger_view import LedgerView
+from jobstream.config.settings import load_settings
+from jobstream.consumers.ledger import decode_entry, restore_partitions
+from jobstream.consumers.ledger_view import LedgerView
 from tests.harness import Stack
 
 

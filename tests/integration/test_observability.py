@@ -13,11 +13,11 @@ import urllib.request
 import structlog
 from prometheus_client import CollectorRegistry
 
-from config.logging import configure_logging
-from config.settings import LogSettings
-from consumers.health import Health, HealthServer
-from producers import Publisher
-from schemas import wire
+from jobstream.config.logging import configure_logging
+from jobstream.config.settings import LogSettings
+from jobstream.consumers.health import Health, HealthServer
+from jobstream.producers import Publisher
+from jobstream.schemas import wire
 from tests.harness import ROOT, Stack
 
 
@@ -129,7 +129,7 @@ def test_one_trace_id_from_publish_through_retry_dlq_replay_to_success(stack_fac
 
     stack.start_worker(log_name="fixed.log", JOBSTREAM_TEST_FIXED="1")
     replay = subprocess.run(
-        [sys.executable, "-m", "consumers.cli", "dlq", "replay", stack.job_type, "--yes"],
+        [sys.executable, "-m", "jobstream", "dlq", "replay", stack.job_type, "--yes"],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
         env=stack.env(JOBSTREAM_LOG__LEVEL="DEBUG", JOBSTREAM_LOG__FORMAT="json"),
     )
@@ -203,7 +203,7 @@ def test_handler_spans_continue_the_published_trace(stack_factory) -> None:
         for m in stack.read_topic(stack.topics.main)
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "consumers.cli", "worker", "--app", "tests.apps.traced",
+        [sys.executable, "-m", "jobstream", "worker", "--app", "tests.apps.traced",
          "--job-type", stack.job_type],
         env=stack.env(JOBSTREAM_TEST_SPANS=str(spans_file)), cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=(stack.tmp / "traced.log").open("wb"),

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from config.settings import SettingsError, load_settings
-from producers.publisher import Publisher, PublishError
+from jobstream.config.settings import SettingsError, load_settings
+from jobstream.producers.publisher import Publisher, PublishError
 from tests.harness import ROOT, Stack, make_stack
 from tests.secure_broker import SCRAM_USER, Pki, SecureBroker, secure_broker
 
@@ -83,7 +83,7 @@ def cli(
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "consumers.cli", *args],
+        [sys.executable, "-m", "jobstream", *args],
         env=stack.env(**env),
         cwd=ROOT,
         capture_output=True,

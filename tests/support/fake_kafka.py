@@ -371,14 +371,14 @@ class FakeCluster:
 
 
 DEFAULT_MODULES = (
-    "consumers.worker",
-    "consumers.ledger",
-    "consumers.topics",
-    "consumers.dlq",
-    "consumers.replay",
-    "consumers.audit",
-    "producers.publisher",
-    "producers.connection",
+    "jobstream.consumers.worker",
+    "jobstream.consumers.ledger",
+    "jobstream.consumers.ops.topic_plan",
+    "jobstream.consumers.ops.dlq",
+    "jobstream.consumers.ops.replay",
+    "jobstream.consumers.ops.audit",
+    "jobstream.producers.publisher",
+    "jobstream.producers.connection",
 )
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from config.kafka import group_config
-from config.settings import Assignment, SettingsError, load_settings
+from jobstream.config.kafka import group_config
+from jobstream.config.settings import Assignment, SettingsError, load_settings
 
 
 def _ws(**worker: object):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import BrokerSettings
-from consumers.broker import BrokerError, LocalBroker
+from jobstream.config.settings import BrokerSettings
+from jobstream.consumers.broker import BrokerError, LocalBroker
 from tests.harness import free_port, run_cli
 
 _LISTEN = (

@@ -3,7 +3,7 @@ stream, longer the longer nothing happens, never past its cap."""
 
 import pytest
 
-from consumers.worker import BUSY_POLL_MAX_S, BUSY_POLL_S, busy_poll_s
+from jobstream.consumers.worker import BUSY_POLL_MAX_S, BUSY_POLL_S, busy_poll_s
 
 
 def test_a_steady_stream_polls_for_the_shortest_time() -> None:

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from config.settings import Mode
-from consumers import commit
-from consumers.commit import CommitAborted, Committer, ProducerFenced, kafka_exception
-from consumers.errors import WorkerFenced
-from consumers.freeze import FreezeWatch
+from jobstream.config.settings import Mode
+from jobstream.consumers import commit
+from jobstream.consumers.commit import CommitAborted, Committer, ProducerFenced, kafka_exception
+from jobstream.consumers.errors import WorkerFenced
+from jobstream.consumers.freeze import FreezeWatch
 
 
 class FakeProducer:

@@ -11,10 +11,10 @@ from typing import Any
 import fastavro
 import pytest
 
-from schemas import compat
-from schemas.compat import check_registry
-from schemas.registry import SchemaRegistry, avro_reader
-from schemas.samples import samples
+from jobstream.schemas import compat
+from jobstream.schemas.compat import check_registry
+from jobstream.schemas.registry import SchemaRegistry, avro_reader
+from jobstream.schemas.samples import samples
 
 JT = "shop.refund"
 

@@ -7,19 +7,19 @@ from typing import Any
 
 import pytest
 
-from config.settings import SettingsError, load_settings
-from consumers.crashes import CrashWatch
-from consumers.decode import Job
-from consumers.executor import Task
-from consumers.ledger import (
+from jobstream.config.settings import SettingsError, load_settings
+from jobstream.consumers.crashes import CrashWatch
+from jobstream.consumers.decode import Job
+from jobstream.consumers.executor import Task
+from jobstream.consumers.ledger import (
     decode_started,
     encode_entry,
     encode_started,
     entry_finished_at,
     started_key,
 )
-from consumers.rebalance import PartitionState
-from consumers.retry import Category
+from jobstream.consumers.rebalance import PartitionState
+from jobstream.consumers.retry import Category
 
 TP = ("jobs.x", 2)
 LTP = ("jobs.x.ledger", 2)

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from config.settings import JobTypeSettings
-from config.topics import job_topics
-from consumers.decode import Job, decode_record, topic_carriers
-from consumers.retry import Category
-from schemas import wire
-from schemas.registry import SchemaRegistry
+from jobstream.config.settings import JobTypeSettings
+from jobstream.config.topics import job_topics
+from jobstream.consumers.decode import Job, decode_record, topic_carriers
+from jobstream.consumers.retry import Category
+from jobstream.schemas import wire
+from jobstream.schemas.registry import SchemaRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = SchemaRegistry.from_dirs([ROOT / "tests" / "schemas", ROOT / "examples" / "schemas"])

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError
 
-from producers import DeliveryError, Undelivered
-from producers import delivery as d
+from jobstream.producers import DeliveryError, Undelivered
+from jobstream.producers import delivery as d
 
 
 def test_only_failures_are_kept_and_each_is_taken_once() -> None:

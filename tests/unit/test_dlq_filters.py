@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from consumers.dlq import DeadLetter, DlqError, Filters, parse_position, parse_time
-from consumers.replay import replay_headers
-from schemas import wire
-from schemas.registry import SchemaRegistry
+from jobstream.consumers.ops.dlq import DeadLetter, DlqError, Filters, parse_position, parse_time
+from jobstream.consumers.ops.replay import replay_headers
+from jobstream.schemas import wire
+from jobstream.schemas.registry import SchemaRegistry
 
 EXAMPLE_SCHEMAS = Path(__file__).resolve().parents[2] / "examples" / "schemas"
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -164,8 +164,8 @@ def test_list_table_keeps_ids_whole_in_a_narrow_terminal(monkeypatch: pytest.Mon
 
     from rich.console import Console
 
-    from consumers import dlq_cli
-    from consumers.dlq_reader import Selection
+    from jobstream.consumers.cli import dlq as dlq_cli
+    from jobstream.consumers.ops.dlq_reader import Selection
 
     buf = StringIO()
     monkeypatch.setattr(dlq_cli, "out", Console(file=buf, force_terminal=True, width=80,
@@ -185,7 +185,7 @@ def test_progress_is_kept_per_filter_set() -> None:
     """Issue 26 item 4: replay progress was one per (DLQ, destination), whatever the filters.
     Now each filter set that decides the same way on every run has its own; unfiltered runs
     and runs filtered by --until (or limited) keep the progress group they always had."""
-    from consumers.replay import replay_group
+    from jobstream.consumers.ops.replay import replay_group
 
     base = "jobstream-replay.t.dlq.origin"
     for same in (Filters(), Filters(until=NOW), Filters(limit=3)):

@@ -14,9 +14,9 @@ from typing import Any
 import fastavro
 import pytest
 
-from consumers.dlq import DeadLetter
-from schemas import wire
-from schemas.registry import SchemaRegistry
+from jobstream.consumers.ops.dlq import DeadLetter
+from jobstream.schemas import wire
+from jobstream.schemas.registry import SchemaRegistry
 
 JT = "test.kitchen"
 PERSON: dict[str, Any] = {"type": "record", "name": "Person", "fields": [

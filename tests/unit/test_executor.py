@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from consumers.errors import JobTimeout
-from consumers.executor import Executor, Task
+from jobstream.consumers.errors import JobTimeout
+from jobstream.consumers.executor import Executor, Task
 
 
 def test_queued_task_does_not_time_out_before_it_starts() -> None:
@@ -36,7 +36,7 @@ def test_queued_task_does_not_time_out_before_it_starts() -> None:
 
 
 def test_gate_is_asked_before_running_and_told_the_result() -> None:
-    from consumers.errors import NotAdmitted
+    from jobstream.consumers.errors import NotAdmitted
 
     class Gate:
         def __init__(self) -> None:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import Mode, Settings
-from consumers.commit import Committer, ProducerFenced
-from consumers.ledger import encode_entry, restore_partitions
-from consumers.topics import TopicPlanError, apply, describe, full_plan
-from producers import Publisher
-from producers.publisher import now_ms
-from schemas import wire
+from jobstream.config.settings import Mode, Settings
+from jobstream.consumers.commit import Committer, ProducerFenced
+from jobstream.consumers.ledger import encode_entry, restore_partitions
+from jobstream.consumers.ops.topic_plan import TopicPlanError, apply, describe, full_plan
+from jobstream.producers import Publisher
+from jobstream.producers.publisher import now_ms
+from jobstream.schemas import wire
 from tests.support.fake_kafka import FakeCluster, FakeConsumer, patch_clients
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
@@ -77,7 +77,9 @@ def test_the_publisher_and_the_ledger_restore_run_against_the_fake(
     cluster = FakeCluster(block_scale=0)
     cluster.create_topic("t.echo", 3)
     cluster.create_topic("t.echo.ledger", 3)
-    patch_clients(monkeypatch, cluster, ["producers.publisher", "consumers.ledger"])
+    patch_clients(
+        monkeypatch, cluster, ["jobstream.producers.publisher", "jobstream.consumers.ledger"]
+    )
     settings = Settings.model_validate({
         "kafka": {"bootstrap_servers": "fake:9092"},
         "schema_dirs": [str(SCHEMAS)],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from consumers.health import Health
+from jobstream.consumers.health import Health
 
 
 def test_ready_when_the_loop_says_so_and_beat_lately() -> None:
@@ -35,7 +35,7 @@ def test_a_stopped_or_blocked_event_loop_fails_healthz_and_readyz() -> None:
     """Issue 26 item 12: with the async handlers' event loop gone, /healthz and /readyz still
     said 200 while every async job stayed started for ever. A watched part that cannot run
     (here the executor's loop, stopped) now fails both, naming it."""
-    from consumers.executor import Executor
+    from jobstream.consumers.executor import Executor
 
     ex = Executor(1)
     h = Health(stall_after_s=5.0)

@@ -1,9 +1,9 @@
 """Ledger pieces without a broker: when a pending entry starts to count (no partition is
 acquired, so no restore runs), and reading an entry's finished_at as the restore does."""
 
-from config.settings import load_settings
-from consumers.ledger import Ledger, decode_entry, encode_entry, entry_finished_at
-from consumers.ledger_view import LedgerView
+from jobstream.config.settings import load_settings
+from jobstream.consumers.ledger import Ledger, decode_entry, encode_entry, entry_finished_at
+from jobstream.consumers.ledger_view import LedgerView
 
 TP = ("t.ledger", 0)
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import structlog
 
-from config.logging import configure_logging, flush_logs, json_line
-from config.settings import LogSettings
+from jobstream.config.logging import configure_logging, flush_logs, json_line
+from jobstream.config.settings import LogSettings
 
 CHAIN = [
     structlog.contextvars.merge_contextvars,
@@ -80,7 +80,7 @@ def test_buffered_lines_reach_the_file_only_when_the_loop_flushes(
 ) -> None:
     """The worker's log stream is written once per poll-loop iteration (flush_logs), not once
     per line: structlog flushes its file after every line, so that flush must not write."""
-    monkeypatch.setattr("config.logging._buffered", None)  # this test's stream, then none
+    monkeypatch.setattr("jobstream.config.logging._buffered", None)  # this test's stream, then none
     path = tmp_path / "worker.log"
     with path.open("w") as stream:
         try:

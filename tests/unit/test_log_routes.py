@@ -17,9 +17,9 @@ import structlog
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from config.kafka import client_config
-from config.logging import LogThrottle, configure_logging, kafka_logger
-from config.settings import KafkaSettings, LogSettings
+from jobstream.config.kafka import client_config
+from jobstream.config.logging import LogThrottle, configure_logging, kafka_logger
+from jobstream.config.settings import KafkaSettings, LogSettings
 from tests.harness import free_port
 
 

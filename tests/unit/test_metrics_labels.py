@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from consumers.metrics import UNKNOWN_JOB_TYPE, Metrics
+from jobstream.consumers.metrics import UNKNOWN_JOB_TYPE, Metrics
 
 
 def _job_type_labels(m: Metrics) -> set[str]:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import Settings
-from producers import Publisher, PublishError
-from schemas import wire
+from jobstream.config.settings import Settings
+from jobstream.producers import Publisher, PublishError
+from jobstream.schemas import wire
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 

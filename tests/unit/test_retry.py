@@ -2,13 +2,20 @@ import random
 
 import pytest
 
-from config.settings import JobTypeSettings
-from config.topics import job_topics
-from consumers.decode import Job
-from consumers.errors import Failure
-from consumers.retry import Category, Decision, backoff_s, decide, next_tier, not_before_ms
-from consumers.routing import route_failure
-from schemas import wire
+from jobstream.config.settings import JobTypeSettings
+from jobstream.config.topics import job_topics
+from jobstream.consumers.decode import Job
+from jobstream.consumers.errors import Failure
+from jobstream.consumers.retry import (
+    Category,
+    Decision,
+    backoff_s,
+    decide,
+    next_tier,
+    not_before_ms,
+)
+from jobstream.consumers.routing import route_failure
+from jobstream.schemas import wire
 
 TIERS = [10.0, 60.0, 600.0]
 

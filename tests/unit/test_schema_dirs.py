@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import load_settings
 from examples import demo
-from schemas.registry import SchemaRegistry
+from jobstream.config.settings import load_settings
+from jobstream.schemas.registry import SchemaRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_SCHEMAS = ROOT / "examples" / "schemas"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from config import settings as settings_mod
-from config.settings import SettingsError, load_settings
+from jobstream.config import settings as settings_mod
+from jobstream.config.settings import SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)

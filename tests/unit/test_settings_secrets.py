@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import SettingsError, load_settings
+from jobstream.config.settings import SettingsError, load_settings
 
 SECRET = "hunter2-s3cr3t"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from schemas.registry import DecodeError, SchemaRegistry
+from jobstream.schemas.registry import DecodeError, SchemaRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = SchemaRegistry.from_dirs([ROOT / "tests" / "schemas", ROOT / "examples" / "schemas"])

@@ -14,8 +14,8 @@ from typing import Any
 import fastavro
 import pytest
 
-from schemas.registry import avro_reader, avro_writer
-from schemas.validate import PayloadError, check_payload, compile_validator
+from jobstream.schemas.registry import avro_reader, avro_writer
+from jobstream.schemas.validate import PayloadError, check_payload, compile_validator
 
 ROOT = Path(__file__).resolve().parents[2]
 RICH: dict[str, Any] = {

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from config.settings import Settings
-from consumers.decode import Job, decode_record
-from consumers.retry import Category
-from producers import Publisher
-from producers import publisher as publisher_module
-from schemas import wire
-from schemas.registry import SchemaRegistry
+from jobstream.config.settings import Settings
+from jobstream.consumers.decode import Job, decode_record
+from jobstream.consumers.retry import Category
+from jobstream.producers import Publisher
+from jobstream.producers import publisher as publisher_module
+from jobstream.schemas import wire
+from jobstream.schemas.registry import SchemaRegistry
 from tests import wire_vectors as wv
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"

@@ -12,7 +12,7 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 
-from config.settings import SettingsError
+from jobstream.config.settings import SettingsError
 
 err = Console(stderr=True)
 
@@ -32,12 +32,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def user_errors() -> tuple[type[BaseException], ...]:
     from confluent_kafka import KafkaException
 
-    from consumers.broker import BrokerError
-    from consumers.jobs import AppError
-    from consumers.topics import TopicPlanError
-    from producers.connection import ConnectionCheckError
-    from producers.publisher import PayloadTooLarge, PublishError
-    from schemas.registry import DecodeError, PayloadError, SchemaError, UnknownJobType
+    from jobstream.consumers.broker import BrokerError
+    from jobstream.consumers.jobs import AppError
+    from jobstream.consumers.ops.topic_plan import TopicPlanError
+    from jobstream.producers.connection import ConnectionCheckError
+    from jobstream.producers.publisher import PayloadTooLarge, PublishError
+    from jobstream.schemas.registry import DecodeError, PayloadError, SchemaError, UnknownJobType
 
     return (
         CliError,

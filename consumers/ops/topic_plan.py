@@ -14,9 +14,9 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
-from config.kafka import client_config
-from config.settings import Settings
-from config.topics import AUDIT_SPEC, TopicSpec, topic_plan
+from jobstream.config.kafka import client_config
+from jobstream.config.settings import Settings
+from jobstream.config.topics import AUDIT_SPEC, TopicSpec, topic_plan
 
 
 class TopicPlanError(RuntimeError):

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from config.kafka import client_config
-from config.settings import Settings
-from config.topics import DLQ_SUFFIX, base_of, dlq_topic, main_topic
-from consumers.dlq import DeadLetter, DlqError, Filters
-from schemas.registry import SchemaRegistry
+from jobstream.config.kafka import client_config
+from jobstream.config.settings import Settings
+from jobstream.config.topics import DLQ_SUFFIX, base_of, dlq_topic, main_topic
+from jobstream.consumers.ops.dlq import DeadLetter, DlqError, Filters
+from jobstream.schemas.registry import SchemaRegistry
 
 METADATA_TIMEOUT_S = 6.0  # short: an unreachable broker must fail fast, not hang the CLI
 STALL_TIMEOUT_S = 30.0  # no record and no end-of-partition for this long: the broker is gone

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -18,14 +18,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from config.logging import configure_logging
-from config.settings import Settings, load_settings
-from consumers import dlq, dlq_export, dlq_reader, interrupt, replay
-from producers.connection import ConnectionCheckError, check_connection
-from schemas import wire
+from jobstream.config.logging import configure_logging
+from jobstream.config.settings import Settings, load_settings
+from jobstream.consumers.ops import dlq, dlq_export, dlq_reader, interrupt, replay
+from jobstream.producers.connection import ConnectionCheckError, check_connection
+from jobstream.schemas import wire
 
 dlq_app = typer.Typer(help="Inspect, replay and export dead letters.", no_args_is_help=True)
-audit_app = typer.Typer(help="The audit log of replays and exports.", no_args_is_help=True)
 
 out = Console()
 err = Console(stderr=True)
@@ -183,8 +182,8 @@ def dlq_show(
 ) -> None:
     """Every header, the decoded payload (PII masked; bytes as base64) and the stack trace of
     one dead letter."""
-    from consumers.audit import record_operation
-    from schemas.registry import SchemaRegistry
+    from jobstream.consumers.ops.audit import record_operation
+    from jobstream.schemas.registry import SchemaRegistry
 
     with _errors():
         p, o = dlq.parse_position(position)
@@ -337,59 +336,3 @@ def dlq_export_cmd(
                 progress.stop()
     out.print(Text(f"exported {result.matched} dead letter(s) from {result.source} to {out_path}"
                    + ("" if unmask else " (PII masked)")))
-
-
-@audit_app.command("list")
-def audit_list(
-    limit: Annotated[int, typer.Option(min=1, help="The newest N records.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines only, for scripts.")] = False,
-) -> None:
-    """Who replayed or exported which dead letters, when, and with which result."""
-    from consumers.audit import list_audit
-
-    with _errors():
-        rows = list_audit(_settings(), limit)
-    if as_json:
-        for rec in rows:
-            sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        return
-    if not rows:
-        out.print("no audit records yet")
-        return
-    table = Table("at", "user@host", "command", "target", "destination", "counts", "offsets",
-                  "filters", title="jobstream.audit")
-    for column in table.columns[:5]:
-        column.no_wrap = True
-    for rec in rows:
-        command = str(rec.get("command", "?")) + (" (dry run)" if rec.get("dry_run") else "")
-        if rec.get("status") in ("failed", "interrupted"):
-            command += f" {str(rec['status']).upper()}"
-        table.add_row(*(Text(str(v)) for v in (
-            str(rec.get("at", ""))[:19].replace("T", " "), f"{rec.get('user')}@{rec.get('host')}",
-            command, rec.get("target", ""), rec.get("destination", ""), _counts(rec),
-            _offsets(rec.get("offsets")), _kv(rec.get("filters")) or "-")))
-    _print_table(table)
-
-
-def _kv(d: Any) -> str:
-    return ", ".join(f"{k}={v}" for k, v in d.items()) if isinstance(d, dict) else ""
-
-
-def _counts(rec: dict[str, Any]) -> str:
-    c = rec.get("counts")
-    if not isinstance(c, dict):
-        return ""
-    if rec.get("command") == "export":
-        return f"{c.get('exported', c.get('matched'))} exported"
-    if rec.get("command") == "show":
-        return "1 shown unmasked"
-    big = f", {c['too_large']} too large" if c.get("too_large") else ""
-    return (f"{c.get('matched')} matched, {c.get('replayed')} replayed, "
-            f"{c.get('skipped')} skipped{big}")
-
-
-def _offsets(d: Any) -> str:
-    if not isinstance(d, dict):
-        return ""
-    return " ".join(f"{p}:{r.get('first')}-{r.get('last')}" for p, r in d.items()
-                    if isinstance(r, dict)) or "-"

@@ -14,11 +14,11 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from config.durations import parse_duration
-from consumers.retry import Category
-from schemas import wire
-from schemas.masking import json_safe
-from schemas.registry import DecodeError, SchemaRegistry, UnknownJobType
+from jobstream.config.durations import parse_duration
+from jobstream.consumers.retry import Category
+from jobstream.schemas import wire
+from jobstream.schemas.masking import json_safe
+from jobstream.schemas.registry import DecodeError, SchemaRegistry, UnknownJobType
 
 
 class DlqError(ValueError):

@@ -15,12 +15,12 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from config.kafka import client_config
-from config.logging import get_logger
-from config.settings import Settings
-from config.topics import AUDIT_SPEC, AUDIT_TOPIC
-from consumers.dlq import DlqError, Filters, Result
-from consumers.dlq_reader import QUIET, Reader, list_topics
+from jobstream.config.kafka import client_config
+from jobstream.config.logging import get_logger
+from jobstream.config.settings import Settings
+from jobstream.config.topics import AUDIT_SPEC, AUDIT_TOPIC
+from jobstream.consumers.ops.dlq import DlqError, Filters, Result
+from jobstream.consumers.ops.dlq_reader import QUIET, Reader, list_topics
 
 log = get_logger("jobstream.audit")
 
@@ -76,7 +76,7 @@ def build_record(result: Result, filters: Filters, extra: dict[str, Any] | None 
 
 def write_audit(settings: Settings, record: dict[str, Any]) -> None:
     """Produce one audit record and wait for the broker to acknowledge it."""
-    from producers.publisher import Publisher
+    from jobstream.producers.publisher import Publisher
 
     ensure_audit_topic(settings)
     failures: list[str] = []

@@ -22,13 +22,13 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from config.durations import format_duration, parse_duration
-from config.logging import get_logger
-from config.settings import Settings
-from config.topics import RETRY_MARK, retry_topic
-from consumers import interrupt
-from consumers.dlq import DeadLetter, DlqError, Filters, Result
-from consumers.dlq_reader import (
+from jobstream.config.durations import format_duration, parse_duration
+from jobstream.config.logging import get_logger
+from jobstream.config.settings import Settings
+from jobstream.config.topics import RETRY_MARK, retry_topic
+from jobstream.consumers.ops import interrupt
+from jobstream.consumers.ops.dlq import DeadLetter, DlqError, Filters, Result
+from jobstream.consumers.ops.dlq_reader import (
     METADATA_TIMEOUT_S,
     QUIET,
     ProgressCb,
@@ -38,9 +38,9 @@ from consumers.dlq_reader import (
     resolve_target,
     unreachable,
 )
-from consumers.protection import RateLimiter, acquire_blocking
-from schemas import wire
-from schemas.registry import SchemaRegistry
+from jobstream.consumers.protection import RateLimiter, acquire_blocking
+from jobstream.schemas import wire
+from jobstream.schemas.registry import SchemaRegistry
 
 log = get_logger("jobstream.replay")
 
@@ -129,7 +129,7 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
     nothing. A record larger than the destination accepts is skipped, told to on_skip and
     counted (Result.too_large); progress moves past it, the record stays in the DLQ.
     """
-    from producers.publisher import Publisher
+    from jobstream.producers.publisher import Publisher
 
     filters = filters or Filters()
     limit = limit if limit is not None else filters.limit
@@ -185,7 +185,7 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
             result.covered = dict(run.covered if run is not None else r.covered)
             r.close()
             if audit and started:
-                from consumers.audit import record_operation
+                from jobstream.consumers.ops.audit import record_operation
 
                 extra: dict[str, Any] = {
                     "to": canon, "from_start": from_start, "rate": rate, "progress": group,
@@ -247,7 +247,7 @@ class _Run:
             self.checkpoint()
 
     def _send(self, dl: DeadLetter) -> None:
-        from producers.publisher import PayloadTooLarge
+        from jobstream.producers.publisher import PayloadTooLarge
 
         not_before = None if self.delay is None else int((time.time() + self.delay) * 1000)
         try:

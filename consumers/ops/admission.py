@@ -3,9 +3,9 @@ bounded retries and a DLQ (run by `jobstream schemas check --app`)."""
 
 from __future__ import annotations
 
-from config.settings import Ordering, Settings
-from consumers.jobs import JobDef
-from schemas.registry import SchemaRegistry
+from jobstream.config.settings import Ordering, Settings
+from jobstream.consumers.jobs import JobDef
+from jobstream.schemas.registry import SchemaRegistry
 
 
 def check_jobs(settings: Settings, registry: SchemaRegistry, jobs: dict[str, JobDef]) -> list[str]:

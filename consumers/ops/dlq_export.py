@@ -15,11 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from config.settings import Settings
-from consumers import interrupt
-from consumers.dlq import DeadLetter, DlqError, Filters, Result
-from consumers.dlq_reader import ProgressCb, Reader, resolve_target, scan
-from schemas.registry import SchemaRegistry
+from jobstream.config.settings import Settings
+from jobstream.consumers.ops import interrupt
+from jobstream.consumers.ops.dlq import DeadLetter, DlqError, Filters, Result
+from jobstream.consumers.ops.dlq_reader import ProgressCb, Reader, resolve_target, scan
+from jobstream.schemas.registry import SchemaRegistry
 
 
 def export_row(dl: DeadLetter, registry: SchemaRegistry, unmask: bool = False) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def export(settings: Settings, target: str, filters: Filters, out_path: Path, *,
            unmask: bool = False, progress: ProgressCb | None = None,
            registry: SchemaRegistry | None = None, audit: bool = True) -> Result:
     """Matching dead letters as JSON lines (with a limit, the oldest N by failure time)."""
-    from consumers.audit import record_operation
+    from jobstream.consumers.ops.audit import record_operation
 
     t = resolve_target(settings, target)
     registry = registry or SchemaRegistry.from_dirs(settings.schema_dirs)

@@ -1,0 +1,74 @@
+"""`jobstream publish`: validate, encode and publish one job."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from jobstream.consumers.cli.common import connected, fail, out, settings
+
+
+def publish(
+    job_type: Annotated[str, typer.Argument(help="Job type, e.g. orders.confirmation.")],
+    payload: Annotated[str, typer.Option("--json", help="The payload as a JSON object.")],
+    key: Annotated[str | None, typer.Option(help="Partition key (default: the job id).")] = None,
+    job_id: Annotated[
+        str | None, typer.Option(help="Idempotency key (default: generated).")
+    ] = None,
+    parent_job_id: Annotated[str | None, typer.Option(help="Job that caused this one.")] = None,
+) -> None:
+    """Validate, encode and publish one job; prints its job id."""
+    from jobstream.producers.errors import check_id
+    from jobstream.producers.publisher import Publisher
+
+    data = _json_object(payload, "--json")
+    # Local checks before connecting: a wrong id must not wait out a broker timeout first.
+    for option, value in (("--job-id", job_id), ("--parent-job-id", parent_job_id)):
+        if value is not None:
+            try:
+                check_id(option, value)
+            except ValueError as e:
+                fail(str(e))
+    if key is not None and not _is_unicode(key):
+        fail(f"--key holds a lone surrogate, which is not valid Unicode: {key!a}")
+    with Publisher.from_settings(connected(settings())) as pub:
+        jid = pub.publish(job_type, data, key=key, job_id=job_id, parent_job_id=parent_job_id)
+    out.print(jid, highlight=False)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    """A JSON object given on the command line, or one error line naming the option."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(f"{option} is not valid JSON: {e}")
+    except RecursionError:
+        fail(f"{option} is nested too deeply to be a job payload")
+    if not isinstance(data, dict):
+        fail(f"{option} must be a JSON object")
+    # A lone surrogate (a \ud800 escape, or argument bytes that are not UTF-8) parses but
+    # cannot be encoded. Iterative: the JSON may be nested almost to the recursion limit.
+    stack: list[tuple[str, Any]] = [("payload", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str) and not _is_unicode(value):
+            fail(f"{option}: {path} holds a lone surrogate, which is not valid Unicode: "
+                 f"{value!a} (a \\ud800-style escape, or bytes that are not UTF-8)")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not _is_unicode(k):
+                    fail(f"{option}: the key {k!a} in {path} is not valid Unicode")
+                stack.append((f"{path}.{k}", v))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+    return data
