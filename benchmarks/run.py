@@ -32,6 +32,7 @@ import confluent_kafka
 
 from benchmarks import costs, latency, ledger, publisher, retry, throughput
 from benchmarks.common import ROOT, Bench, Row, say, scratch_dir
+from benchmarks.figures import fmt
 from jobstream.config.settings import load_settings
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -58,26 +59,14 @@ def bootstrap(given: str | None) -> str:
     return f"127.0.0.1:{load_settings().broker.port}"
 
 
-def _fmt(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return ""
-    if abs(value) >= 100:
-        text = f"{value:,.0f}"
-    elif abs(value) >= 10:
-        text = f"{value:.1f}"
-    else:
-        text = f"{value:.3g}"
-    return f"{text} {unit}".strip()
-
-
 def table(rows: list[Row]) -> str:
     head = ("benchmark", "figure", "measured", "baseline", "ratio", "target", "result")
     body = []
     for r in rows:
         result = "" if r.passed is None else ("pass" if r.passed else "MISS")
-        base = f"{_fmt(r.baseline, r.unit)} ({r.baseline_name})" if r.baseline is not None else ""
+        base = f"{fmt(r.baseline, r.unit)} ({r.baseline_name})" if r.baseline is not None else ""
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else ""
-        body.append((r.bench, r.name, _fmt(r.measured, r.unit), base, ratio, r.target, result))
+        body.append((r.bench, r.name, fmt(r.measured, r.unit), base, ratio, r.target, result))
     widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [line.format(*head), line.format(*("-" * w for w in widths))]
@@ -93,10 +82,10 @@ def markdown(rows: list[Row]) -> str:
     ]
     for r in rows:
         result = "" if r.passed is None else ("pass" if r.passed else "**miss**")
-        base = f"{_fmt(r.baseline, r.unit)} ({r.baseline_name})" if r.baseline is not None else ""
+        base = f"{fmt(r.baseline, r.unit)} ({r.baseline_name})" if r.baseline is not None else ""
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else ""
         out.append(
-            f"| {r.bench} | {r.name} | {_fmt(r.measured, r.unit)} | {base} | {ratio} | "
+            f"| {r.bench} | {r.name} | {fmt(r.measured, r.unit)} | {base} | {ratio} | "
             f"{r.target} | {result} |"
         )
     return "\n".join(out)
@@ -206,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if misses:
         print(f"{len(misses)} target(s) MISSED:")
         for r in misses:
-            print(f"  - {r.bench}: {r.name}: {_fmt(r.measured, r.unit)} (target {r.target})")
+            print(f"  - {r.bench}: {r.name}: {fmt(r.measured, r.unit)} (target {r.target})")
     else:
         print("every target met" if rows else "no figures")
     for name, err in errors.items():

@@ -19,19 +19,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.figures import fmt  # noqa: E402  (after the path: run as a script)
+
 DOCS = ROOT / "docs"
-
-
-def _fmt(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return ""
-    if abs(value) >= 100:
-        text = f"{value:,.0f}"
-    elif abs(value) >= 10:
-        text = f"{value:.1f}"
-    else:
-        text = f"{value:.3g}"
-    return f"{text} {unit}".strip()
 
 
 def _cell(text: Any) -> str:
@@ -53,11 +44,11 @@ def benchmarks_table() -> str:
         result = "" if passed is None else ("pass" if passed else "**miss**")
         base = ""
         if r.get("baseline") is not None:
-            base = f"{_fmt(r['baseline'], r.get('unit', ''))} ({r.get('baseline_name', '')})"
+            base = f"{fmt(r['baseline'], r.get('unit', ''))} ({r.get('baseline_name', '')})"
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else ""
         out.append(
             f"| {_cell(r['bench'])} | {_cell(r['name'])} | "
-            f"{_cell(_fmt(r.get('measured'), r.get('unit', '')))} | {_cell(base)} | {ratio} | "
+            f"{_cell(fmt(r.get('measured'), r.get('unit', '')))} | {_cell(base)} | {ratio} | "
             f"{_cell(r.get('target', ''))} | {result} |"
         )
     return "\n".join(out)
@@ -71,7 +62,7 @@ def _faults(faults: dict[str, Any]) -> str:
             inner = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in value.items())
             value = f"{sum(value.values()):,} ({inner})"
         elif isinstance(value, list):
-            value = ", ".join(_fmt(float(v)) for v in value)
+            value = ", ".join(fmt(float(v)) for v in value)
         elif isinstance(value, str):
             continue  # a trace of the run (e.g. the fleet sizes), not a figure
         parts.append(f"{label}: {value}")
@@ -102,7 +93,7 @@ def readme_figures() -> str:
     for r in data["rows"]:
         if not r.get("target"):
             continue
-        measured = _fmt(r.get("measured"), r.get("unit", ""))
+        measured = fmt(r.get("measured"), r.get("unit", ""))
         if r.get("ratio") is not None:
             measured += f" ({r['ratio']:.2f} x {r.get('baseline_name', 'baseline')})"
         result = "pass" if r.get("passed") else "miss"
