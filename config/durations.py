@@ -93,12 +93,16 @@ class DurationUnit:
     variables give them) pass through unchanged, in the setting's own unit."""
 
     unit: str
+    # Keep the text as written (retry tiers name their topics by it); a number becomes text.
+    text: bool = False
 
     @property
     def unit_name(self) -> str:
         return _UNIT_NAMES[self.unit]
 
     def convert(self, value: Any) -> Any:
+        if self.text and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
         if not isinstance(value, str):
             return value
         hint = (
@@ -106,6 +110,9 @@ class DurationUnit:
             f"e.g. {'500ms' if self.unit == 'ms' else '30s'!r}"
         )
         number, unit = _split(value, hint)
+        if self.text:
+            _check(value, number)
+            return value
         if unit is None:
             return value  # the setting's own unit; pydantic parses and checks it
         # Scaled by whole factors between units so "1.5s" is 1500 ms exactly.
@@ -130,3 +137,5 @@ class DurationUnit:
 
 Seconds = Annotated[float, DurationUnit("s")]
 Millis = Annotated[int, DurationUnit("ms")]
+# A duration kept as written, e.g. a retry tier ("10s", or 10 for seconds).
+DurationText = Annotated[str, DurationUnit("s", text=True)]

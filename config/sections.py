@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from jobstream.config.durations import Millis, Seconds, parse_duration
+from jobstream.config.durations import DurationText, Millis, Seconds, parse_duration
 
 DEFAULT_TIERS = ("10s", "1m", "10m")
 
@@ -45,35 +44,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _tier(v: Any) -> Any:
-    """A plain number is a tier in seconds, as in every other duration setting."""
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        v = str(v)
-    if isinstance(v, str):
-        parse_duration(v)  # the error names the tier's position (retry_tiers.1)
-    return v
-
-
-Tier = Annotated[str, BeforeValidator(_tier)]
-
-
 class KafkaSettings(_Model):
     bootstrap_servers: str = Field(
-        "127.0.0.1:9092", description="Kafka brokers to connect to: host:port[,host:port...]."
+        "127.0.0.1:9092", description="Kafka brokers to connect to: `host:port[,host:port...]`."
     )
     client_id: str = Field(
         "jobstream",
-        description="Kafka client.id of the workers' and publishers' clients (and the prefix "
+        description="Kafka `client.id` of the workers' and publishers' clients (and the prefix "
         "of the publisher's producer name), so brokers can tell them apart.",
     )
     security_protocol: SecurityProtocol = Field(
         SecurityProtocol.PLAINTEXT,
-        description="How clients connect to the brokers; SSL and SASL_SSL encrypt, SASL_* "
-        "authenticate with the sasl_* settings.",
+        description="How clients connect to the brokers: `SSL` and `SASL_SSL` encrypt, `SASL_*` "
+        "authenticate with the `sasl_*` settings.",
     )
     sasl_mechanism: str = Field(
         "SCRAM-SHA-512",
-        description="SASL mechanism for SASL_* protocols: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN.",
+        description="SASL mechanism for `SASL_*` protocols: `SCRAM-SHA-512`, `SCRAM-SHA-256` "
+        "or `PLAIN`.",
     )
     sasl_username: str | None = Field(None, description="SASL user name.")
     sasl_password: SecretStr | None = Field(
@@ -94,7 +82,7 @@ class KafkaSettings(_Model):
     extra: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         description="librdkafka properties jobstream does not model, passed to every client "
-        'as they are, e.g. {"linger.ms": 5}.',
+        'as they are, e.g. `{"linger.ms": 5}`.',
     )
 
     @field_validator("bootstrap_servers")
@@ -146,17 +134,17 @@ class DlqGuardSettings(_Model):
 
 class JobTypeSettings(_Model):
     topic: str | None = Field(
-        None, description="Main topic of the job type; default jobs.<job_type>."
+        None, description="Main topic of the job type; default `jobs.<job_type>`."
     )
     partitions: int = Field(
         6, ge=1, le=10_000,
         description="Partitions of each of the job type's topics (main, retry, DLQ, ledger): "
         "the most workers that can share the job type.",
     )
-    retry_tiers: tuple[Tier, ...] = Field(
+    retry_tiers: tuple[DurationText, ...] = Field(
         DEFAULT_TIERS,
         description="Delays of the retry topics, strictly increasing: the first failure waits "
-        "the first, and so on; the last one repeats until max_attempts.",
+        "the first, and so on; the last one repeats until `max_attempts`.",
     )
     max_attempts: int = Field(
         4, ge=1, le=100,
@@ -166,31 +154,31 @@ class JobTypeSettings(_Model):
     timeout_s: Seconds = Field(
         30.0, gt=0,
         description="How long a handler may run; past it the run is a timeout failure (an "
-        "async handler is cancelled; a sync one, see abandon_after_s).",
+        "async handler is cancelled; a sync one, see `abandon_after_s`).",
     )
     # A sync handler past timeout_s cannot be stopped: its job's outcome (retry, DLQ) and its
     # key's next job wait until its thread ends, at most this much longer; then it is abandoned.
     abandon_after_s: Seconds = Field(
         60.0, ge=0,
-        description="How much longer than timeout_s a timed-out sync handler's thread is "
-        "waited for before its job is routed anyway and the thread abandoned (0: at once).",
+        description="How much longer than `timeout_s` a timed-out sync handler's thread is "
+        "waited for before its job is routed anyway and the thread abandoned (`0`: at once).",
     )
     ordering: Ordering = Field(
         Ordering.KEY,
-        description="key: jobs with the same key run in offset order and failures go through "
-        "the retry topics; strict: failures are retried in place while the partition waits.",
+        description="`key`: jobs with the same key run in offset order and failures go through "
+        "the retry topics; `strict`: failures are retried in place while the partition waits.",
     )
     concurrency: int | None = Field(
         None, ge=1,
         description="Most handlers of this job type running at once in one worker; default "
-        "only worker.max_in_flight limits them.",
+        "only `worker.max_in_flight` limits them.",
     )
     rate_limit: float | None = Field(
         None, gt=0, description="Most jobs started per second in one worker; default no limit."
     )
     permanent_errors: tuple[str, ...] = Field(
         (),
-        description="Exception class names, besides PermanentError, whose failures are "
+        description="Exception class names, besides `PermanentError`, whose failures are "
         "permanent: to the DLQ at once, no retry.",
     )
     circuit_breaker: CircuitBreakerSettings | None = Field(
@@ -200,7 +188,7 @@ class JobTypeSettings(_Model):
     )
     retention_ms: Millis = Field(
         7 * 86_400_000, ge=60_000,
-        description="How long the main and retry topics keep records (Kafka retention.ms); a "
+        description="How long the main and retry topics keep records (Kafka `retention.ms`); a "
         "retry topic keeps at least ten times its delay.",
     )
     dlq_retention_ms: Millis = Field(
@@ -228,8 +216,8 @@ class WorkerSettings(_Model):
     )
     mode: Mode = Field(
         Mode.TRANSACTIONAL,
-        description="transactional: each interval's outcomes and offsets commit in one Kafka "
-        "transaction; at_least_once: no transactions, offsets committed in the background.",
+        description="`transactional`: each interval's outcomes and offsets commit in one Kafka "
+        "transaction; `at_least_once`: no transactions, offsets committed in the background.",
     )
     max_in_flight: int = Field(
         64, ge=1, le=100_000,
@@ -237,14 +225,14 @@ class WorkerSettings(_Model):
     )
     max_buffered: int = Field(
         1000, ge=0, le=1_000_000,
-        description="Jobs fetched beyond max_in_flight before fetching pauses; it resumes at "
-        "half of that.",
+        description="Jobs fetched beyond `max_in_flight` before fetching pauses; it resumes at "
+        "half of that. Pausing drops librdkafka's prefetch, so it should be rare.",
     )
     fetch_wait_max_ms: Millis = Field(
         25, ge=1, le=10_000,
-        description="librdkafka fetch.wait.max.ms: how long a resumed partition's first fetch "
+        description="librdkafka `fetch.wait.max.ms`: how long a resumed partition's first fetch "
         "can wait behind a long poll. Lower refills faster; each idle worker then sends about "
-        "1000/fetch_wait_max_ms fetch requests per second per broker.",
+        "1000 / `fetch_wait_max_ms` fetch requests per second per broker.",
     )
     commit_interval_ms: Millis = Field(
         500, ge=10, le=60_000,
@@ -272,24 +260,24 @@ class WorkerSettings(_Model):
     session_timeout_ms: Millis = Field(
         10_000, ge=1000,
         description="A worker silent for this long leaves the group (classic protocols; with "
-        "consumer-protocol the broker's group config sets it).",
+        "`consumer-protocol` the broker's group config sets it).",
     )
     max_poll_interval_ms: Millis = Field(
         300_000, ge=1000,
-        description="librdkafka max.poll.interval.ms: a worker whose loop does not poll for "
+        description="librdkafka `max.poll.interval.ms`: a worker whose loop does not poll for "
         "this long leaves the group.",
     )
     http_host: str = Field(
         "127.0.0.1",
-        description="Address of the HTTP server (/metrics, /healthz, /readyz); 0.0.0.0 to be "
-        "reachable from outside the host or pod.",
+        description="Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`); "
+        "`0.0.0.0` to be reachable from outside the host or pod.",
     )
     http_port: int = Field(
-        9400, ge=0, le=65535, description="Port of the HTTP server; 0 turns it off."
+        9400, ge=0, le=65535, description="Port of the HTTP server; `0` turns it off."
     )
     retry_jitter: float = Field(
         0.1, ge=0, lt=1,
-        description="Random spread of each retry's delay, as a share of it (0.1: +/- 10 %), so "
+        description="Random spread of each retry's delay, as a share of it (`0.1`: +/- 10 %), so "
         "jobs that failed together do not all come back at once.",
     )
     ledger_ttl_s: Seconds = Field(
@@ -307,7 +295,7 @@ class WorkerSettings(_Model):
     max_crashes: int = Field(
         3, ge=0, le=100,
         description="A job whose runs took the worker process down this often is "
-        "dead-lettered as crashed; 0 turns crash tracking off (1 is refused).",
+        "dead-lettered as `crashed`; `0` turns crash tracking off (`1` is refused).",
     )
 
     @field_validator("max_crashes")
@@ -323,12 +311,12 @@ class WorkerSettings(_Model):
 
 class LogSettings(_Model):
     level: str = Field(
-        "INFO", description="Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL."
+        "INFO", description="Log level: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`."
     )
     format: str = Field(
         "auto",
-        description="json (one JSON object a line), console (for people) or auto (console on "
-        "a terminal, json otherwise).",
+        description="`json` (one JSON object a line), `console` (for people) or `auto` "
+        "(console on a terminal, json otherwise).",
     )
 
     @field_validator("level")
@@ -351,18 +339,18 @@ class BrokerSettings(_Model):
 
     port: int = Field(9092, ge=1024, le=65535, description="Port clients connect to.")
     controller_port: int | None = Field(
-        None, description="Port of the broker's KRaft controller; default port + 1."
+        None, description="Port of the broker's KRaft controller; default `port` + 1."
     )
     version: str = Field(
         "4.1.1", description="Kafka version to run; its jars are fetched with Maven once."
     )
     data_dir: Path = Field(
         Path.home() / ".cache" / "jobstream" / "broker",
-        description="Where the broker keeps its data (topics, offsets, its process id).",
+        description="Where the broker keeps its data, its log and its pid file.",
     )
     cache_dir: Path = Field(
         Path.home() / ".cache" / "jobstream" / "jars",
         description="Where the fetched Kafka jars are kept, one folder per version.",
     )
     # 512m ran out during two test suites in a row (thousands of partitions).
-    heap: str = Field("1g", description="JVM heap of the broker (-Xms and -Xmx), e.g. 2g.")
+    heap: str = Field("1g", description="JVM heap of the broker (`-Xms` and `-Xmx`), e.g. `2g`.")

@@ -92,20 +92,22 @@ class Settings(BaseSettings):
     jobs: dict[str, JobTypeSettings] = Field(
         default_factory=dict,
         description="Settings per job type, by job type name; a job type not listed gets the "
-        "defaults.",
+        "defaults. In the environment `JOBSTREAM_JOBS__<TYPE>__<KEY>` works for names "
+        "without dots; for others, the YAML file or the whole mapping as JSON in "
+        "`JOBSTREAM_JOBS`.",
     )
     # NoDecode: the environment gives a path list (os.pathsep), not JSON; see _schema_dirs.
     schema_dirs: Annotated[tuple[Path, ...], NoDecode] = Field(
         (),
-        description="Directories of the job types' Avro schemas (<dir>/<job_type>/v<N>.avsc); "
-        "jobstream ships none. In the environment, separated by ':' (';' on Windows).",
+        description="Directories of the job types' Avro schemas (`<dir>/<job_type>/v<N>.avsc`); "
+        "jobstream ships none. In the environment, separated by `:` (`;` on Windows).",
     )
     app: str | None = Field(
-        None, description="Job module `jobstream worker` imports, e.g. myservice.jobs."
+        None, description="Job module `jobstream worker` imports, e.g. `myservice.jobs`."
     )
     config: str | None = Field(
         None,
-        description="The YAML settings file, read from JOBSTREAM_CONFIG and kept for display.",
+        description="The YAML settings file, read from `JOBSTREAM_CONFIG` and kept for display.",
     )
 
     @classmethod
