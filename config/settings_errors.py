@@ -116,7 +116,8 @@ def describe_errors(e: ValidationError, model: type[BaseModel]) -> str:
     for loc, errs in groups.items():
         name = ".".join(str(p) for p in loc) or "settings"
         first = errs[0]
-        msg = _merge([str(err["msg"]) for err in errs])
+        # pydantic's "Value error, " before a validator's own message says nothing to a user.
+        msg = _merge([str(err["msg"]).removeprefix("Value error, ") for err in errs])
         if first["type"] == "extra_forbidden":
             msg = "unknown setting"
             known = _model_at(model, loc[:-1])

@@ -1,0 +1,356 @@
+"""The sections of the settings model (kafka, worker, jobs.<type>, log, broker), one class
+each. Every field has a description: the configuration reference (docs/configuration.md) is
+generated from them, and a test fails when one is missing. Time settings use the duration
+types of config/durations.py."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from jobstream.config.durations import DurationText, Millis, Seconds, parse_duration
+
+DEFAULT_TIERS = ("10s", "1m", "10m")
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class Assignment(StrEnum):
+    """How the group spreads partitions over workers (README: Scaling and rebalances)."""
+
+    RANGE = "range"  # classic protocol, eager: every topic spread evenly
+    COOPERATIVE_STICKY = "cooperative-sticky"  # classic, incremental: even over all topics only
+    CONSUMER_PROTOCOL = "consumer-protocol"  # KIP-848 (Kafka 4.0+), server-side range: both
+
+
+class Mode(StrEnum):
+    TRANSACTIONAL = "transactional"
+    AT_LEAST_ONCE = "at_least_once"
+
+
+class Ordering(StrEnum):
+    KEY = "key"  # same key in offset order; failures go through retry topics
+    STRICT = "strict"  # failures retried in place while the partition waits
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Model):
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka brokers to connect to: `host:port[,host:port...]`."
+    )
+    client_id: str = Field(
+        "jobstream",
+        description="Kafka `client.id` of the workers' and publishers' clients (and the prefix "
+        "of the publisher's producer name), so brokers can tell them apart.",
+    )
+    security_protocol: SecurityProtocol = Field(
+        SecurityProtocol.PLAINTEXT,
+        description="How clients connect to the brokers: `SSL` and `SASL_SSL` encrypt, `SASL_*` "
+        "authenticate with the `sasl_*` settings.",
+    )
+    sasl_mechanism: str = Field(
+        "SCRAM-SHA-512",
+        description="SASL mechanism for `SASL_*` protocols: `SCRAM-SHA-512`, `SCRAM-SHA-256` "
+        "or `PLAIN`.",
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL password; never shown in errors or logs."
+    )
+    ssl_ca_location: str | None = Field(
+        None, description="CA certificate file (PEM) the brokers' certificates are checked with."
+    )
+    ssl_certificate_location: str | None = Field(
+        None, description="Client certificate file (PEM), for brokers that require mutual TLS."
+    )
+    ssl_key_location: str | None = Field(
+        None, description="Private key file (PEM) of the client certificate."
+    )
+    ssl_key_password: SecretStr | None = Field(
+        None, description="Password of the client's private key; never shown."
+    )
+    extra: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="librdkafka properties jobstream does not model, passed to every client "
+        'as they are, e.g. `{"linger.ms": 5}`.',
+    )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, v: str) -> str:
+        for part in v.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port[,host:port...], got {v!r}")
+        return v
+
+
+class CircuitBreakerSettings(_Model):
+    """Circuit breaker for one job type: opens when `failure_ratio` of the handler runs in the
+    last `window_s` failed (transient or timeout; at least `min_calls` runs), pauses the job
+    type's partitions, and lets one probe through after `cooldown_s`."""
+
+    failure_ratio: float = Field(
+        0.5, gt=0, le=1,
+        description="Share of the runs in the window that failed (transient or timeout) at "
+        "which the breaker opens and the job type's partitions pause.",
+    )
+    window_s: Seconds = Field(30.0, gt=0, description="How far back handler runs are counted.")
+    min_calls: int = Field(
+        20, ge=1, description="Fewest runs in the window before the breaker can open."
+    )
+    cooldown_s: Seconds = Field(
+        30.0, ge=0,
+        description="How long the breaker stays open before one probe job runs; the probe's "
+        "success closes it, its failure opens it again.",
+    )
+
+
+class DlqGuardSettings(_Model):
+    """Stops the worker (exit code 4) when more than `max_ratio` of the jobs finished in the
+    last `window_s` were dead-lettered (at least `min_jobs`): a bad deploy or schema change,
+    not bad jobs. Other workers, or the previous release, take the partitions over."""
+
+    max_ratio: float = Field(
+        0.5, gt=0, lt=1,
+        description="Share of the finished jobs in the window that were dead-lettered above "
+        "which the worker stops (exit code 4) instead of dead-lettering more.",
+    )
+    window_s: Seconds = Field(60.0, gt=0, description="How far back finished jobs are counted.")
+    min_jobs: int = Field(
+        50, ge=1, description="Fewest finished jobs in the window before the guard can trip."
+    )
+
+
+class JobTypeSettings(_Model):
+    topic: str | None = Field(
+        None, description="Main topic of the job type; default `jobs.<job_type>`."
+    )
+    partitions: int = Field(
+        6, ge=1, le=10_000,
+        description="Partitions of each of the job type's topics (main, retry, DLQ, ledger): "
+        "the most workers that can share the job type.",
+    )
+    retry_tiers: tuple[DurationText, ...] = Field(
+        DEFAULT_TIERS,
+        description="Delays of the retry topics, strictly increasing: the first failure waits "
+        "the first, and so on; the last one repeats until `max_attempts`.",
+    )
+    max_attempts: int = Field(
+        4, ge=1, le=100,
+        description="Runs of a job in all, the first included, before a transient or timeout "
+        "failure goes to the DLQ.",
+    )
+    timeout_s: Seconds = Field(
+        30.0, gt=0,
+        description="How long a handler may run; past it the run is a timeout failure (an "
+        "async handler is cancelled; a sync one, see `abandon_after_s`).",
+    )
+    # A sync handler past timeout_s cannot be stopped: its job's outcome (retry, DLQ) and its
+    # key's next job wait until its thread ends, at most this much longer; then it is abandoned.
+    abandon_after_s: Seconds = Field(
+        60.0, ge=0,
+        description="How much longer than `timeout_s` a timed-out sync handler's thread is "
+        "waited for before its job is routed anyway and the thread abandoned (`0`: at once).",
+    )
+    ordering: Ordering = Field(
+        Ordering.KEY,
+        description="`key`: jobs with the same key run in offset order and failures go through "
+        "the retry topics; `strict`: failures are retried in place while the partition waits.",
+    )
+    concurrency: int | None = Field(
+        None, ge=1,
+        description="Most handlers of this job type running at once in one worker; default "
+        "only `worker.max_in_flight` limits them.",
+    )
+    rate_limit: float | None = Field(
+        None, gt=0, description="Most jobs started per second in one worker; default no limit."
+    )
+    permanent_errors: tuple[str, ...] = Field(
+        (),
+        description="Exception class names, besides `PermanentError`, whose failures are "
+        "permanent: to the DLQ at once, no retry.",
+    )
+    circuit_breaker: CircuitBreakerSettings | None = Field(
+        None,
+        description="Pauses the job type while its handler keeps failing and probes now and "
+        "then; off unless set.",
+    )
+    retention_ms: Millis = Field(
+        7 * 86_400_000, ge=60_000,
+        description="How long the main and retry topics keep records (Kafka `retention.ms`); a "
+        "retry topic keeps at least ten times its delay.",
+    )
+    dlq_retention_ms: Millis = Field(
+        30 * 86_400_000, ge=60_000, description="How long the DLQ topic keeps records."
+    )
+
+    @field_validator("retry_tiers")
+    @classmethod
+    def _tiers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        delays = [parse_duration(t) for t in v]
+        if delays != sorted(delays) or len(set(delays)) != len(delays):
+            raise ValueError(f"tiers must be strictly increasing, got {list(v)}")
+        return v
+
+    @property
+    def tier_seconds(self) -> tuple[float, ...]:
+        return tuple(parse_duration(t) for t in self.retry_tiers)
+
+
+class WorkerSettings(_Model):
+    group_id: str = Field(
+        "jobstream-workers",
+        description="Kafka consumer group of the workers: workers of one group share the "
+        "partitions.",
+    )
+    mode: Mode = Field(
+        Mode.TRANSACTIONAL,
+        description="`transactional`: each interval's outcomes and offsets commit in one Kafka "
+        "transaction; `at_least_once`: no transactions, offsets committed in the background.",
+    )
+    max_in_flight: int = Field(
+        64, ge=1, le=100_000,
+        description="Handlers running at once in one worker (threads and async handlers alike).",
+    )
+    max_buffered: int = Field(
+        1000, ge=0, le=1_000_000,
+        description="Jobs fetched beyond `max_in_flight` before fetching pauses; it resumes at "
+        "half of that. Pausing drops librdkafka's prefetch, so it should be rare.",
+    )
+    fetch_wait_max_ms: Millis = Field(
+        25, ge=1, le=10_000,
+        description="librdkafka `fetch.wait.max.ms`: how long a resumed partition's first fetch "
+        "can wait behind a long poll. Lower refills faster; each idle worker then sends about "
+        "1000 / `fetch_wait_max_ms` fetch requests per second per broker.",
+    )
+    commit_interval_ms: Millis = Field(
+        500, ge=10, le=60_000,
+        description="Longest commit interval: one transaction (or offset commit) covers the "
+        "outcomes of at most this long.",
+    )
+    commit_max_records: int = Field(
+        5_000, ge=1, description="Jobs finished in one interval after which it commits early."
+    )
+    shutdown_grace_s: Seconds = Field(
+        30.0, ge=0,
+        description="On SIGTERM, how long in-flight jobs get to finish before the worker exits.",
+    )
+    revoke_grace_s: Seconds = Field(
+        10.0, ge=0,
+        description="In a rebalance, how long running jobs of revoked partitions get to finish; "
+        "then they are left to the partitions' next owner to run again.",
+    )
+    assignment: Assignment = Field(
+        Assignment.RANGE,
+        description="How the group spreads partitions over workers (see Scaling and "
+        "rebalances).",
+    )
+    # Classic protocols only; with consumer-protocol the broker's group config decides it.
+    session_timeout_ms: Millis = Field(
+        10_000, ge=1000,
+        description="A worker silent for this long leaves the group (classic protocols; with "
+        "`consumer-protocol` the broker's group config sets it).",
+    )
+    max_poll_interval_ms: Millis = Field(
+        300_000, ge=1000,
+        description="librdkafka `max.poll.interval.ms`: a worker whose loop does not poll for "
+        "this long leaves the group.",
+    )
+    http_host: str = Field(
+        "127.0.0.1",
+        description="Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`); "
+        "`0.0.0.0` to be reachable from outside the host or pod.",
+    )
+    http_port: int = Field(
+        9400, ge=0, le=65535, description="Port of the HTTP server; `0` turns it off."
+    )
+    retry_jitter: float = Field(
+        0.1, ge=0, lt=1,
+        description="Random spread of each retry's delay, as a share of it (`0.1`: +/- 10 %), so "
+        "jobs that failed together do not all come back at once.",
+    )
+    ledger_ttl_s: Seconds = Field(
+        7 * 86_400.0, gt=0,
+        description="How long a job's recorded success keeps a duplicate of it from running: "
+        "the ledger topics' retention and the views' expiry.",
+    )
+    dlq_guard: DlqGuardSettings | None = Field(
+        None,
+        description="Stops the worker (exit code 4) when most finished jobs are dead-lettered: "
+        "a bad deploy, not bad jobs. Off unless set.",
+    )
+    # A job whose runs took the worker process down this often is dead-lettered as `crashed`
+    # (consumers/crashes.py); 0 turns the start records off.
+    max_crashes: int = Field(
+        3, ge=0, le=100,
+        description="A job whose runs took the worker process down this often is "
+        "dead-lettered as `crashed`; `0` turns crash tracking off (`1` is refused).",
+    )
+
+    @field_validator("max_crashes")
+    @classmethod
+    def _max_crashes(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError(
+                "1 would dead-letter every job running when a worker dies; use 2 or more "
+                "(the last run is alone, so the blame is the job's own), or 0 for off"
+            )
+        return v
+
+
+class LogSettings(_Model):
+    level: str = Field(
+        "INFO", description="Log level: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`."
+    )
+    format: str = Field(
+        "auto",
+        description="`json` (one JSON object a line), `console` (for people) or `auto` "
+        "(console on a terminal, json otherwise).",
+    )
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return v.upper()
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        if v not in {"json", "console", "auto"}:
+            raise ValueError("use json, console or auto")
+        return v
+
+
+class BrokerSettings(_Model):
+    """The local development broker run by `jobstream broker`."""
+
+    port: int = Field(9092, ge=1024, le=65535, description="Port clients connect to.")
+    controller_port: int | None = Field(
+        None, description="Port of the broker's KRaft controller; default `port` + 1."
+    )
+    version: str = Field(
+        "4.1.1", description="Kafka version to run; its jars are fetched with Maven once."
+    )
+    data_dir: Path = Field(
+        Path.home() / ".cache" / "jobstream" / "broker",
+        description="Where the broker keeps its data, its log and its pid file.",
+    )
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "jobstream" / "jars",
+        description="Where the fetched Kafka jars are kept, one folder per version.",
+    )
+    # 512m ran out during two test suites in a row (thousands of partitions).
+    heap: str = Field("1g", description="JVM heap of the broker (`-Xms` and `-Xmx`), e.g. `2g`.")
