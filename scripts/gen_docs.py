@@ -6,7 +6,7 @@ Each generated part sits between two markers in its page:
     ...
     <!-- end generated -->
 
-`python scripts/gen_docs.py` rewrites them; `--check` exits 1 when a page is out of date
+`.venv/bin/python scripts/gen_docs.py` rewrites them; `--check` exits 1 when a page is out of date
 (tests/unit/test_docs_generated.py runs it in CI)."""
 
 from __future__ import annotations
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     stale = stale_pages()
     if "--check" in args:
         for p in stale:
-            print(f"{p.relative_to(ROOT)} is out of date: run python scripts/gen_docs.py")
+            print(f"{p.relative_to(ROOT)} is out of date: run .venv/bin/python scripts/gen_docs.py")
         return 1 if stale else 0
     for p in stale:
         p.write_text(render(p.read_text()))

@@ -13,7 +13,7 @@ gen = runpy.run_path(str(ROOT / "scripts" / "gen_docs.py"))
 
 def test_generated_pages_are_up_to_date() -> None:
     stale = [str(p.relative_to(ROOT)) for p in gen["stale_pages"]()]
-    assert not stale, f"run python scripts/gen_docs.py: {stale} out of date"
+    assert not stale, f"run .venv/bin/python scripts/gen_docs.py: {stale} out of date"
 
 
 def test_a_changed_result_makes_its_page_stale(tmp_path: Path) -> None:
