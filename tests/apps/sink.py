@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import logging
 import os
 import sys
@@ -13,12 +12,11 @@ import time
 from typing import Any
 
 from jobstream import JobContext, PermanentError, RetryAfter, job
-
-_SINK = os.environ.get("JOBSTREAM_TEST_SINK", "/dev/null")
+from tests.apps.sinkfile import append
 
 
 def _record(payload: dict[str, Any], ctx: JobContext, started: float) -> None:
-    line = json.dumps(
+    append(
         {
             "job_id": ctx.job_id,
             "key": ctx.key,
@@ -32,11 +30,6 @@ def _record(payload: dict[str, Any], ctx: JobContext, started: float) -> None:
             "not_before": ctx.headers.get("js-not-before"),
         }
     )
-    fd = os.open(_SINK, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())  # one write: atomic for lines this short
-    finally:
-        os.close(fd)
 
 
 def _behave(payload: dict[str, Any], ctx: JobContext) -> float:

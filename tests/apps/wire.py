@@ -4,20 +4,18 @@ payload as the handler got it, to see v1 jobs read with v2's defaults)."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 
 from jobstream import JobContext, job
-
-_SINK = os.environ.get("JOBSTREAM_TEST_SINK", "/dev/null")
+from tests.apps.sinkfile import append
 
 
 @job("test.wire")
 def wire(payload: dict[str, Any], ctx: JobContext) -> None:
     now = time.time()
-    line = json.dumps(
+    append(
         {
             "job_id": ctx.job_id,
             "key": ctx.key,
@@ -32,8 +30,3 @@ def wire(payload: dict[str, Any], ctx: JobContext) -> None:
             "payload": payload,
         }
     )
-    fd = os.open(_SINK, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())  # one write: atomic for lines this short
-    finally:
-        os.close(fd)
