@@ -29,6 +29,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from jobstream.config.kafka import client_config
+from jobstream.config.logging import flush_logs
 from jobstream.config.settings import Settings
 from jobstream.consumers.decode import Job
 from jobstream.consumers.errors import Failure
@@ -180,6 +181,7 @@ class CrashWatch:
             deaths=len(part.deaths.get(held.job.offset, ())),
             max_crashes=self.limit,
         )
+        flush_logs()  # the log is buffered per loop turn, and this job may kill the process
         self._write(tp, part, [held])
 
     def connect(self) -> None:
