@@ -69,3 +69,41 @@ def _offsets(d: Any) -> str:
         return ""
     return " ".join(f"{p}:{r.get('first')}-{r.get('last')}" for p, r in d.items()
                     if isinstance(r, dict)) or "-"
+
+
+@audit_app.command("verify")
+def audit_verify(
+    anchor: Annotated[list[str] | None, typer.Option(
+        help="OFFSET:HASH of a head printed earlier (repeatable): fails if the chain up to it "
+             "was rewritten.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
+) -> None:
+    """Check the audit trail's hash chain: a record changed, removed or reordered fails (exit 1).
+
+    Example: jobstream audit verify --anchor 41:9f2c...e1
+    """
+    from jobstream.consumers.ops.audit_chain import parse_anchor, verify
+
+    with _errors():
+        anchors = dict(parse_anchor(a) for a in anchor or [])
+        report = verify(_settings(), anchors)
+    data = report.as_dict()
+    if as_json:
+        sys.stdout.write(json.dumps(data) + "\n")
+    else:
+        out.print(f"{data['topic']}: {data['records']} records (offsets {report.low}-"
+                  f"{max(report.low, report.high - 1)})")
+        if data["unchained"]:
+            out.print(f"  {data['unchained']} written before chaining, not covered")
+        if data["starts_mid_chain"]:
+            out.print(f"  the oldest records are gone (retention); the chain is checked from "
+                      f"offset {report.low}")
+        for p in data["problems"]:
+            out.print(Text(f"  BROKEN at offset {p['offset']}: {p['reason']}"))
+        if data["head"]:
+            out.print(f"  head {data['head_offset']}:{data['head']}  (keep it to check later "
+                      "with --anchor)")
+        out.print("chain intact" if report.ok else f"chain BROKEN: {len(data['problems'])} "
+                  "problem(s)")
+    if not report.ok:
+        sys.exit(1)  # not typer.Exit: see _errors() in cli/dlq.py

@@ -1,6 +1,7 @@
-"""The audit log of dead-letter operations: one JSON record per replay (dry runs included),
-export and unmasked show in the `jobstream.audit` topic (1 partition, kept forever), read back
-by `jobstream audit list`. Its status is completed, failed or interrupted (with the signal)."""
+"""The audit log of operator actions: one JSON record per replay (dry runs included), export
+and unmasked show in the `jobstream.audit` topic (1 partition, kept forever, hash-chained),
+read back by `jobstream audit list` and checked by `jobstream audit verify`. Its status is
+completed, failed or interrupted (with the signal)."""
 
 from __future__ import annotations
 
@@ -74,19 +75,13 @@ def build_record(result: Result, filters: Filters, extra: dict[str, Any] | None 
     return rec
 
 
-def write_audit(settings: Settings, record: dict[str, Any]) -> None:
-    """Produce one audit record and wait for the broker to acknowledge it."""
-    from jobstream.producers.publisher import Publisher
+def write_audit(settings: Settings, record: dict[str, Any]) -> dict[str, Any]:
+    """Append one audit record, linked into the topic's hash chain (audit_chain.py), once the
+    broker has acknowledged it; the record as written."""
+    from jobstream.consumers.ops.audit_chain import append
 
     ensure_audit_topic(settings)
-    failures: list[str] = []
-    pub = Publisher(settings, producer_config={"logger": QUIET})
-    pub.send(AUDIT_TOPIC, str(record["command"]).encode(), json.dumps(record).encode(), [],
-             on_delivery=lambda err, _m: failures.append(err.str()) if err else None)
-    left = pub.flush(30)
-    if left or failures:
-        raise DlqError(f"audit record not written to {AUDIT_TOPIC}: "
-                       f"{failures[0] if failures else 'no acknowledgement within 30s'}")
+    return append(settings, str(record["command"]).encode(), record)
 
 
 def record_operation(settings: Settings, result: Result, filters: Filters,
