@@ -2,7 +2,9 @@
 
 Each record carries `chain: {"prev": <hash of the previous record>, "hash": <its own>}`, where a
 record's hash is SHA-256 over the previous hash and the canonical JSON of the record without its
-`chain` field. Walking a partition from its first record then detects a record that was changed
+`chain` field. A partition with several writers at once (a job type's history partition p is
+written by the owners of partition p of T and of each retry tier) holds one chain per writer's
+stream: `chain.stream` names it, and `prev` is the stream's previous record. Walking a partition from its first record then detects a record that was changed
 (its hash no longer matches), removed or reordered (the next record's `prev` no longer matches).
 A chain proves integrity relative to a hash seen earlier: someone who can rewrite the whole
 partition can rewrite every hash too, so `jobstream audit verify` prints the head hash, to be
@@ -31,11 +33,19 @@ def link(prev: str, content: dict[str, Any]) -> str:
     return hashlib.sha256(prev.encode() + b"\n" + canonical(content)).hexdigest()
 
 
-def seal(content: dict[str, Any], prev: str) -> dict[str, Any]:
-    """The record with its chain field, linked after the record whose hash is `prev`. The
-    content goes through JSON first, so what is hashed is what a reader will decode."""
+def seal(content: dict[str, Any], prev: str, stream: str | None = None) -> dict[str, Any]:
+    """The record with its chain field, linked after the record whose hash is `prev` (in
+    `stream`, when the partition holds several). The content goes through JSON first, so what is
+    hashed is what a reader will decode; the stream name is part of the hashed content."""
     content = json.loads(json.dumps(content, allow_nan=False))
+    if stream is not None:
+        content["chain_stream"] = stream
     return {**content, CHAIN_FIELD: {"prev": prev, "hash": link(prev, content)}}
+
+
+def stream_of(record: Any) -> str:
+    s = record.get("chain_stream") if isinstance(record, dict) else None
+    return s if isinstance(s, str) else ""
 
 
 def head_of(record: Any) -> str | None:
@@ -65,9 +75,10 @@ class Verifier:
     records: int = 0
     unchained: int = 0
     first_chained: int | None = None
-    head: str | None = None
+    head: str | None = None  # of the last chained record, whatever its stream
     head_offset: int | None = None
     problems: list[Problem] = field(default_factory=list)
+    heads: dict[str, str] = field(default_factory=dict)  # stream -> its last hash
     _anchors_seen: set[int] = field(default_factory=set)
     _resync: bool = False  # after a record without a usable hash: take the next prev as given
 
@@ -83,17 +94,19 @@ class Verifier:
                           if self.first_chained is not None else "malformed chain field")
             self._resync = self.first_chained is not None
             return
-        prev, own = chain["prev"], chain["hash"]
+        prev, own, stream = chain["prev"], chain["hash"], stream_of(record)
         if self.first_chained is None:
             self.first_chained = offset
+        if stream in self.heads:
+            expected = prev if self._resync else self.heads[stream]
+        else:  # a stream's first record: from the start, unless the start is gone or unchained
             expected = prev if self.starts_mid_chain or self.unchained else GENESIS
-        else:
-            expected = prev if self._resync else self.head or GENESIS
         self._resync = False
         if prev != expected:
-            self._problem(offset, f"prev {prev[:12]}... does not match the hash before it "
-                          f"({expected[:12]}...): a record before it was removed, changed or "
-                          "reordered")
+            where = f" of stream {stream}" if stream else ""
+            self._problem(offset, f"prev {prev[:12]}... does not match the hash before it"
+                          f"{where} ({expected[:12]}...): a record before it was removed, "
+                          "changed or reordered")
         if link(prev, record) != own:
             self._problem(offset, "its content does not match its hash: the record was changed")
         if offset in self.anchors:
@@ -102,6 +115,7 @@ class Verifier:
                 self._problem(offset, f"hash differs from the anchor {self.anchors[offset][:12]}"
                               "...: the chain up to here was rewritten")
         self.head, self.head_offset = own, offset
+        self.heads[stream] = own
 
     def finish(self) -> None:
         for offset in sorted(set(self.anchors) - self._anchors_seen):

@@ -108,3 +108,33 @@ def test_seal_hashes_what_a_reader_decodes() -> None:
 
     rec = seal({"t": (1, 2), "d": {1: "a"}}, GENESIS)
     assert _verify([json.loads(json.dumps(rec))]).ok
+
+
+def _interleaved(n: int) -> list[dict[str, Any]]:
+    """Two writers (say the owners of T[3] and T.retry.10s[3]) sharing one history partition."""
+    heads = {"a": GENESIS, "b": GENESIS}
+    out = []
+    for i in range(n):
+        stream = "ab"[i % 3 == 0]
+        rec = seal({"i": i}, heads[stream], stream=stream)
+        heads[stream] = rec["chain"]["hash"]
+        out.append(rec)
+    return out
+
+
+def test_interleaved_streams_each_verify() -> None:
+    v = _verify(_interleaved(9))
+    assert v.ok and set(v.heads) == {"a", "b"}
+
+
+def test_a_record_removed_from_one_stream_is_found() -> None:
+    recs = _interleaved(9)
+    del recs[3]  # a "b" record
+    v = _verify(recs)
+    assert [p.offset for p in v.problems] == [5] and "stream b" in v.problems[0].reason
+
+
+def test_a_record_moved_to_another_stream_is_changed_content() -> None:
+    recs = _interleaved(6)
+    recs[1] = {**recs[1], "chain_stream": "b"}
+    assert not _verify(recs).ok
