@@ -4,8 +4,9 @@ Each record carries `chain: {"prev": <hash of the previous record>, "hash": <its
 record's hash is SHA-256 over the previous hash and the canonical JSON of the record without its
 `chain` field. A partition with several writers at once (a job type's history partition p is
 written by the owners of partition p of T and of each retry tier) holds one chain per writer's
-stream: `chain.stream` names it, and `prev` is the stream's previous record. Walking a partition from its first record then detects a record that was changed
-(its hash no longer matches), removed or reordered (the next record's `prev` no longer matches).
+stream: the record's `chain_stream` field names it, and `prev` is that stream's previous record.
+Walking a partition from its first record then detects a record that was changed (its hash no
+longer matches), removed or reordered (the next record's `prev` no longer matches).
 A chain proves integrity relative to a hash seen earlier: someone who can rewrite the whole
 partition can rewrite every hash too, so `jobstream audit verify` prints the head hash, to be
 kept elsewhere and checked later with `--anchor`.
