@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export JOBSTREAM := $(BIN)/jobstream
 
-.PHONY: venv lint docs test test-unit demo chaos bench broker-start broker-stop clean
+.PHONY: venv lint docs test test-unit demo chaos bench bench-compare broker-start broker-stop clean
 
 venv: $(STAMP)
 
@@ -52,6 +52,11 @@ chaos: venv
 # run (~3 min); ARGS="--only overhead" runs one. Honors JOBSTREAM_BROKER__PORT like `make test`.
 bench: venv
 	scripts/with-broker.sh $(BIN)/python -m benchmarks.run $(ARGS)
+
+# An older commit (BASE, any git revision) and this tree side by side in one run, alternating
+# rounds on one broker (benchmarks/compare.py): `make bench-compare BASE=main~5 ARGS="--only io"`.
+bench-compare: venv
+	scripts/with-broker.sh $(BIN)/python -m benchmarks.compare --base "$(BASE)" $(ARGS)
 
 broker-start: venv
 	$(BIN)/jobstream broker start
