@@ -1,0 +1,120 @@
+"""T.history records: a job's lifecycle, one JSON record per event, hash-chained per stream.
+
+Keyed like the job (so a job's whole history is in one partition, the one its key hashes to).
+Events: `attempt` (one per attempt's outcome), `progress`, `enqueued` (a child job), `cancelled`,
+`replayed`. Each record is sealed into its writer's stream (schemas/chain.py): the worker that
+owns partition p of a source topic (T, a tier, a lane) writes stream `<topic>:<p>`; operator
+commands write stream `ops`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from jobstream.schemas.chain import seal
+
+VERSION: Final = 1
+EVENTS: Final = ("attempt", "progress", "enqueued", "cancelled", "replayed")
+# An attempt's outcome in history; `deduplicated` is a delivery skipped as already done.
+OUTCOMES: Final = ("succeeded", "retried", "dead_lettered", "cancelled", "deduplicated")
+OPS_STREAM: Final = "ops"
+MAX_MESSAGE: Final = 1024  # error messages are cut like the failure headers
+
+
+class HistoryError(ValueError):
+    """A record that is not a jobstream history record (wrong shape, not JSON)."""
+
+
+def stream_for(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The retry policy in force when an attempt ran, stored with it."""
+
+    tiers_s: tuple[float, ...]
+    max_attempts: int
+    timeout_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tiers_s": list(self.tiers_s), "max_attempts": self.max_attempts,
+                "timeout_s": self.timeout_s}
+
+
+def attempt(*, job_id: str, job_type: str, attempt: int, worker: str, started_at: int,
+            finished_at: int, outcome: str, policy: Policy, source: tuple[str, int, int],
+            trace_id: str | None = None, parent_job_id: str | None = None,
+            enqueued_at: int | None = None, submitter: str | None = None,
+            error: tuple[str, str, str] | None = None, retry: tuple[str, int] | None = None,
+            result: Any = None, has_result: bool = False) -> dict[str, Any]:
+    """One attempt's outcome. `error`: (category, class, message); `retry`: (tier topic, due
+    time in ms) when the job goes to a tier; `result` only with has_result (None is a result)."""
+    if outcome not in OUTCOMES:
+        raise HistoryError(f"outcome {outcome!r} is not one of {OUTCOMES}")
+    rec: dict[str, Any] = {
+        "v": VERSION, "event": "attempt", "job_id": job_id, "job_type": job_type,
+        "attempt": attempt, "worker": worker, "at": finished_at, "started_at": started_at,
+        "finished_at": finished_at, "duration_ms": max(0, finished_at - started_at),
+        "outcome": outcome, "policy": policy.as_dict(),
+        "source": {"topic": source[0], "partition": source[1], "offset": source[2]},
+    }
+    for k, v in (("trace_id", trace_id), ("parent_job_id", parent_job_id),
+                 ("enqueued_at", enqueued_at), ("submitter", submitter)):
+        if v is not None:
+            rec[k] = v
+    if error is not None:
+        category, cls, message = error
+        rec["error"] = {"category": category, "class": cls, "message": message[:MAX_MESSAGE]}
+    if retry is not None:
+        rec["retry"] = {"tier": retry[0], "due_at": retry[1]}
+    if has_result:
+        rec["result"] = result
+    return rec
+
+
+def event(kind: str, *, job_id: str, job_type: str, at: int, **fields: Any) -> dict[str, Any]:
+    """A progress, enqueued, cancelled or replayed record; `fields` as the event needs them."""
+    if kind not in EVENTS or kind == "attempt":
+        raise HistoryError(f"event {kind!r} is not one of {EVENTS[1:]}")
+    return {"v": VERSION, "event": kind, "job_id": job_id, "job_type": job_type, "at": at,
+            **{k: v for k, v in fields.items() if v is not None}}
+
+
+def encode(record: dict[str, Any], prev: str, stream: str) -> tuple[bytes, str]:
+    """The record sealed into `stream` after `prev`: (value bytes, its hash)."""
+    sealed = seal(record, prev, stream=stream)
+    return (json.dumps(sealed, separators=(",", ":"), ensure_ascii=False).encode(),
+            sealed["chain"]["hash"])
+
+
+def decode(value: bytes | None) -> dict[str, Any]:
+    """A record read back; HistoryError when it is not one of ours."""
+    try:
+        rec = json.loads(value or b"")
+    except ValueError:
+        raise HistoryError("not JSON") from None
+    if not isinstance(rec, dict):
+        raise HistoryError("not a JSON object")
+    if rec.get("event") not in EVENTS:
+        raise HistoryError(f"unknown event {rec.get('event')!r}")
+    if not isinstance(rec.get("job_id"), str) or not isinstance(rec.get("at"), int):
+        raise HistoryError("no job_id or at")
+    return rec
+
+
+def result_bytes(result: Any, limit: int) -> bytes:
+    """A handler's return value as stored: JSON, at most `limit` bytes. ValueError naming the
+    problem otherwise (the worker makes that a permanent failure of the attempt)."""
+    try:
+        raw = json.dumps(result, separators=(",", ":"), ensure_ascii=False,
+                         allow_nan=False).encode()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the handler's return value is not JSON-serialisable: {e}") from None
+    if len(raw) > limit:
+        raise ValueError(f"the handler's return value is {len(raw):,} bytes of JSON, over "
+                         f"result_max_bytes ({limit:,}); store big results elsewhere and "
+                         "return a reference")
+    return raw

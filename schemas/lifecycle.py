@@ -1,0 +1,83 @@
+"""A job's state, folded from what the topics say about it: its history records (in offset
+order), its ledger entry, and whether it waits in T.scheduled. Pure: the readers that fetch
+those live in producers/ (Publisher.status) and consumers/ops/ (jobstream jobs show)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+STATES: Final = ("unknown", "queued", "scheduled", "running", "retrying", "succeeded",
+                 "dead_lettered", "cancelled")
+FINAL: Final = frozenset({"succeeded", "dead_lettered", "cancelled"})
+
+
+@dataclass
+class JobStatus:
+    job_id: str
+    job_type: str
+    state: str = "unknown"
+    attempts: int = 0
+    result: Any = None
+    has_result: bool = False
+    last_error: dict[str, Any] | None = None
+    due_at: int | None = None  # ms: when a retrying or scheduled job runs next
+    enqueued_at: int | None = None
+    finished_at: int | None = None
+    trace_id: str | None = None
+    parent_job_id: str | None = None
+    submitter: str | None = None
+    children: list[str] = field(default_factory=list)
+    progress: tuple[float, str | None] | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)  # the history records
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+
+def fold(job_id: str, job_type: str, records: list[dict[str, Any]],
+         ledger_state: str | None = None, scheduled_at: int | None = None) -> JobStatus:
+    """The status after these events. The ledger keys completions (succeeded, cancelled) by job
+    id, and its word wins over history, which can be shorter (its retention, or an at-least-once
+    interval that failed after the ledger record went out)."""
+    st = JobStatus(job_id, job_type, events=list(records))
+    for rec in records:
+        kind = rec.get("event")
+        for k in ("trace_id", "parent_job_id", "submitter", "enqueued_at"):
+            if rec.get(k) is not None and getattr(st, k) is None:
+                setattr(st, k, rec[k])
+        if kind == "attempt":
+            outcome = rec.get("outcome")
+            if outcome == "deduplicated":
+                continue
+            st.attempts = max(st.attempts, int(rec.get("attempt") or 0))
+            st.last_error = rec.get("error") or st.last_error
+            st.finished_at = rec.get("finished_at")
+            st.due_at = None
+            if outcome == "succeeded":
+                st.state, st.last_error = "succeeded", None
+                st.has_result = "result" in rec
+                st.result = rec.get("result")
+            elif outcome == "retried":
+                st.state = "retrying"
+                st.due_at = (rec.get("retry") or {}).get("due_at")
+            elif outcome in ("dead_lettered", "cancelled"):
+                st.state = str(outcome)
+        elif kind == "replayed":
+            st.state, st.due_at, st.finished_at = "queued", None, None
+        elif kind == "cancelled":
+            st.state = "cancelled"
+        elif kind == "progress":
+            frac = rec.get("fraction")
+            st.progress = (float(frac) if isinstance(frac, int | float) else 0.0,
+                           rec.get("message"))
+            if not st.final:
+                st.state = "running"
+        elif kind == "enqueued" and isinstance(rec.get("child_job_id"), str):
+            st.children.append(rec["child_job_id"])
+    if ledger_state in ("succeeded", "cancelled"):
+        st.state = ledger_state
+    if scheduled_at is not None and not st.final:
+        st.state, st.due_at = "scheduled", scheduled_at
+    return st
