@@ -98,6 +98,7 @@ class Worker(Rebalancing, Outcomes):
             t: jt for jt, jt_topics in self.topics.items() for t in jt_topics.consumed
         }
         self.carriers = topic_carriers(self.topics)  # what a topic's records may name
+        self.accepts = {jt: c.accept for jt, c in self.cfg.items()}  # js-* and/or ce_* headers
         self.gates = {jt: JobTypeGate.for_job_type(c) for jt, c in self.cfg.items()}
         guard = self.ws.dlq_guard
         self.dlq_guard = (
@@ -301,6 +302,7 @@ class Worker(Rebalancing, Outcomes):
             self.registry,
             self.jobs.keys(),
             carries=self.carriers.get(topic, ()),
+            accepts=self.accepts,
         )
         for warning in job.header_warnings:
             self.log.warning("header_ignored", **log_fields(job), reason=warning)
