@@ -14,12 +14,10 @@ from jobstream.schemas import cloudevents as ce
 from jobstream.schemas import wire
 from tests import wire_vectors as wv
 
-JOB_TYPE = wv.JOB_TYPE  # accepts [jobstream, cloudevents] in both tests
-NOT_ACCEPTING = "test.echo"  # accepts the default [jobstream]
-ACCEPTS: dict[str, tuple[str, ...]] = {
-    JOB_TYPE: (ce.JOBSTREAM, ce.CLOUDEVENTS),
-    NOT_ACCEPTING: (ce.JOBSTREAM,),
-}
+JOB_TYPE = wv.JOB_TYPE
+ACCEPTS: dict[str, tuple[str, ...]] = {JOB_TYPE: (ce.JOBSTREAM, ce.CLOUDEVENTS)}
+PLAIN: dict[str, tuple[str, ...]] = {JOB_TYPE: (ce.JOBSTREAM,)}  # the default setting
+NOT_ACCEPTED = "ce-not-accepted"  # the one kind sent to a job type with the default setting
 
 Record = wv.Record
 
@@ -73,13 +71,13 @@ MALFORMED: dict[str, Mutation] = {
     "ce-bad-traceparent": _h(ce.TRACEPARENT, "not-a-trace"),
     "ce-json-content-type": _h(ce.CONTENT_TYPE, "application/json"),
     "ce-unknown-type": _h(ce.TYPE, "no.such.job.type"),
-    "ce-not-accepted": _h(ce.TYPE, NOT_ACCEPTING),
+    NOT_ACCEPTED: lambda r: r,  # a good CloudEvent, where the setting lacks cloudevents
 }
 
 
-def target_job_type(kind: str) -> str:
-    """The job type whose topic the kind is sent to (and whose DLQ it lands in)."""
-    return NOT_ACCEPTING if kind == "ce-not-accepted" else JOB_TYPE
+def accepts_for(kind: str) -> dict[str, tuple[str, ...]]:
+    """The `accept` settings of the worker the kind is sent to."""
+    return PLAIN if kind == NOT_ACCEPTED else ACCEPTS
 
 
 def malformed(kind: str, record: Record | None = None) -> Record:

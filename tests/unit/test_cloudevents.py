@@ -22,21 +22,15 @@ from tests import wire_cloudevents as wce
 from tests import wire_vectors as wv
 
 REGISTRY = SchemaRegistry.from_dirs([wv.ROOT / "tests" / "schemas"])
-CARRIES = {wce.JOB_TYPE: frozenset({wce.JOB_TYPE}), wce.NOT_ACCEPTING: frozenset({"test.echo"})}
+CARRIES = frozenset({wce.JOB_TYPE})
 NOW_MS = 1_767_225_600_000 + 60_000
 
 
-def _decode(
-    record: wv.Record,
-    *,
-    topic_type: str = wce.JOB_TYPE,
-    accepts: dict[str, tuple[str, ...]] | None = None,
-) -> Job:
+def _decode(record: wv.Record, *, accepts: dict[str, tuple[str, ...]] | None = None) -> Job:
     key, value, headers = record
     return decode_record(
-        f"jobs.{topic_type}", 0, 5, key, value, headers, REGISTRY, set(wce.ACCEPTS),
-        carries=CARRIES[topic_type], accepts=wce.ACCEPTS if accepts is None else accepts,
-        now_ms=NOW_MS,
+        f"jobs.{wce.JOB_TYPE}", 0, 5, key, value, headers, REGISTRY, {wce.JOB_TYPE},
+        carries=CARRIES, accepts=wce.ACCEPTS if accepts is None else accepts, now_ms=NOW_MS,
     )
 
 
@@ -75,7 +69,7 @@ def test_each_malformed_kind_gets_its_documented_category() -> None:
     kinds = wce.malformed_kinds()
     assert set(kinds) == set(wce.MALFORMED), "the page's kinds and the builders differ"
     for kind, (category, messages) in kinds.items():
-        job = _decode(wce.malformed(kind), topic_type=wce.target_job_type(kind))
+        job = _decode(wce.malformed(kind), accepts=wce.accepts_for(kind))
         assert job.failure is not None, kind
         assert job.failure.category is Category(category), (kind, job.failure)
         assert any(m in job.failure.message for m in messages), (kind, job.failure.message)
@@ -85,7 +79,7 @@ def test_each_malformed_kind_gets_its_documented_category() -> None:
 def test_without_the_setting_ce_headers_are_plain_headers() -> None:
     """The default `accept: [jobstream]`: a CloudEvent is refused (naming the setting), and a
     jobstream record with a ce_* header of its own runs as before, the header untouched."""
-    jobstream_only = {wce.JOB_TYPE: (ce.JOBSTREAM,)}
+    jobstream_only = wce.PLAIN
     job = _decode(wce.good(), accepts=jobstream_only)
     assert job.failure is not None and job.failure.category is Category.DECODE
     assert f"jobs.{wce.JOB_TYPE}.accept" in job.failure.message
