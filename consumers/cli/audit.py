@@ -12,10 +12,13 @@ from rich.text import Text
 
 from jobstream.consumers.cli.dlq import _errors, _print_table, _settings, out
 
-audit_app = typer.Typer(help="The audit log of replays and exports.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="The audit log of replays and exports.", no_args_is_help=True,
+    epilog="Example: jobstream audit list --limit 20",
+)
 
 
-@audit_app.command("list")
+@audit_app.command("list", epilog="Example: jobstream audit list --limit 20 --json")
 def audit_list(
     limit: Annotated[int, typer.Option(min=1, help="The newest N records.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines only, for scripts.")] = False,
