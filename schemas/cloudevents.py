@@ -49,8 +49,11 @@ AVRO_CONTENT_TYPES = frozenset(
     {"application/avro", "avro/binary", "application/vnd.apache.avro+binary"}
 )
 
-# ce_dataschema names the writer version in its last segment: .../v2, .../v2.avsc, urn:...:v2
-_DATASCHEMA_VERSION = re.compile(r"(?:^|[/:])v([1-9][0-9]{0,8})(?:\.avsc)?\Z")
+# ce_dataschema names the writer version at its end: .../v2, .../v2.avsc, urn:...:v2, ...-v2,
+# or a registry-style .../versions/2.
+_DATASCHEMA_VERSION = re.compile(
+    r"(?:(?:\A|[^A-Za-z0-9])v|/versions/)([1-9][0-9]{0,8})(?:\.avsc)?\Z", re.ASCII
+)
 _TRACEPARENT = re.compile(r"\A([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})\Z")
 # RFC 3339 date-time: full date, `T`, full time with optional fraction, Z or an offset.
 _RFC3339 = re.compile(
@@ -161,7 +164,8 @@ def _map(headers: Mapping[str, str], out: Mapped) -> None:
         m = _DATASCHEMA_VERSION.search(schema)
         if m is None:
             raise _Malformed(
-                f"header {DATASCHEMA} does not end in a schema version (/v<N> or /v<N>.avsc): "
+                f"header {DATASCHEMA} does not end in a schema version (v<N>, v<N>.avsc or "
+                f"/versions/<N>): "
                 f"{schema[:120]!r}"
             )
         _fill(headers, out, DATASCHEMA, m.group(1))

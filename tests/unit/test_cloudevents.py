@@ -174,10 +174,24 @@ def _with(name: str, value: str) -> wv.Record:
     return key, val, wv._set(headers, name, value)
 
 
-@pytest.mark.parametrize("uri", ["urn:x:v0", "https://x/test.wire/v2/", "v2x", "https://x/v-2"])
+@pytest.mark.parametrize(
+    "uri",
+    ["urn:x:v0", "https://x/test.wire/v2/", "v2x", "https://x/v-2", "https://x/dev2",
+     "https://x/2", "https://x/v01", "https://x/v\u0662", "https://x/v2?x=1", "https://x/v2.json"],
+)
 def test_dataschemas_without_a_version_at_the_end(uri: str) -> None:
     job = _decode(_with(ce.DATASCHEMA, uri))
-    assert job.failure is not None and "ce_dataschema" in job.failure.message
+    assert job.failure is not None and "ce_dataschema" in job.failure.message, uri
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["v2", "https://schemas.example.com/test.wire/v2.avsc", "urn:jobstream:test.wire:v2",
+     "test.wire-v2", "test.wire_v2.avsc", "https://registry/subjects/test.wire/versions/2"],
+)
+def test_dataschemas_that_name_version_2(uri: str) -> None:
+    job = _decode(_with(ce.DATASCHEMA, uri))
+    assert job.failure is None and job.version == 2, (uri, job.failure)
 
 
 def test_hostile_bytes_in_ce_headers_are_dead_letters_not_errors() -> None:
