@@ -96,6 +96,14 @@ def to_jobstream(
     """Map a record's headers for the decoder. `accepts`: job type -> accepted formats, for the
     job types this worker runs (absent: jobstream only); `carries`: the job types of the
     record's topic."""
+    # The common case first: a complete jobstream record of a job type on the default setting,
+    # whose ce_* headers (if any) are not read.
+    if (
+        accepts.get(headers.get(wire.JOB_TYPE, "")) == DEFAULT_ACCEPT
+        and headers.get(wire.JOB_ID)
+        and headers.get(wire.SCHEMA_VERSION)
+    ):
+        return Mapped(headers)
     out = Mapped(headers)  # copied only when js-* headers are filled in
     ce = is_cloudevent(headers)
     job_type = headers.get(wire.JOB_TYPE) or (headers.get(TYPE, "") if ce else "")
