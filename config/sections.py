@@ -40,6 +40,13 @@ class Ordering(StrEnum):
     STRICT = "strict"  # failures retried in place while the partition waits
 
 
+class HeaderFormat(StrEnum):
+    """How a job type's records may carry their metadata (docs/wire-format.md)."""
+
+    JOBSTREAM = "jobstream"  # js-* headers
+    CLOUDEVENTS = "cloudevents"  # CloudEvents 1.0 binary mode, ce_* headers
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -194,6 +201,12 @@ class JobTypeSettings(_Model):
     dlq_retention_ms: Millis = Field(
         30 * 86_400_000, ge=60_000, description="How long the DLQ topic keeps records."
     )
+    accept: tuple[HeaderFormat, ...] = Field(
+        (HeaderFormat.JOBSTREAM,), min_length=1,
+        description="Header formats the job type's records may use: `jobstream` (`js-*` "
+        "headers) and/or `cloudevents` (CloudEvents binary mode, `ce_*` headers; `js-*` ones "
+        "win when both are present). See docs/wire-format.md.",
+    )
 
     @field_validator("retry_tiers")
     @classmethod
@@ -201,6 +214,13 @@ class JobTypeSettings(_Model):
         delays = [parse_duration(t) for t in v]
         if delays != sorted(delays) or len(set(delays)) != len(delays):
             raise ValueError(f"tiers must be strictly increasing, got {list(v)}")
+        return v
+
+    @field_validator("accept")
+    @classmethod
+    def _accept(cls, v: tuple[HeaderFormat, ...]) -> tuple[HeaderFormat, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"each format at most once, got {[str(f) for f in v]}")
         return v
 
     @property

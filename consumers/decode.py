@@ -11,7 +11,7 @@ from typing import Any
 from jobstream.config.topics import JobTopics
 from jobstream.consumers.errors import Failure, failure_of
 from jobstream.consumers.retry import Category
-from jobstream.schemas import wire
+from jobstream.schemas import cloudevents, wire
 from jobstream.schemas.registry import DecodeError, SchemaRegistry, UnknownJobType
 
 TopicPartition = tuple[str, int]
@@ -107,18 +107,23 @@ def decode_record(
     handled: Collection[str],
     *,
     carries: Collection[str],
+    accepts: Mapping[str, Collection[str]] | None = None,
     now_ms: int | None = None,
 ) -> Job:
     """`handled`: the job types this worker has handlers for; `carries`: the job types the
-    record's topic is configured for (topic_carriers)."""
+    record's topic is configured for (topic_carriers); `accepts`: job type -> the header formats
+    it accepts (schemas/cloudevents.py; absent: jobstream only)."""
     raw = list(raw_headers or [])
-    headers = wire.decode_headers(raw)
+    mapped = cloudevents.to_jobstream(wire.decode_headers(raw), accepts or {}, carries)
+    headers = mapped.headers  # the record's, with js-* filled in from ce_* (CloudEvents)
     job = Job(topic, partition, offset, key, value, headers, raw)
     job.job_id = headers.get(wire.JOB_ID, "") or f"{topic}:{partition}:{offset}"
     job.job_type = headers.get(wire.JOB_TYPE, "")
-    warnings: list[str] = []
+    warnings: list[str] = mapped.warnings
     now = int(time.time() * 1000) if now_ms is None else now_ms
     try:
+        if mapped.fault:
+            raise DecodeError(mapped.fault)
         if not headers.get(wire.JOB_ID):
             raise DecodeError(f"missing header {wire.JOB_ID}")
         if not job.job_type:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
+from enum import IntEnum
 
 from jobstream.consumers.retry import Category
 from jobstream.schemas import wire
@@ -46,9 +47,21 @@ class WorkerFenced(WorkerError):
     """Another worker took over this worker's partitions; this one must stop."""
 
 
-# Exit codes of `jobstream worker` besides 0 (stopped), 1 (error), 3 (fenced), 4 (DLQ guard).
-EXIT_ASSIGNMENT_MISMATCH = 5
-EXIT_HANDLER_ENDED_PROCESS = 6  # a handler called os._exit (whatever code it asked for)
+class ExitCode(IntEnum):
+    """Every exit code of `jobstream worker` (docs/troubleshooting.md lists each; a test checks)."""
+
+    STOPPED = 0  # SIGTERM or SIGINT, drained and committed
+    ERROR = 1  # settings, job module, HTTP port, brokers, a WorkerError
+    FENCED = 3
+    DLQ_GUARD = 4
+    ASSIGNMENT_MISMATCH = 5
+    HANDLER_ENDED_PROCESS = 6  # a handler called os._exit (whatever code it asked for)
+    INTERNAL = 70  # a bug in jobstream
+    SECOND_SIGNAL = 130  # exited at once
+
+
+EXIT_ASSIGNMENT_MISMATCH = ExitCode.ASSIGNMENT_MISMATCH
+EXIT_HANDLER_ENDED_PROCESS = ExitCode.HANDLER_ENDED_PROCESS
 
 
 class AssignmentMismatch(WorkerError):

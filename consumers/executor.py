@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from jobstream.config.logging import get_logger
 from jobstream.consumers.errors import JobTimeout, NotAdmitted
+from jobstream.consumers.health import ASYNC_LOOP_BLOCKED, ASYNC_LOOP_STOPPED
 
 HEARTBEAT_S = 0.5  # how often the event loop proves it runs
 
@@ -291,13 +292,10 @@ class Executor:
     def loop_problem(self, stall_s: float) -> str | None:
         """Why the event loop of async handlers cannot run them, if it cannot."""
         if not self._loop_thread.is_alive():
-            return "the event loop of async handlers stopped"
+            return ASYNC_LOOP_STOPPED
         late = time.monotonic() - self._loop_beat - HEARTBEAT_S
         if late > stall_s:
-            return (
-                f"the event loop of async handlers is blocked for {late:.1f}s "
-                "(a handler calls blocking code in an async def?)"
-            )
+            return ASYNC_LOOP_BLOCKED.format(seconds=late)
         return None
 
     async def _run_async(self, task: Task) -> None:

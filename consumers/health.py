@@ -13,6 +13,28 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+# Every reason /readyz and /healthz give for not being ready or healthy, as templates; the
+# parts of the worker fill them in. docs/troubleshooting.md lists each (a test checks).
+READY = "ready"
+OK = "ok"
+STARTING = "starting"
+NOT_JOINED = "not joined yet"
+RESTORING = "restoring ledger views"
+NO_BROKER = "no broker reachable at {bootstrap}"
+LOOP_BLOCKED = "poll loop blocked for {seconds:.1f}s (waiting on the brokers)"
+LOOP_STALLED = "poll loop stalled for {seconds:.1f}s"
+ASYNC_LOOP_STOPPED = "the event loop of async handlers stopped"
+ASYNC_LOOP_BLOCKED = (
+    "the event loop of async handlers is blocked for {seconds:.1f}s "
+    "(a handler calls blocking code in an async def?)"
+)
+# A watched part's problem (ASYNC_LOOP_*) makes the worker unhealthy and so not ready too.
+READINESS_REASONS = (
+    STARTING, NOT_JOINED, RESTORING, NO_BROKER, LOOP_BLOCKED, ASYNC_LOOP_STOPPED,
+    ASYNC_LOOP_BLOCKED,
+)
+HEALTH_REASONS = (LOOP_STALLED, ASYNC_LOOP_STOPPED, ASYNC_LOOP_BLOCKED)
+
 
 class Health:
     """Shared between the poll loop (writes) and the HTTP thread (reads)."""
@@ -24,7 +46,7 @@ class Health:
         # outage) cannot clear it, so readiness also needs a recent beat.
         self.ready_stall_s = ready_stall_s
         self.ready = False
-        self.reason = "starting"
+        self.reason = STARTING
         self._watches: list[Callable[[float], str | None]] = []
 
     def watch(self, problem: Callable[[float], str | None]) -> None:
@@ -44,18 +66,18 @@ class Health:
     def healthy(self) -> tuple[bool, str]:
         age = time.monotonic() - self.last_poll
         if age > self.stall_after_s:
-            return False, f"poll loop stalled for {age:.1f}s"
+            return False, LOOP_STALLED.format(seconds=age)
         why = self._problem()
-        return (False, why) if why else (True, "ok")
+        return (False, why) if why else (True, OK)
 
     def readiness(self) -> tuple[bool, str]:
         age = time.monotonic() - self.last_poll
         if age > min(self.ready_stall_s, self.stall_after_s):  # never ready when not healthy
-            return False, f"poll loop blocked for {age:.1f}s (waiting on the brokers)"
+            return False, LOOP_BLOCKED.format(seconds=age)
         why = self._problem()
         if why:
             return False, why
-        return (True, "ready") if self.ready else (False, self.reason)
+        return (True, READY) if self.ready else (False, self.reason)
 
 
 class HealthServer:

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from jobstream.config.logging import configure_logging, get_logger
 from jobstream.config.settings import Settings, SettingsError, WorkerSettings
+from jobstream.consumers.errors import ExitCode
 from jobstream.consumers.handler_exit import guard_process_exit
 from jobstream.consumers.health import Health, HealthServer
 from jobstream.consumers.jobs import AppError, load_app
@@ -89,7 +90,7 @@ def _handle_signals(worker: Worker) -> None:
         if signals["count"] > 1:
             line = {"event": "second_signal_exiting_now", "signal": name, "level": "warning"}
             os.write(2, (json.dumps(line) + "\n").encode())
-            os._exit(130)
+            os._exit(ExitCode.SECOND_SIGNAL)
         worker.stop(name)
 
     signal.signal(signal.SIGTERM, on_signal)

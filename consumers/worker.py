@@ -32,9 +32,9 @@ from jobstream.consumers.context import context_for, log_fields
 from jobstream.consumers.crashes import CrashWatch
 from jobstream.consumers.decode import Job, decode_record, topic_carriers
 from jobstream.consumers.errors import (
-    EXIT_ASSIGNMENT_MISMATCH,
     AssignmentMismatch,
     DlqGuardTripped,
+    ExitCode,
     JobTimeout,
     NotAdmitted,
     WorkerError,
@@ -44,7 +44,7 @@ from jobstream.consumers.errors import (
 from jobstream.consumers.executor import Executor, Task
 from jobstream.consumers.fetch_wake import FetchWaker
 from jobstream.consumers.freeze import FreezeWatch
-from jobstream.consumers.health import Health
+from jobstream.consumers.health import NO_BROKER, NOT_JOINED, READY, RESTORING, Health
 from jobstream.consumers.jobs import JobDef
 from jobstream.consumers.ledger import Ledger, routed_key
 from jobstream.consumers.metrics import Metrics
@@ -98,6 +98,7 @@ class Worker(Rebalancing, Outcomes):
             t: jt for jt, jt_topics in self.topics.items() for t in jt_topics.consumed
         }
         self.carriers = topic_carriers(self.topics)  # what a topic's records may name
+        self.accepts = {jt: c.accept for jt, c in self.cfg.items()}  # js-* and/or ce_* headers
         self.gates = {jt: JobTypeGate.for_job_type(c) for jt, c in self.cfg.items()}
         guard = self.ws.dlq_guard
         self.dlq_guard = (
@@ -227,25 +228,25 @@ class Worker(Rebalancing, Outcomes):
         except WorkerFenced as e:
             self.log.error("fenced", reason=str(e))
             self._close(commit=False)
-            return 3
+            return ExitCode.FENCED
         except AssignmentMismatch as e:
             self.log.error("assignment_mismatch", reason=str(e))
             self._close(commit=False)
-            return EXIT_ASSIGNMENT_MISMATCH
+            return ExitCode.ASSIGNMENT_MISMATCH
         except DlqGuardTripped as e:
             self.log.error("dlq_guard_tripped", reason=str(e))
             self._halted = True
             self._shutdown()  # what is finished (dead letters included) is committed
-            return 4
+            return ExitCode.DLQ_GUARD
         except WorkerError as e:
             self.log.error("worker_error", reason=str(e))
             self._close(commit=False)
-            return 1
+            return ExitCode.ERROR
         self.log.info(
             "stopping", signal=self._stop_signal, grace_s=self.ws.shutdown_grace_s
         )
         self._shutdown()
-        return 0
+        return ExitCode.STOPPED
 
     def stop(self, signal_name: str | None = None) -> None:
         """Ask the loop to stop (safe from a signal handler: it only sets flags)."""
@@ -301,6 +302,7 @@ class Worker(Rebalancing, Outcomes):
             self.registry,
             self.jobs.keys(),
             carries=self.carriers.get(topic, ()),
+            accepts=self.accepts,
         )
         for warning in job.header_warnings:
             self.log.warning("header_ignored", **log_fields(job), reason=warning)
@@ -471,13 +473,14 @@ class Worker(Rebalancing, Outcomes):
         restoring = not all(self.ledger.ready(ps.ledger_tp) for ps in self.parts.values())
         self.health.ready = self._joined and not restoring and not self._brokers_down
         if self.health.ready:
-            self.health.reason = "ready"
+            self.health.reason = READY
         elif not self._joined:
-            self.health.reason = "not joined yet"
+            self.health.reason = NOT_JOINED
         elif self._brokers_down:
-            self.health.reason = f"no broker reachable at {self.settings.kafka.bootstrap_servers}"
+            bootstrap = self.settings.kafka.bootstrap_servers
+            self.health.reason = NO_BROKER.format(bootstrap=bootstrap)
         else:
-            self.health.reason = "restoring ledger views"
+            self.health.reason = RESTORING
 
     def _broker_answers(self) -> bool:
         try:

@@ -1,7 +1,10 @@
 """The `jobstream` command line: one module per command group, one error handler
-(consumers/cli/errors.py). User mistakes end in one clear line and a non-zero exit."""
+(consumers/cli/errors.py). User mistakes end in one clear line and a non-zero exit. Every
+command's help ends in an "Example:" line (tests/unit/test_cli_help.py walks them all)."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
@@ -14,14 +17,46 @@ from jobstream.consumers.cli.schemas import schemas_app
 from jobstream.consumers.cli.topics import topics_app
 from jobstream.consumers.cli.worker import worker
 
-app = typer.Typer(help="Background jobs on Kafka.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Background jobs on Kafka.", no_args_is_help=True, add_completion=False,
+    epilog="Example: jobstream worker --app myservice.jobs",
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from jobstream import __version__
+
+        typer.echo(f"jobstream {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True,
+            help="Print the version of the jobstream distribution and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Background jobs on Kafka."""
+
+
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
-app.command("publish")(publish)
-app.command("worker")(worker)
+app.command(
+    "publish",
+    epilog="Example: jobstream publish orders.confirmation --key o-1 "
+    "--json '{\"order_id\": \"o-1\", \"email\": \"a@example.com\", \"total_cents\": 1999}'",
+)(publish)
+app.command(
+    "worker", epilog="Example: jobstream worker --app myservice.jobs -j orders.confirmation"
+)(worker)
 
 
 def main() -> None:

@@ -12,10 +12,13 @@ from rich.text import Text
 
 from jobstream.consumers.cli.dlq import _errors, _print_table, _settings, out
 
-audit_app = typer.Typer(help="The audit log of replays and exports.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="The audit log of replays and exports.", no_args_is_help=True,
+    epilog="Example: jobstream audit list --limit 20",
+)
 
 
-@audit_app.command("list")
+@audit_app.command("list", epilog="Example: jobstream audit list --limit 20 --json")
 def audit_list(
     limit: Annotated[int, typer.Option(min=1, help="The newest N records.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines only, for scripts.")] = False,
@@ -71,17 +74,15 @@ def _offsets(d: Any) -> str:
                     if isinstance(r, dict)) or "-"
 
 
-@audit_app.command("verify")
+@audit_app.command("verify", epilog="Example: jobstream audit verify --anchor 41:5e884898da"
+                                     "28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8")
 def audit_verify(
     anchor: Annotated[list[str] | None, typer.Option(
         help="OFFSET:HASH of a head printed earlier (repeatable): fails if the chain up to it "
              "was rewritten.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
 ) -> None:
-    """Check the audit trail's hash chain: a record changed, removed or reordered fails (exit 1).
-
-    Example: jobstream audit verify --anchor 41:9f2c...e1
-    """
+    """Check the audit trail's hash chain: a record changed, removed or reordered fails (exit 1)."""
     from jobstream.consumers.ops.audit_chain import parse_anchor, verify
 
     with _errors():

@@ -10,11 +10,12 @@ import typer
 from jobstream.consumers.cli.common import out, settings
 
 broker_app = typer.Typer(
-    help="A local single-node Apache Kafka for development and tests.", no_args_is_help=True
+    help="A local single-node Apache Kafka for development and tests.", no_args_is_help=True,
+    epilog="Example: JOBSTREAM_BROKER__PORT=9092 jobstream broker start",
 )
 
 
-@broker_app.command("start")
+@broker_app.command("start", epilog="Example: jobstream broker start")
 def broker_start() -> None:
     """Start the local broker (fetching the Kafka jars with Maven the first time)."""
     from jobstream.consumers.broker import LocalBroker
@@ -28,7 +29,7 @@ def broker_start() -> None:
     out.print(f"broker up at {bootstrap} (pid {b.pid()})")
 
 
-@broker_app.command("stop")
+@broker_app.command("stop", epilog="Example: jobstream broker stop")
 def broker_stop() -> None:
     """Stop the local broker started by `jobstream broker start`: only one that runs from this
     data dir and listens on the configured port (JOBSTREAM_BROKER__DATA_DIR, __PORT)."""
@@ -49,7 +50,7 @@ def broker_stop() -> None:
     out.print("broker stopped")
 
 
-@broker_app.command("status")
+@broker_app.command("status", epilog="Example: jobstream broker status --quiet")
 def broker_status(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No output; exit code only.")

@@ -24,7 +24,10 @@ from jobstream.consumers.ops import dlq, dlq_export, dlq_reader, interrupt, repl
 from jobstream.producers.connection import ConnectionCheckError, check_connection
 from jobstream.schemas import wire
 
-dlq_app = typer.Typer(help="Inspect, replay and export dead letters.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Inspect, replay and export dead letters.", no_args_is_help=True,
+    epilog="Example: jobstream dlq list orders.confirmation --since -1h",
+)
 
 out = Console()
 err = Console(stderr=True)
@@ -121,7 +124,9 @@ def _print_table(table: Table) -> None:
     Console(width=max(_width(table), 20), highlight=False).print(table)
 
 
-@dlq_app.command("list")
+@dlq_app.command(
+    "list", epilog="Example: jobstream dlq list orders.confirmation --since -1h --category decode"
+)
 def dlq_list(
     target: TargetArg,
     since: SinceOpt = None, until: UntilOpt = None, error_class: ClassOpt = None,
@@ -173,7 +178,7 @@ def print_list(title: str, sel: dlq_reader.Selection, limit: int) -> None:
     out.print(Text(f"{shown}; by error class: {by_class}"), soft_wrap=True)
 
 
-@dlq_app.command("show")
+@dlq_app.command("show", epilog="Example: jobstream dlq show orders.confirmation 3:1042")
 def dlq_show(
     target: TargetArg,
     position: Annotated[str, typer.Argument(help="PARTITION:OFFSET, e.g. 3:1042.")],
@@ -214,7 +219,10 @@ def dlq_show(
     out.print(Text(dl.stack or "<none>"))
 
 
-@dlq_app.command("replay")
+@dlq_app.command(
+    "replay",
+    epilog="Example: jobstream dlq replay orders.confirmation --category timeout --dry-run",
+)
 def dlq_replay(
     target: TargetArg,
     since: SinceOpt = None, until: UntilOpt = None, error_class: ClassOpt = None,
@@ -298,7 +306,9 @@ def dlq_replay(
                            f"{big} ({result.source} -> {result.destination})"))
 
 
-@dlq_app.command("export")
+@dlq_app.command(
+    "export", epilog="Example: jobstream dlq export orders.confirmation --out dead.jsonl --limit 50"
+)
 def dlq_export_cmd(
     target: TargetArg,
     out_path: Annotated[Path, typer.Option("--out", help="JSON lines file to write.")],

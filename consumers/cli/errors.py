@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from jobstream.config.settings import SettingsError
+from jobstream.consumers.errors import ExitCode
 
 err = Console(stderr=True)
 
@@ -94,4 +95,4 @@ def run_app(app: typer.Typer) -> NoReturn:
             markup=False,
             soft_wrap=True,
         )
-        sys.exit(70)
+        sys.exit(ExitCode.INTERNAL)

@@ -8,10 +8,13 @@ import typer
 
 from jobstream.consumers.cli.common import err, fail, out, settings
 
-schemas_app = typer.Typer(help="Check the Avro schemas and job definitions.", no_args_is_help=True)
+schemas_app = typer.Typer(
+    help="Check the Avro schemas and job definitions.", no_args_is_help=True,
+    epilog="Example: jobstream schemas check --app myservice.jobs",
+)
 
 
-@schemas_app.command("check")
+@schemas_app.command("check", epilog="Example: jobstream schemas check --app myservice.jobs")
 def schemas_check(
     app_module: Annotated[
         str | None, typer.Option("--app", help="Job module: also check its handlers.")

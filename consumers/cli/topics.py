@@ -11,7 +11,8 @@ from jobstream.config.settings import Settings
 from jobstream.consumers.cli.common import connected, fail, out, settings
 
 topics_app = typer.Typer(
-    help="Create, check and show the topics of every job type.", no_args_is_help=True
+    help="Create, check and show the topics of every job type.", no_args_is_help=True,
+    epilog="Example: jobstream topics apply",
 )
 
 
@@ -32,7 +33,7 @@ JobTypesOpt = Annotated[
 ]
 
 
-@topics_app.command("apply")
+@topics_app.command("apply", epilog="Example: jobstream topics apply -j orders.confirmation")
 def topics_apply(job_type: JobTypesOpt = None) -> None:
     """Create missing topics and align configs; refuse to change a partition count."""
     from jobstream.consumers.ops.topic_plan import apply, full_plan
@@ -43,7 +44,9 @@ def topics_apply(job_type: JobTypesOpt = None) -> None:
     _topic_table(states)
 
 
-@topics_app.command("describe")
+@topics_app.command(
+    "describe", epilog="Example: jobstream topics describe --job-type orders.confirmation"
+)
 def topics_describe(job_type: JobTypesOpt = None) -> None:
     """Show the topic plan next to the live state."""
     from jobstream.consumers.ops.topic_plan import describe, full_plan

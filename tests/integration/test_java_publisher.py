@@ -4,8 +4,9 @@ worker. Before, a Java team had to read three Python files to publish a job, and
 that what they wrote would run. Now the Java example writes the test vectors of
 docs/wire-format.md byte for byte, its jobs (v2 and v1) run, Java's default partitioner puts each
 key where the Python publisher does, and every malformed record the page lists lands in the DLQ
-with the page's category. Maven builds the example (`mvn -q -B package`, cached in ~/.m2); a
-missing mvn or java fails the test, it never skips."""
+with the page's category; with `--cloudevents` it writes the page's CloudEvents vector and its
+CloudEvents run on a job type that accepts them. Maven builds the example (`mvn -q -B package`,
+cached in ~/.m2); a missing mvn or java fails the test, it never skips."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from typing import Any
 
 import pytest
 
+from jobstream.schemas import cloudevents as ce
 from jobstream.schemas import wire
+from tests import wire_cloudevents as wce
 from tests import wire_vectors as wv
 from tests.harness import ROOT, TEST_SCHEMAS, Stack
 
@@ -178,3 +181,41 @@ def test_java_malformed_records_land_in_the_dlq_with_the_documented_category(
         assert int(h[wire.ORIGIN_PARTITION]) == sent[kind]["partition"] == m.partition()
         assert int(h[wire.ORIGIN_OFFSET]) == sent[kind]["offset"]
     assert stack.runs() == [], "no malformed record ran"
+
+
+def test_java_writes_the_cloudevents_vector(jar: Path) -> None:
+    """`--cloudevents` (issue 27): the first CloudEvents vector of the page, byte for byte."""
+    v = wce.vectors()[0]
+    h = dict(v["headers"])
+    (out,) = java(
+        jar,
+        "--dry-run", "--cloudevents", "--partitions", "6",
+        "--job-type", wv.JOB_TYPE, "--schema-dir", str(TEST_SCHEMAS), "--topic", v["topic"],
+        "--payload", json.dumps(v["decoded"]),
+        "--key", wv.unhex(v["key_hex"]).decode(),
+        "--job-id", h[ce.ID],
+        "--traceparent", h[ce.TRACEPARENT],
+        "--enqueued-at", str(v["job"]["enqueued_at_ms"]),
+        "--source", h[ce.SOURCE],
+    )
+    assert out["key_hex"] == v["key_hex"]
+    assert out["value_hex"] == v["value_hex"]
+    assert sorted(map(tuple, out["headers"])) == sorted(map(tuple, v["headers"]))
+
+
+def test_java_cloudevents_run_on_a_job_type_that_accepts_them(
+    jar: Path, stack_factory: Any
+) -> None:
+    stack: Stack = stack_factory(
+        job_type=wv.JOB_TYPE, job={"accept": ["jobstream", "cloudevents"]}
+    )
+    stack.start_worker("--app", "tests.apps.wire")
+    sent = publish(jar, stack, "--cloudevents", "--count", "20", "--payload", GOOD,
+                   "--key", "customer-{i}", "--schema-version", "1")
+    runs = {r["job_id"]: r for r in stack.wait_runs(20, timeout=60)}
+    for o in sent:
+        run = runs[o["job_id"]]
+        assert run["attempt"] == 1 and run["partition"] == o["partition"]
+        assert run["trace_id"] is not None
+        assert run["payload"]["note"] is None  # written with v1, read with v2
+    assert stack.read_topic(stack.topics.dlq, timeout=3) == []

@@ -43,10 +43,12 @@ public final class JobPublisher {
       "         --schema-dir DIR [--count N] [--payload JSON] [--key TEMPLATE] [--topic TOPIC]",
       "         [--schema-version V] [--job-id TEMPLATE] [--parent-job-id ID] [--header N=V]...",
       "         [--traceparent TP] [--enqueued-at MS] [--producer NAME] [--producer-config FILE]",
-      "         [--malformed] [--dry-run [--partitions N]]",
+      "         [--cloudevents [--source URI]] [--malformed] [--dry-run [--partitions N]]",
       "{i} in --payload, --key and --job-id is replaced by the job's index (0..N-1).",
       "--malformed sends one record for each way docs/wire-format.md says a record can be",
-      "malformed; --dry-run prints the records instead of sending them.",
+      "malformed; --dry-run prints the records instead of sending them. --cloudevents writes",
+      "ce_* headers (CloudEvents binary mode) instead of js-* ones, for job types that accept",
+      "them; --source sets ce_source.",
       "example: java -jar target/jobstream-publisher.jar --bootstrap 127.0.0.1:9092 \\",
       "  --job-type orders.confirmation --schema-dir ../schemas --count 10 \\",
       "  --payload '{\"order_id\": \"o-{i}\", \"email\": \"a@example.com\", "
@@ -58,6 +60,7 @@ public final class JobPublisher {
   private final Map<String, String> userHeaders = new LinkedHashMap<>();
   private boolean malformed;
   private boolean dryRun;
+  private boolean cloudEvents;
 
   public static void main(String[] args) {
     try {
@@ -78,6 +81,8 @@ public final class JobPublisher {
         malformed = true;
       } else if (a.equals("--dry-run")) {
         dryRun = true;
+      } else if (a.equals("--cloudevents")) {
+        cloudEvents = true;
       } else if (a.startsWith("--") && i + 1 < args.length) {
         String value = args[++i];
         if (a.equals("--header")) {
@@ -92,6 +97,9 @@ public final class JobPublisher {
       } else {
         throw new SpecError("unexpected argument " + a + " (--help for usage)");
       }
+    }
+    if (malformed && cloudEvents) {
+      throw new SpecError("--malformed sends jobstream records; it does not go with --cloudevents");
     }
     for (String required : dryRun ? List.of("job-type", "schema-dir")
         : List.of("bootstrap", "job-type", "schema-dir")) {
@@ -162,6 +170,8 @@ public final class JobPublisher {
     job.producer = opts.getOrDefault("producer", defaultProducer());
     job.parentJobId = opts.get("parent-job-id");
     job.userHeaders.putAll(userHeaders);
+    job.cloudEvents = cloudEvents;
+    job.source = opts.getOrDefault("source", job.source);
     return job;
   }
 

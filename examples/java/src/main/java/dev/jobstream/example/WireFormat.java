@@ -7,6 +7,7 @@ import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.SecureRandom;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.LinkedHashMap;
@@ -39,6 +40,17 @@ public final class WireFormat {
   public static final String ATTEMPT = "js-attempt";
   public static final String ENQUEUED_AT = "js-enqueued-at";
   public static final String PRODUCER = "js-producer";
+
+  // CloudEvents 1.0, binary mode of the Kafka binding, for job types whose workers set
+  // jobs.<type>.accept: [jobstream, cloudevents] (docs/wire-format.md, CloudEvents binary mode).
+  public static final String CE_SPECVERSION = "ce_specversion";
+  public static final String CE_ID = "ce_id";
+  public static final String CE_SOURCE = "ce_source";
+  public static final String CE_TYPE = "ce_type";
+  public static final String CE_TIME = "ce_time";
+  public static final String CE_DATASCHEMA = "ce_dataschema";
+  public static final String CE_TRACEPARENT = "ce_traceparent";
+  public static final String CONTENT_TYPE = "content-type";
 
   private static final Pattern VERSION_FILE = Pattern.compile("^v([1-9][0-9]*)\\.avsc$");
   private static final SecureRandom RANDOM = new SecureRandom();
@@ -142,6 +154,8 @@ public final class WireFormat {
     public String producer; // optional: who sent it, for people reading a dead letter
     public String parentJobId; // optional
     public Map<String, String> userHeaders = new LinkedHashMap<>();
+    public boolean cloudEvents; // ce_* headers instead of js-* ones
+    public String source = "/jobstream-java-example"; // ce_source, when cloudEvents
 
     /** The record key: the ordering key if there is one, else the job id (never null). */
     public byte[] keyBytes() {
@@ -159,6 +173,9 @@ public final class WireFormat {
       }
       checkId("job id", jobId);
       checkId("traceparent", traceparent);
+      if (cloudEvents) {
+        return cloudEventHeaders(out);
+      }
       out.add(Map.entry(JOB_TYPE, jobType));
       out.add(Map.entry(SCHEMA_VERSION, Integer.toString(version)));
       out.add(Map.entry(ATTEMPT, "1"));
@@ -169,6 +186,30 @@ public final class WireFormat {
       out.add(Map.entry(TRACEPARENT, traceparent));
       out.add(Map.entry(ENQUEUED_AT, Long.toString(enqueuedAtMs)));
       if (parentJobId != null) {
+        checkId("parent job id", parentJobId);
+        out.add(Map.entry(PARENT_JOB_ID, parentJobId));
+      }
+      return out;
+    }
+
+    /** The same job as a CloudEvent: each js-* field in its ce_* header. */
+    private List<Map.Entry<String, String>> cloudEventHeaders(
+        List<Map.Entry<String, String>> out) throws SpecError {
+      for (Map.Entry<String, String> h : out) {
+        if (h.getKey().startsWith("ce_") || h.getKey().equals(CONTENT_TYPE)) {
+          throw new SpecError("header " + h.getKey() + " is set by --cloudevents");
+        }
+      }
+      out.add(Map.entry(CE_SPECVERSION, "1.0"));
+      out.add(Map.entry(CE_ID, jobId));
+      out.add(Map.entry(CE_SOURCE, source));
+      out.add(Map.entry(CE_TYPE, jobType));
+      // RFC 3339 in UTC, e.g. 2026-01-01T00:00:00.250Z
+      out.add(Map.entry(CE_TIME, Instant.ofEpochMilli(enqueuedAtMs).toString()));
+      out.add(Map.entry(CE_DATASCHEMA, "urn:jobstream:" + jobType + ":v" + version));
+      out.add(Map.entry(CE_TRACEPARENT, traceparent));
+      out.add(Map.entry(CONTENT_TYPE, "application/avro"));
+      if (parentJobId != null) { // CloudEvents has no such attribute; the js-* header is read
         checkId("parent job id", parentJobId);
         out.add(Map.entry(PARENT_JOB_ID, parentJobId));
       }
