@@ -15,12 +15,13 @@ from benchmarks.common import Bench, Row, bench_payload, say
 from jobstream.config.logging import configure_logging
 from jobstream.config.settings import LogSettings, Mode
 from jobstream.consumers.context import context_for, log_fields
-from jobstream.consumers.decode import Job, decode_record
-from jobstream.consumers.executor import Executor, Task
 from jobstream.consumers.jobs import load_app
-from jobstream.consumers.ledger import SUCCEEDED, encode_entry
-from jobstream.consumers.ledger_view import LedgerView
-from jobstream.consumers.worker import Worker
+from jobstream.consumers.runtime.decode import decode_record
+from jobstream.consumers.runtime.executor import Executor, Task
+from jobstream.consumers.runtime.ledger import SUCCEEDED, encode_entry
+from jobstream.consumers.runtime.ledger_view import LedgerView
+from jobstream.consumers.runtime.loop import Worker
+from jobstream.consumers.runtime.types import Job
 
 LEDGER_ENTRIES = 100_000
 

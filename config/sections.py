@@ -311,7 +311,7 @@ class WorkerSettings(_Model):
         "a bad deploy, not bad jobs. Off unless set.",
     )
     # A job whose runs took the worker process down this often is dead-lettered as `crashed`
-    # (consumers/crashes.py); 0 turns the start records off.
+    # (consumers/runtime/crashes.py); 0 turns the start records off.
     max_crashes: int = Field(
         3, ge=0, le=100,
         description="A job whose runs took the worker process down this often is "

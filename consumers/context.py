@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from jobstream.schemas import wire
 
 if TYPE_CHECKING:
-    from jobstream.consumers.decode import Job
+    from jobstream.consumers.runtime.types import Job
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import traceback
 from dataclasses import dataclass
 from enum import IntEnum
 
-from jobstream.consumers.retry import Category
+from jobstream.consumers.runtime.types import Category
 from jobstream.schemas import wire
 
 

@@ -15,11 +15,11 @@ from prometheus_client import CollectorRegistry
 from jobstream.config.logging import configure_logging, get_logger
 from jobstream.config.settings import Settings, SettingsError, WorkerSettings
 from jobstream.consumers.errors import ExitCode
-from jobstream.consumers.handler_exit import guard_process_exit
 from jobstream.consumers.health import Health, HealthServer
 from jobstream.consumers.jobs import AppError, load_app
 from jobstream.consumers.metrics import Metrics
-from jobstream.consumers.worker import Worker
+from jobstream.consumers.runtime.handler_exit import guard_process_exit
+from jobstream.consumers.runtime.loop import Worker
 from jobstream.producers.connection import check_connection
 
 

@@ -73,7 +73,9 @@ class Publisher:
         registry: SchemaRegistry | None = None,
         *,
         producer_config: Mapping[str, Any] | None = None,
+        make_producer: Callable[[dict[str, Any]], Producer] | None = None,
     ) -> None:
+        """make_producer: builds the client from its config (the worker's tests pass a fake's)."""
         self.settings = settings
         self.registry = registry or SchemaRegistry.from_dirs(settings.schema_dirs)
         conf = client_config(
@@ -91,7 +93,7 @@ class Publisher:
         self.errors = ErrorWatch(settings.kafka)
         conf["error_cb"] = self.errors
         conf.update(producer_config or {})
-        self.producer = Producer(conf)
+        self.producer = (make_producer or Producer)(conf)
         self.producer_name = f"{settings.kafka.client_id}@{socket.gethostname()}:{os.getpid()}"
         self._max_bytes: dict[str, int] = {}
         self._fixed: dict[tuple[str, int], tuple[str, wire.HeaderList]] = {}

@@ -16,7 +16,7 @@ NOT_BEFORE: Final = "js-not-before"
 PRODUCER: Final = "js-producer"
 
 # Failure headers, on retry and DLQ records.
-# transient | timeout | permanent | decode | unknown_job_type | crashed (consumers/retry.py)
+# transient | timeout | permanent | decode | unknown_job_type | crashed (consumers/runtime/retry.py)
 ERROR_CATEGORY: Final = "js-error-category"
 ERROR_CLASS: Final = "js-error-class"
 ERROR_MESSAGE: Final = "js-error-message"

@@ -23,8 +23,8 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings, load_settings
 from jobstream.config.topics import job_topics
-from jobstream.consumers.ledger import STARTED_PREFIX, SUCCEEDED, decode_entry
 from jobstream.consumers.ops.topic_plan import apply, full_plan
+from jobstream.consumers.runtime.ledger import STARTED_PREFIX, SUCCEEDED, decode_entry
 from jobstream.producers import Publisher
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,7 +193,7 @@ class Stack:
         return out
 
     def ledger_records(self, timeout: float = 10) -> list[Any]:
-        """The committed ledger records, minus the crash evidence (consumers/crashes.py)."""
+        """The committed ledger records, minus the crash evidence (consumers/runtime/crashes.py)."""
         prefix = STARTED_PREFIX.encode()
         return [
             m for m in self.read_topic(self.topics.ledger, timeout=timeout)

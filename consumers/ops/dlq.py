@@ -15,7 +15,7 @@ from typing import Any
 from confluent_kafka import Message
 
 from jobstream.config.durations import parse_duration
-from jobstream.consumers.retry import Category
+from jobstream.consumers.runtime.types import Category
 from jobstream.schemas import wire
 from jobstream.schemas.masking import json_safe
 from jobstream.schemas.registry import DecodeError, SchemaRegistry, UnknownJobType

@@ -38,7 +38,7 @@ from jobstream.consumers.ops.dlq_reader import (
     resolve_target,
     unreachable,
 )
-from jobstream.consumers.protection import RateLimiter, acquire_blocking
+from jobstream.consumers.runtime.protection import RateLimiter, acquire_blocking
 from jobstream.schemas import wire
 from jobstream.schemas.registry import SchemaRegistry
 

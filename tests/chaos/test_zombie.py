@@ -28,7 +28,7 @@ from tests.harness import Stack
 
 WORKERS = 3
 SESSION_TIMEOUT_S = 6  # tests.harness.make_stack
-TRANSACTION_TIMEOUT_S = 10  # consumers.worker (producer transaction.timeout.ms)
+TRANSACTION_TIMEOUT_S = 10  # consumers/runtime/clients.py (producer transaction.timeout.ms)
 
 
 def test_zombie_is_fenced_and_its_late_writes_stay_invisible(stack_factory) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
-from jobstream.consumers.ledger import routed_key
+from jobstream.consumers.runtime.ledger import routed_key
 from jobstream.schemas import wire
 from jobstream.schemas.registry import DecodeError
 from tests.harness import Stack

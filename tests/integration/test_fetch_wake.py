@@ -9,7 +9,7 @@ import time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from jobstream.consumers.fetch_wake import FetchWaker
+from jobstream.consumers.runtime.fetch_wake import FetchWaker
 
 ROUNDS = 6
 

@@ -11,8 +11,8 @@ import time
 from confluent_kafka import Producer
 
 from jobstream.config.settings import load_settings
-from jobstream.consumers.ledger import decode_entry, restore_partitions
-from jobstream.consumers.ledger_view import LedgerView
+from jobstream.consumers.runtime.ledger import decode_entry, restore_partitions
+from jobstream.consumers.runtime.ledger_view import LedgerView
 from tests.harness import Stack
 
 

@@ -371,8 +371,8 @@ class FakeCluster:
 
 
 DEFAULT_MODULES = (
-    "jobstream.consumers.worker",
-    "jobstream.consumers.ledger",
+    "jobstream.consumers.runtime.loop",
+    "jobstream.consumers.runtime.ledger",
     "jobstream.consumers.ops.topic_plan",
     "jobstream.consumers.ops.dlq",
     "jobstream.consumers.ops.replay",

@@ -1,9 +1,9 @@
-"""The poll's timeout while jobs run (consumers/worker.py busy_poll_s): short in a steady
+"""The poll's timeout while jobs run (consumers/runtime/poll.py busy_poll_s): short in a steady
 stream, longer the longer nothing happens, never past its cap."""
 
 import pytest
 
-from jobstream.consumers.worker import BUSY_POLL_MAX_S, BUSY_POLL_S, busy_poll_s
+from jobstream.consumers.runtime.poll import BUSY_POLL_MAX_S, BUSY_POLL_S, busy_poll_s
 
 
 def test_a_steady_stream_polls_for_the_shortest_time() -> None:

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from jobstream.config.sections import HeaderFormat, JobTypeSettings
 from jobstream.consumers.context import context_for
-from jobstream.consumers.decode import Job, decode_record
-from jobstream.consumers.retry import Category
+from jobstream.consumers.runtime.decode import decode_record
+from jobstream.consumers.runtime.types import Category, Job
 from jobstream.schemas import cloudevents as ce
 from jobstream.schemas import wire
 from jobstream.schemas.registry import SchemaRegistry

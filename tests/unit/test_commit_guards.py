@@ -12,10 +12,15 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from jobstream.config.settings import Mode
-from jobstream.consumers import commit
-from jobstream.consumers.commit import CommitAborted, Committer, ProducerFenced, kafka_exception
 from jobstream.consumers.errors import WorkerFenced
-from jobstream.consumers.freeze import FreezeWatch
+from jobstream.consumers.runtime import commit
+from jobstream.consumers.runtime.commit import (
+    CommitAborted,
+    Committer,
+    ProducerFenced,
+    kafka_exception,
+)
+from jobstream.consumers.runtime.freeze import FreezeWatch
 
 
 class FakeProducer:

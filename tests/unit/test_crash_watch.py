@@ -1,5 +1,5 @@
-"""Crash evidence (consumers/crashes.py) without a broker: what is written when, when a job is
-handed to the executor, what a next owner makes of it."""
+"""Crash evidence (consumers/runtime/crashes.py) without a broker: what is written when, when a job
+is handed to the executor, what a next owner makes of it."""
 
 from __future__ import annotations
 
@@ -8,18 +8,17 @@ from typing import Any
 import pytest
 
 from jobstream.config.settings import SettingsError, load_settings
-from jobstream.consumers.crashes import CrashWatch
-from jobstream.consumers.decode import Job
-from jobstream.consumers.executor import Task
-from jobstream.consumers.ledger import (
+from jobstream.consumers.runtime.crashes import CrashWatch
+from jobstream.consumers.runtime.executor import Task
+from jobstream.consumers.runtime.ledger import (
     decode_started,
     encode_entry,
     encode_started,
     entry_finished_at,
     started_key,
 )
-from jobstream.consumers.rebalance import PartitionState
-from jobstream.consumers.retry import Category
+from jobstream.consumers.runtime.parts import PartitionState
+from jobstream.consumers.runtime.types import Category, Job
 
 TP = ("jobs.x", 2)
 LTP = ("jobs.x.ledger", 2)

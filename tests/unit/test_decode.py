@@ -10,8 +10,8 @@ import pytest
 
 from jobstream.config.settings import JobTypeSettings
 from jobstream.config.topics import job_topics
-from jobstream.consumers.decode import Job, decode_record, topic_carriers
-from jobstream.consumers.retry import Category
+from jobstream.consumers.runtime.decode import decode_record, topic_carriers
+from jobstream.consumers.runtime.types import Category, Job
 from jobstream.schemas import wire
 from jobstream.schemas.registry import SchemaRegistry
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from jobstream.consumers.errors import JobTimeout
-from jobstream.consumers.executor import Executor, Task
+from jobstream.consumers.runtime.executor import Executor, Task
 
 
 def test_queued_task_does_not_time_out_before_it_starts() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from jobstream.config.settings import Mode, Settings
-from jobstream.consumers.commit import Committer, ProducerFenced
-from jobstream.consumers.ledger import encode_entry, restore_partitions
 from jobstream.consumers.ops.topic_plan import TopicPlanError, apply, describe, full_plan
+from jobstream.consumers.runtime.commit import Committer, ProducerFenced
+from jobstream.consumers.runtime.ledger import encode_entry, restore_partitions
 from jobstream.producers import Publisher
 from jobstream.producers.publisher import now_ms
 from jobstream.schemas import wire
@@ -37,7 +37,7 @@ def member(cluster: FakeCluster) -> FakeConsumer:
 
 
 def test_the_real_committer_commits_a_transaction_through_the_fake(cluster: FakeCluster) -> None:
-    """consumers.commit.Committer, as the worker builds it: begin before the first produce,
+    """consumers.runtime.commit.Committer, as the worker builds it: begin before the first produce,
     then offsets and records become visible together."""
     cluster.producer({}).produce("t", b"job", partition=0)
     consumer = member(cluster)
@@ -78,7 +78,9 @@ def test_the_publisher_and_the_ledger_restore_run_against_the_fake(
     cluster.create_topic("t.echo", 3)
     cluster.create_topic("t.echo.ledger", 3)
     patch_clients(
-        monkeypatch, cluster, ["jobstream.producers.publisher", "jobstream.consumers.ledger"]
+        monkeypatch,
+        cluster,
+        ["jobstream.producers.publisher", "jobstream.consumers.runtime.ledger"],
     )
     settings = Settings.model_validate({
         "kafka": {"bootstrap_servers": "fake:9092"},

@@ -35,7 +35,7 @@ def test_a_stopped_or_blocked_event_loop_fails_healthz_and_readyz() -> None:
     """Issue 26 item 12: with the async handlers' event loop gone, /healthz and /readyz still
     said 200 while every async job stayed started for ever. A watched part that cannot run
     (here the executor's loop, stopped) now fails both, naming it."""
-    from jobstream.consumers.executor import Executor
+    from jobstream.consumers.runtime.executor import Executor
 
     ex = Executor(1)
     h = Health(stall_after_s=5.0)

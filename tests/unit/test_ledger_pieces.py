@@ -2,8 +2,8 @@
 acquired, so no restore runs), and reading an entry's finished_at as the restore does."""
 
 from jobstream.config.settings import load_settings
-from jobstream.consumers.ledger import Ledger, decode_entry, encode_entry, entry_finished_at
-from jobstream.consumers.ledger_view import LedgerView
+from jobstream.consumers.runtime.ledger import Ledger, decode_entry, encode_entry, entry_finished_at
+from jobstream.consumers.runtime.ledger_view import LedgerView
 
 TP = ("t.ledger", 0)
 

@@ -3,7 +3,7 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobstream.consumers.ledger_view import LedgerView
+from jobstream.consumers.runtime.ledger_view import LedgerView
 
 T0 = 1_700_000_000_000  # ms
 

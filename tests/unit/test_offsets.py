@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobstream.consumers.offsets import OffsetBook, PartitionOffsets
+from jobstream.consumers.runtime.offsets import OffsetBook, PartitionOffsets
 
 
 def test_commits_contiguous_prefix_only() -> None:

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobstream.consumers.ordering import KeyQueues
+from jobstream.consumers.runtime.ordering import KeyQueues
 
 
 def test_same_key_waits_other_keys_run() -> None:

@@ -2,7 +2,12 @@ import time
 
 import pytest
 
-from jobstream.consumers.protection import BreakerState, CircuitBreaker, DlqGuard, RateLimiter
+from jobstream.consumers.runtime.protection import (
+    BreakerState,
+    CircuitBreaker,
+    DlqGuard,
+    RateLimiter,
+)
 
 
 def test_rate_limiter_burst_then_rate() -> None:
@@ -126,7 +131,7 @@ def test_window_memory_is_fixed() -> None:
 
 
 def test_acquire_blocking_spaces_sends_evenly_with_burst_one() -> None:
-    from jobstream.consumers.protection import RateLimiter, acquire_blocking
+    from jobstream.consumers.runtime.protection import RateLimiter, acquire_blocking
 
     now = [100.0]
     slept: list[float] = []
@@ -144,7 +149,7 @@ def test_acquire_blocking_spaces_sends_evenly_with_burst_one() -> None:
 
 def test_gate_counts_only_downstream_failures_and_holds_back_while_open() -> None:
     from jobstream.consumers.errors import JobTimeout, NotAdmitted, PermanentError
-    from jobstream.consumers.protection import JobTypeGate
+    from jobstream.consumers.runtime.protection import JobTypeGate
 
     gate = JobTypeGate(None, CircuitBreaker(0.5, 10.0, 2, 60.0), ("ValueError",))
     for err in (PermanentError("bad"), ValueError("configured permanent"), NotAdmitted()):
@@ -159,7 +164,7 @@ def test_gate_counts_only_downstream_failures_and_holds_back_while_open() -> Non
 
 
 def test_gate_rate_limit_alone() -> None:
-    from jobstream.consumers.protection import JobTypeGate
+    from jobstream.consumers.runtime.protection import JobTypeGate
 
     gate = JobTypeGate(RateLimiter(1.0, burst=2), None)
     assert [gate.try_start(0.0) for _ in range(3)] == [True, True, False]

@@ -4,17 +4,16 @@ import pytest
 
 from jobstream.config.settings import JobTypeSettings
 from jobstream.config.topics import job_topics
-from jobstream.consumers.decode import Job
 from jobstream.consumers.errors import Failure
-from jobstream.consumers.retry import (
-    Category,
+from jobstream.consumers.runtime.outcomes import route_failure
+from jobstream.consumers.runtime.retry import (
     Decision,
     backoff_s,
     decide,
     next_tier,
     not_before_ms,
 )
-from jobstream.consumers.routing import route_failure
+from jobstream.consumers.runtime.types import Category, Job
 from jobstream.schemas import wire
 
 TIERS = [10.0, 60.0, 600.0]

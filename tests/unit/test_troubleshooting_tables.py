@@ -2,17 +2,18 @@
 and error category means. It was typed in, and had drifted: two readiness reasons and the
 /healthz reasons were missing, and the `crashed` row had lost its "retried?" cell. Now the
 code has one table of each (ExitCode in consumers/errors.py, the reason templates in
-consumers/health.py, Category in consumers/retry.py), and these tests fail when the page lacks
-one the code has, or lists one the code does not."""
+consumers/health.py, Category in consumers/runtime/types.py), and these tests fail when the page
+lacks one the code has, or lists one the code does not."""
 
 from __future__ import annotations
 
 import re
 
-from jobstream.consumers import health, retry
+from jobstream.consumers import health
 from jobstream.consumers.cli.worker import worker
 from jobstream.consumers.errors import ExitCode
-from jobstream.consumers.retry import Category
+from jobstream.consumers.runtime import retry
+from jobstream.consumers.runtime.types import Category
 from tests.harness import ROOT
 
 PAGE = ROOT / "docs" / "troubleshooting.md"

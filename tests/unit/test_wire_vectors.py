@@ -1,5 +1,5 @@
 """Issue 27 (publishing from other languages): the wire format had no description but three
-source files, so a Java team had to read schemas/wire.py, consumers/decode.py and
+source files, so a Java team had to read schemas/wire.py, consumers/runtime/decode.py and
 producers/publisher.py before it could publish one job. docs/wire-format.md is now the
 normative spec; these tests read its test vectors and tables (tests/wire_vectors.py) and hold
 the Python publisher and the worker's decoder to them, so the page and the code cannot part.
@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from jobstream.config.settings import Settings
-from jobstream.consumers.decode import Job, decode_record
-from jobstream.consumers.retry import Category
+from jobstream.consumers.runtime.decode import decode_record
+from jobstream.consumers.runtime.types import Category, Job
 from jobstream.producers import Publisher
 from jobstream.producers import publisher as publisher_module
 from jobstream.schemas import wire

@@ -5,20 +5,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Literal
 
-
-class Category(StrEnum):
-    """Failure category, written to the js-error-category header."""
-
-    TRANSIENT = "transient"
-    TIMEOUT = "timeout"
-    PERMANENT = "permanent"
-    DECODE = "decode"
-    UNKNOWN_JOB_TYPE = "unknown_job_type"
-    CRASHED = "crashed"  # its runs took the worker process down worker.max_crashes times
-
+from jobstream.consumers.runtime.types import Category
 
 # Retrying cannot fix these: the handler said so, or the record itself is unusable.
 _DLQ_AT_ONCE = frozenset(

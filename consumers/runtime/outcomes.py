@@ -1,19 +1,19 @@
-"""Outcome routing: where a finished job's record goes (ledger, a retry tier, the DLQ) and with
-which headers. The decisions are pure functions; send_outcome is the one place that sends."""
+"""Outcomes as pure functions: from a finished job to the record to send (its ledger entry, a
+retry, a dead letter, a routing mark) and with which headers. Nothing here sends: the loop's
+delivery (consumers/runtime/deliver.py) does."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from jobstream.config.settings import JobTypeSettings, Ordering
 from jobstream.config.topics import JobTopics
-from jobstream.consumers.decode import Job
 from jobstream.consumers.errors import Failure
-from jobstream.consumers.retry import Decision, decide, not_before_ms
-from jobstream.producers.publisher import PayloadTooLarge, Publisher
+from jobstream.consumers.runtime.ledger import ROUTED, SUCCEEDED, encode_entry, routed_key
+from jobstream.consumers.runtime.retry import Decision, decide, not_before_ms
+from jobstream.consumers.runtime.types import TP, Job
 from jobstream.schemas import wire
 
 
@@ -112,25 +112,17 @@ def route_failure(
     )
 
 
-def send_outcome(publisher: Publisher, out: Outgoing, on_delivery: Any, log: Any) -> None:
-    """Produce an outcome record. A retry or dead letter whose original record plus failure
-    headers is over the topic's limit keeps the record's bytes with the stack dropped and the
-    message cut, and lets the broker decide, rather than crash on it after every restart."""
-    try:
-        publisher.send(out.topic, out.key, out.value, out.headers, partition=out.partition,
-                       on_delivery=on_delivery, serve=False)
-    except PayloadTooLarge as e:
-        if out.outcome not in ("retried", "dead_lettered"):
-            raise
-        log.warning("failure_headers_trimmed", topic=out.topic, error=str(e))
-        slim = [(k, _slim(k, v)) for k, v in out.headers]
-        publisher.send(out.topic, out.key, out.value, slim, partition=out.partition,
-                       on_delivery=on_delivery, check_size=False, serve=False)
+def success_record(job: Job, ledger_tp: TP, worker_id: str, finished_ms: int) -> Outgoing:
+    """A success's ledger entry: the job id, on the ledger partition of its source partition."""
+    value = encode_entry(SUCCEEDED, finished_ms, job.attempt, worker_id)
+    return Outgoing(ledger_tp[0], ledger_tp[1], job.job_id.encode(), value, [], "succeeded")
 
 
-def _slim(name: str, value: bytes) -> bytes:
-    if name == wire.ERROR_STACK:
-        return b""
-    if name == wire.ERROR_MESSAGE:
-        return wire.cut(value.decode("utf-8", "replace"), 256).encode("utf-8")
-    return value
+def routed_mark(
+    job: Job, outcome: str, ledger_tp: TP, worker_id: str, finished_ms: int
+) -> tuple[str, Outgoing]:
+    """The ledger mark of a record retried or dead-lettered (so a redo does not route it
+    again): its key, and the record that carries it."""
+    key = routed_key(job.topic, job.partition, job.offset)
+    value = encode_entry(ROUTED[outcome], finished_ms, job.attempt, worker_id)
+    return key, Outgoing(ledger_tp[0], ledger_tp[1], key.encode(), value, [], "marked")

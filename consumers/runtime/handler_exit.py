@@ -1,6 +1,6 @@
 """Which job a handler thread (or asyncio task) runs, when its run really ends, and the guard
 that keeps a handler's os._exit from ending the worker with a code that says nothing (or 0).
-Used by consumers/crashes.py."""
+Used by consumers/runtime/crashes.py."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from jobstream.config.logging import flush_logs
-from jobstream.consumers.decode import Job
 from jobstream.consumers.errors import EXIT_HANDLER_ENDED_PROCESS
+from jobstream.consumers.runtime.types import Job
 
 TP = tuple[str, int]
 

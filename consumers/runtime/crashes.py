@@ -31,13 +31,12 @@ from confluent_kafka import KafkaError, Message, Producer
 from jobstream.config.kafka import client_config
 from jobstream.config.logging import flush_logs
 from jobstream.config.settings import Settings
-from jobstream.consumers.decode import Job
 from jobstream.consumers.errors import Failure
-from jobstream.consumers.executor import Executor, Task
-from jobstream.consumers.handler_exit import watched, where
-from jobstream.consumers.ledger import Ledger, decode_started, encode_started, started_key
-from jobstream.consumers.rebalance import TP, PartitionState
-from jobstream.consumers.retry import Category
+from jobstream.consumers.runtime.executor import Executor, Task
+from jobstream.consumers.runtime.handler_exit import watched, where
+from jobstream.consumers.runtime.ledger import Ledger, decode_started, encode_started, started_key
+from jobstream.consumers.runtime.parts import PartitionState
+from jobstream.consumers.runtime.types import TP, Category, Job
 from jobstream.schemas import wire
 
 Start = tuple[str, int]  # (worker id, ms since epoch it was last seen running)

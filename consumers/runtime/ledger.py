@@ -13,8 +13,8 @@ Entries written in the current commit interval stay `pending` until their transa
 look done.
 
 And it holds crash evidence: per source partition one key (`!started/topic/partition`) whose
-latest value lists the handler runs that started and had not ended (consumers/crashes.py). It
-is written outside any transaction, so it survives the process that wrote it; the restore keeps
+latest value lists the handler runs that started and had not ended (crashes.py). It is written
+outside any transaction, so it survives the process that wrote it; the restore keeps
 the latest value per key on the view, whose first byte (status `started`) tells it apart."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Mode, Settings
-from jobstream.consumers.ledger_view import LedgerView
+from jobstream.consumers.runtime.ledger_view import LedgerView
 from jobstream.schemas.registry import INTERNAL_DIR, avro_reader, avro_writer
 
 _RAW_SCHEMA = json.loads((INTERNAL_DIR / "ledger.avsc").read_text())
@@ -331,7 +331,7 @@ class Ledger:
         return view is not None and job_id in view
 
     def started(self, tp: LedgerTP, key: str) -> bytes | None:
-        """The latest crash evidence restored under this key (see consumers/crashes.py)."""
+        """The latest crash evidence restored under this key (see consumers/runtime/crashes.py)."""
         view = self.views.get(tp)
         return None if view is None else view.starts.get(key)
 

@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from jobstream.config.settings import JobTypeSettings
 from jobstream.consumers.errors import NotAdmitted, category_of
-from jobstream.consumers.retry import Category
+from jobstream.consumers.runtime.types import Category
 
 _DOWNSTREAM = (Category.TRANSIENT, Category.TIMEOUT)
 

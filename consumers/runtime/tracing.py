@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from jobstream.schemas import wire
 
 if TYPE_CHECKING:
-    from jobstream.consumers.decode import Job
+    from jobstream.consumers.runtime.types import Job
 
 Handler = Callable[..., Any]
 

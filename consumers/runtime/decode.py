@@ -5,55 +5,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from jobstream.config.topics import JobTopics
-from jobstream.consumers.errors import Failure, failure_of
-from jobstream.consumers.retry import Category
+from jobstream.consumers.errors import failure_of
+from jobstream.consumers.runtime.types import Category, Job
 from jobstream.schemas import cloudevents, wire
 from jobstream.schemas.registry import DecodeError, SchemaRegistry, UnknownJobType
-
-TopicPartition = tuple[str, int]
 
 # Header times are milliseconds since the epoch. Below this (2001-09-09) a value is seconds;
 # more than this far ahead it is microseconds or nanoseconds (both are off by a factor of
 # 1000, so the bounds can be generous).
 _MIN_TIME_MS = 10**12
 _MAX_AHEAD_MS = 366 * 86_400_000
-
-
-@dataclass
-class Job:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, str]
-    raw_headers: list[tuple[str, bytes]]
-    job_type: str = ""
-    job_id: str = ""
-    attempt: int = 1
-    version: int = 0
-    enqueued_at_ms: int = 0
-    not_before_ms: int = 0
-    payload: dict[str, Any] | None = None
-    failure: Failure | None = None  # set when the record cannot be run at all
-    # A strict-ordering in-place retry: its partition stays paused until this run ends (not
-    # only until it starts, or records behind it would be fetched and run meanwhile).
-    holds_partition: bool = False
-    # Headers that were ignored as implausible (see _time_header); the worker logs them.
-    header_warnings: tuple[str, ...] = ()
-
-    @property
-    def tp(self) -> TopicPartition:
-        return (self.topic, self.partition)
-
-    @property
-    def order_key(self) -> bytes:
-        """Jobs with the same order key run one after another (the job id when keyless)."""
-        return self.key if self.key is not None else self.job_id.encode()
 
 
 def _int_header(headers: dict[str, str], name: str, *, required: bool, minimum: int = 0) -> int:

@@ -1,0 +1,64 @@
+"""The worker's Kafka clients: their configuration, and the factories that build them. The
+Worker takes the factories, so tests hand it the in-memory Kafka's (tests/support/)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from jobstream.config.kafka import client_config, group_config
+from jobstream.config.settings import Mode, Settings
+
+MakeConsumer = Callable[[dict[str, Any]], Consumer]
+MakeProducer = Callable[[dict[str, Any]], Producer]
+
+
+def consumer_config(
+    settings: Settings, group: str, error_cb: Callable[..., None], on_commit: Callable[..., None]
+) -> dict[str, Any]:
+    ws = settings.worker
+    return client_config(
+        settings.kafka,
+        **{
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            **group_config(ws),
+            "max.poll.interval.ms": ws.max_poll_interval_ms,
+            "enable.partition.eof": False,
+            # A resumed partition's first fetch waits this long (see fetch_wake.py).
+            "fetch.wait.max.ms": ws.fetch_wait_max_ms,
+            "error_cb": error_cb,
+            "on_commit": on_commit,
+        },
+    )
+
+
+def producer_config(
+    settings: Settings, group: str, worker_id: str, error_cb: Callable[..., None]
+) -> dict[str, Any]:
+    """What the worker's publisher adds to the publisher's own producer config."""
+    # message.max.bytes: up to the broker's default topic limit, so a record that came in
+    # near the limit can still be dead-lettered with its (trimmed) failure headers.
+    conf: dict[str, Any] = {
+        "linger.ms": 2,
+        "message.max.bytes": 1_048_588,
+        # The producer's view of the brokers counts for readiness too: a consumer-protocol
+        # consumer may not report all brokers down within a short outage.
+        "error_cb": error_cb,
+    }
+    if settings.worker.mode is Mode.TRANSACTIONAL:
+        conf["transactional.id"] = f"jobstream-{group}-{worker_id}"
+        conf["transaction.timeout.ms"] = 10_000
+    return conf
+
+
+def make_consumer(conf: dict[str, Any]) -> Consumer:
+    return Consumer(conf)
+
+
+def make_producer(conf: dict[str, Any]) -> Producer:
+    return Producer(conf)

@@ -1,0 +1,254 @@
+"""Delivering outcomes: a finished job's records go to the broker (consumers/runtime/outcomes.py
+decides which), and its source offset finishes once the broker has them. A record that cannot
+be written breaks the interval instead: its offset never finishes, and the whole interval is
+aborted and redone from the last commit (a job is redone, never lost)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message
+
+from jobstream.config.settings import JobTypeSettings, Mode, WorkerSettings
+from jobstream.config.topics import JobTopics
+from jobstream.consumers.context import log_fields
+from jobstream.consumers.errors import DlqGuardTripped, Failure, WorkerFenced
+from jobstream.consumers.metrics import Metrics
+from jobstream.consumers.runtime.assignment import Assignment, now_ms
+from jobstream.consumers.runtime.commit import CommitAborted, ProducerFenced
+from jobstream.consumers.runtime.freeze import FreezeWatch
+from jobstream.consumers.runtime.interval import Interval
+from jobstream.consumers.runtime.ledger import ROUTED, Ledger
+from jobstream.consumers.runtime.outcomes import (
+    Outgoing,
+    route_failure,
+    routed_mark,
+    success_record,
+)
+from jobstream.consumers.runtime.parts import PartitionState
+from jobstream.consumers.runtime.protection import DlqGuard
+from jobstream.consumers.runtime.types import Job
+from jobstream.producers.publisher import PayloadTooLarge, Publisher
+from jobstream.schemas import wire
+
+_GUARDED = ("succeeded", "retried", "dead_lettered")
+
+
+def ms(duration: float | None) -> float | None:
+    return None if duration is None else round(duration * 1000, 3)
+
+
+class Deliverer:
+    def __init__(
+        self,
+        ws: WorkerSettings,
+        cfg: dict[str, JobTypeSettings],
+        topics: dict[str, JobTopics],
+        worker_id: str,
+        interval: Interval,
+        assignment: Assignment,
+        ledger: Ledger,
+        metrics: Metrics,
+        freeze: FreezeWatch,
+        log: Any,
+        *,
+        next_job: Callable[[PartitionState, Job], None],
+        retry_in_place: Callable[[PartitionState, Job, float], None],
+    ) -> None:
+        self.ws = ws
+        self.cfg = cfg
+        self.topics = topics
+        self.worker_id = worker_id
+        self.interval = interval
+        self.assignment = assignment
+        self.ledger = ledger
+        self.metrics = metrics
+        self.freeze = freeze
+        self.log = log
+        self.next_job = next_job
+        self.retry_in_place = retry_in_place
+        guard = ws.dlq_guard
+        self.dlq_guard = (
+            DlqGuard(guard.max_ratio, guard.window_s, guard.min_jobs) if guard else None
+        )
+        self.rng = random.Random()
+        self.marks_due: list[tuple[PartitionState, Job, str]] = []  # at least once: on the ack
+        self.due_floors: dict[tuple[str, int], int] = {}  # latest js-not-before per tier partition
+
+    def succeed(self, ps: PartitionState, job: Job, duration: float) -> None:
+        finished = now_ms()
+        self.ledger.add_pending(ps.ledger_tp, job.job_id, finished)
+        self.produce(ps, job, success_record(job, ps.ledger_tp, self.worker_id, finished), duration)
+        self.next_job(ps, job)
+
+    def fail(self, ps: PartitionState, job: Job, failure: Failure, duration: float | None) -> None:
+        # A job named on another type's topic goes to the DLQ of the topic it came from.
+        own = job.job_type in self.cfg and job.topic in self.topics[job.job_type].consumed
+        jt = job.job_type if own else ps.job_type
+        decision, out = route_failure(
+            job,
+            failure,
+            self.cfg[jt],
+            self.topics[jt],
+            self.worker_id,
+            now_ms(),
+            self.ws.retry_jitter,
+            self.rng,
+            self.due_floors,
+        )
+        dead = out is not None and out.outcome == "dead_lettered"
+        (self.log.warning if dead else self.log.info)(
+            "failed",
+            **log_fields(job),
+            category=failure.category.value,
+            error_class=failure.error_class,
+            error=failure.message,
+            duration_ms=ms(duration),
+        )
+        if out is None:  # strict ordering: retry in place, the key (and partition) waits
+            self.retry_in_place(ps, job, decision.delay_s)
+            self.metrics.job_finished(jt, "failed", duration, None)
+            return
+        if out.outcome == "retried":
+            self.due_floors[(out.topic, out.partition)] = out.not_before_ms
+        self.produce(ps, job, out, duration)
+        if duration is not None or job.failure is None:
+            self.next_job(ps, job)
+
+    def finish(self, ps: PartitionState, offset: int) -> None:
+        ps.offsets.finish(offset)
+        self.interval.finished += 1
+
+    def produce(self, ps: PartitionState, job: Job, out: Outgoing, duration: float | None) -> None:
+        """Send the outcome record; the source offset finishes once the broker has it."""
+        interval = self.interval
+        if interval.broken:
+            return  # the interval is being given up: adding to it would be thrown away
+        gen = ps.gen
+        if self.dlq_guard is not None and out.outcome in _GUARDED:
+            self._guard(out.outcome == "dead_lettered")
+        # After the guard: a refused dead letter must stay unmarked. At least once, nothing ties
+        # the mark to the record: it is written once the record is acknowledged (a mark for an
+        # unwritten record would have the redo skip the job: lost; the other way round a crash
+        # in between costs a duplicate retry at most).
+        mark_after = self.ws.mode is Mode.AT_LEAST_ONCE
+        if out.outcome in ROUTED and not mark_after:
+            self.mark_routed(ps, job, out.outcome)
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                if self.freeze.check():  # thawed zombie: its writes time out, it must stop
+                    raise WorkerFenced(f"could not write {out.topic}: {err.str()}")
+                interval.break_(f"could not write {out.topic}: {err.str()}")
+                return
+            cur = self.assignment.current(job.tp, gen)
+            if cur is not None:
+                self.finish(cur, job.offset)
+            if out.outcome == "succeeded":
+                self.ledger.acked(ps.ledger_tp, job.job_id)
+            elif mark_after and out.outcome in ROUTED:
+                self.marks_due.append((ps, job, out.outcome))  # not from inside a callback
+            self._record_outcome(job, out, duration)
+
+        try:
+            interval.committer.before_produce()
+            send_outcome(interval.publisher, out, on_delivery, self.log)
+        except (CommitAborted, ProducerFenced) as e:  # no transaction could be begun
+            # (mid broker restart, or the producer is fenced: the redo renews it)
+            interval.break_(str(e))
+        except (KafkaException, SystemError) as raised:
+            # The transaction went abortable (a write failed during a blip) or the producer is
+            # fenced: redo the interval (a frozen zombie stops there instead).
+            interval.producer_failed(raised, f"cannot produce {out.topic}")
+
+    def write_marks(self) -> None:
+        due, self.marks_due = self.marks_due, []
+        for ps, job, outcome in due:
+            self.mark_routed(ps, job, outcome)
+
+    def mark_routed(self, ps: PartitionState, job: Job, outcome: str) -> None:
+        """The ledger mark for a record retried or dead-lettered, in the same transaction (see
+        consumers/runtime/ledger.py), or right after it at least once; a failed write breaks
+        the interval."""
+        interval = self.interval
+        if interval.broken:
+            return
+        finished = now_ms()
+        key, mark = routed_mark(job, outcome, ps.ledger_tp, self.worker_id, finished)
+        self.ledger.add_pending(ps.ledger_tp, key, finished)
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                interval.break_(f"could not write a ledger mark: {err.str()}")
+            else:
+                self.ledger.acked(ps.ledger_tp, key)
+
+        try:
+            interval.committer.before_produce()
+            interval.publisher.send(
+                mark.topic,
+                mark.key,
+                mark.value,
+                [],
+                partition=mark.partition,
+                on_delivery=on_delivery,
+                serve=False,  # the loop serves delivery reports
+            )
+        except (CommitAborted, ProducerFenced) as e:
+            interval.break_(f"cannot write a ledger mark: {e}")
+        except (KafkaException, SystemError) as raised:
+            interval.producer_failed(raised, "cannot write a ledger mark")
+
+    def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:
+        jt = job.job_type or "unknown"
+        latency = (now_ms() - job.enqueued_at_ms) / 1000 if job.enqueued_at_ms else None
+        self.metrics.job_finished(jt, out.outcome, duration, latency)
+        fields = log_fields(job)
+        if out.outcome == "retried":
+            self.metrics.retried(jt, out.tier or "")
+            self.log.info("retried", **fields, tier=out.tier, duration_ms=ms(duration))
+        elif out.outcome == "dead_lettered":  # WARNING: a WARNING filter must still show it
+            self.log.warning(out.outcome, **fields, duration_ms=ms(duration))
+        else:
+            self.log.info(out.outcome, **fields, duration_ms=ms(duration))
+
+    def _guard(self, dead_letter: bool) -> None:
+        """Count a routing decision; refuse a dead letter that would pass the guard's limit
+        (its offset stays unfinished, so the next owner gets the job, not the DLQ)."""
+        assert self.dlq_guard is not None and self.ws.dlq_guard is not None
+        now = time.monotonic()
+        self.dlq_guard.record(dead_letter, now)
+        if dead_letter and self.dlq_guard.tripped(now):
+            g = self.ws.dlq_guard
+            raise DlqGuardTripped(
+                f"more than {g.max_ratio:.0%} of the jobs in the last {g.window_s:g}s were "
+                "dead-lettered (worker.dlq_guard); stopping so a bad deploy does not "
+                "dead-letter everything"
+            )
+
+
+def send_outcome(publisher: Publisher, out: Outgoing, on_delivery: Any, log: Any) -> None:
+    """Produce an outcome record. A retry or dead letter whose original record plus failure
+    headers is over the topic's limit keeps the record's bytes with the stack dropped and the
+    message cut, and lets the broker decide, rather than crash on it after every restart."""
+    try:
+        publisher.send(out.topic, out.key, out.value, out.headers, partition=out.partition,
+                       on_delivery=on_delivery, serve=False)
+    except PayloadTooLarge as e:
+        if out.outcome not in ("retried", "dead_lettered"):
+            raise
+        log.warning("failure_headers_trimmed", topic=out.topic, error=str(e))
+        slim = [(k, _slim(k, v)) for k, v in out.headers]
+        publisher.send(out.topic, out.key, out.value, slim, partition=out.partition,
+                       on_delivery=on_delivery, check_size=False, serve=False)
+
+
+def _slim(name: str, value: bytes) -> bytes:
+    if name == wire.ERROR_STACK:
+        return b""
+    if name == wire.ERROR_MESSAGE:
+        return wire.cut(value.decode("utf-8", "replace"), 256).encode("utf-8")
+    return value

@@ -1,0 +1,195 @@
+"""Starting jobs: the ledger's dedup check, the crash verdict, the job type's gate (rate limit,
+breaker), then the executor. Also the jobs waiting to start: strict-order retries in place
+(due at a time) and jobs the gate deferred, and the key queue's next job once one ends."""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from jobstream.config.settings import JobTypeSettings
+from jobstream.consumers.context import context_for, log_fields
+from jobstream.consumers.errors import Failure, JobTimeout, NotAdmitted, classify
+from jobstream.consumers.jobs import JobDef
+from jobstream.consumers.metrics import Metrics
+from jobstream.consumers.runtime.assignment import Assignment
+from jobstream.consumers.runtime.crashes import CrashWatch
+from jobstream.consumers.runtime.executor import Executor, Task
+from jobstream.consumers.runtime.ledger import Ledger
+from jobstream.consumers.runtime.parts import PartitionState
+from jobstream.consumers.runtime.protection import JobTypeGate
+from jobstream.consumers.runtime.tracing import Tracing
+from jobstream.consumers.runtime.types import TP, Job
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        jobs: dict[str, JobDef],
+        cfg: dict[str, JobTypeSettings],
+        assignment: Assignment,
+        ledger: Ledger,
+        executor: Executor,
+        crash_watch: CrashWatch,
+        metrics: Metrics,
+        log: Any,
+        *,
+        succeed: Callable[[PartitionState, Job, float], None],
+        fail: Callable[[PartitionState, Job, Failure, float | None], None],
+        finish: Callable[[PartitionState, int], None],
+    ) -> None:
+        self.jobs = jobs
+        self.cfg = cfg
+        self.assignment = assignment
+        self.ledger = ledger
+        self.executor = executor
+        self.crash_watch = crash_watch
+        self.metrics = metrics
+        self.log = log
+        self.succeed = succeed
+        self.fail = fail
+        self.finish = finish
+        self.gates = {jt: JobTypeGate.for_job_type(c) for jt, c in cfg.items()}
+        self.tracing = Tracing.from_environment()
+        self.waiting: list[tuple[float, int, Job]] = []  # (due monotonic, seq, job) in place
+        self.deferred: list[tuple[PartitionState, Job]] = []  # rate-limited, ready to start
+        self._seq = 0
+
+    def start(self, ps: PartitionState, job: Job) -> None:
+        if self.ledger.is_done(ps.ledger_tp, job.job_id):
+            self.metrics.job_finished(job.job_type, "deduplicated", None, None)
+            self.log.info("deduplicated", **log_fields(job))
+            ps.release_hold(job)
+            self.finish(ps, job.offset)
+            self.next(ps, job)
+            return
+        crashed = self.crash_watch.verdict(ps, job)
+        if crashed is not None:  # took its worker down worker.max_crashes times
+            self.fail(ps, job, crashed, None)
+            return
+        gate = self.gates[job.job_type]
+        if not gate.try_start(time.monotonic()):
+            self.deferred.append((ps, job))  # rate limited or breaker open: started later
+            return
+        jd = self.jobs[job.job_type]
+        ctx = context_for(job, self.log)
+        func = jd.func
+        if self.tracing is not None:
+            func = self.tracing.wrap(func, jd.is_async, job)
+        cfg = self.cfg[job.job_type]
+        ps.running += 1
+        self.log.info("started", **log_fields(job))
+        self.crash_watch.launch(  # to the executor once its start is recorded
+            ps,
+            job,
+            Task(
+                func,
+                (job.payload, ctx),
+                jd.is_async,
+                cfg.timeout_s,
+                (ps.gen, job),
+                gate if gate.breaker is not None else None,
+                kind=job.job_type if cfg.concurrency else None,
+                abandon_after_s=cfg.abandon_after_s,
+            ),
+        )
+
+    def next(self, ps: PartitionState, job: Job) -> None:
+        nxt = ps.queues.done(job.order_key)
+        if nxt is not None:
+            self.start(ps, nxt)
+
+    def retry_in_place(self, ps: PartitionState, job: Job, delay_s: float) -> None:
+        job.attempt += 1
+        self._seq += 1
+        heapq.heappush(self.waiting, (time.monotonic() + delay_s, self._seq, job))
+        job.holds_partition = True
+        ps.held += 1
+
+    def defer(self, ps: PartitionState, job: Job) -> None:
+        self.deferred.append((ps, job))
+
+    def start_due(self, now: float) -> None:
+        """Retries in place whose backoff is over, and deferred jobs (the gate decides again)."""
+        while self.waiting and self.waiting[0][0] <= now:
+            _, _, job = heapq.heappop(self.waiting)
+            ps = self.assignment.get(job.tp)
+            if ps is not None:
+                self.start(ps, job)
+        if self.deferred:
+            deferred, self.deferred = self.deferred, []
+            for ps, job in deferred:
+                if job.tp in self.assignment:
+                    self.start(ps, job)
+
+    def held_types(self, now: float) -> set[str]:
+        """Job types whose partitions stay paused: jobs deferred, or the gate not accepting."""
+        held = {ps.job_type for ps, _ in self.deferred}
+        held.update(jt for jt, g in self.gates.items() if not g.accepting(now))
+        return held
+
+    def forget(self, tps: Iterable[TP] | None = None) -> None:
+        """Drop what has not started (None: everything): queued, waiting, deferred, and jobs
+        still waiting for a slot of their job type's concurrency. Their offsets stay
+        uncommitted."""
+        owned = None if tps is None else set(tps)
+        for ps in self.assignment:
+            if owned is None or ps.tp in owned:
+                ps.queues.drain()
+        if owned is None:
+            self.waiting.clear()
+            self.deferred.clear()
+        else:
+            self.waiting = [w for w in self.waiting if w[2].tp not in owned]
+            self.deferred = [d for d in self.deferred if d[0].tp not in owned]
+        for gen, job in self.executor.withdraw(lambda t: owned is None or t[1].tp in owned):
+            cur = self.assignment.current(job.tp, gen)
+            if cur is not None:
+                cur.running -= 1
+
+    def check_timeouts(self, now: float | None = None, give_up: bool = False) -> None:
+        for _gen, job in self.executor.check_timeouts(now, give_up=give_up):
+            cfg = self.cfg[job.job_type]
+            self.log.warning(
+                "handler_overran",
+                **log_fields(job),
+                timeout_s=cfg.timeout_s,
+                detail="its thread cannot be stopped: the job's outcome and its key's next job "
+                f"wait for it to end (at most {cfg.abandon_after_s:g}s more)",
+            )
+
+    def collect(self, discard: bool = False) -> bool:
+        """Route the results of handlers that ended (discard: drop them, their jobs redone from
+        the last commit). True when there were any."""
+        results = self.executor.results
+        if results.empty():
+            return False
+        while not results.empty():
+            (gen, job), error, duration = results.get()
+            if isinstance(error, JobTimeout) and error.abandoned:
+                self.metrics.abandoned.labels(job.job_type).inc()
+                self.log.error(
+                    "handler_abandoned",
+                    **log_fields(job),
+                    error=str(error),
+                    detail="routed while its thread runs on: it may overlap with its retry or "
+                    "its key's next job",
+                )
+            ps = self.assignment.current(job.tp, gen)
+            if ps is None:
+                continue  # its partition was revoked while it ran: the new owner redoes it
+            ps.running -= 1
+            if discard:
+                continue  # left unfinished: redone from the last commit, here or elsewhere
+            if isinstance(error, NotAdmitted):
+                self.deferred.append((ps, job))  # the breaker opened while it waited
+                continue
+            ps.release_hold(job)
+            if error is None:
+                self.succeed(ps, job, duration)
+            else:
+                failure = classify(error, self.cfg[job.job_type].permanent_errors)
+                self.fail(ps, job, failure, duration)
+        return True
