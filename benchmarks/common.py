@@ -501,19 +501,20 @@ def scratch_dir(keep: bool) -> Iterator[Path]:
 
 
 def fetch_gaps(log: Path, gap_s: float = 0.05) -> tuple[float, float, int]:
-    """From a worker's JSON log: (span of `received` events in s, time inside gaps of at least
-    gap_s between consecutive `received` events, number of such gaps). A busy poll loop takes
-    records without pauses; long gaps mean it waited for the broker to hand it records."""
+    """From a worker's JSON log: (span of `succeeded` events in s, time inside gaps of at least
+    gap_s between consecutive `succeeded` events, number of such gaps). A busy poll loop takes
+    records without pauses; long gaps mean it waited for the broker to hand it records. (The
+    `received` event is DEBUG only: `succeeded` is the per-job event at INFO.)"""
     stamps = []
     with open(log, encoding="utf-8", errors="replace") as f:
         for line in f:
-            if '"received"' not in line:
+            if '"succeeded"' not in line:
                 continue
             try:
                 event = json.loads(line)
             except ValueError:
                 continue
-            if event.get("event") == "received":
+            if event.get("event") == "succeeded":
                 ts = datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
                 stamps.append(ts.timestamp())
     if len(stamps) < 2:

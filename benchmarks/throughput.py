@@ -37,7 +37,7 @@ def stall_row(bench: str, st: Stack, what: str) -> Row:
         round(share * 100, 1),
         "% of run",
         None,
-        f"{gaps} gaps >= 50 ms between `received` events, {stalled:.1f} s of {span:.1f} s",
+        f"{gaps} gaps >= 50 ms between `succeeded` events, {stalled:.1f} s of {span:.1f} s",
     )
 
 

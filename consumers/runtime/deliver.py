@@ -6,7 +6,6 @@ aborted and redone from the last commit (a job is redone, never lost)."""
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,12 +13,11 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from jobstream.config.settings import JobTypeSettings, Mode, WorkerSettings
 from jobstream.config.topics import JobTopics
-from jobstream.consumers.context import log_fields
-from jobstream.consumers.errors import DlqGuardTripped, Failure, WorkerFenced
-from jobstream.consumers.metrics import Metrics
+from jobstream.consumers.errors import Failure, WorkerFenced
 from jobstream.consumers.runtime.assignment import Assignment, now_ms
 from jobstream.consumers.runtime.commit import CommitAborted, ProducerFenced
 from jobstream.consumers.runtime.freeze import FreezeWatch
+from jobstream.consumers.runtime.hooks import Finished, Hooks
 from jobstream.consumers.runtime.interval import Interval
 from jobstream.consumers.runtime.ledger import ROUTED, Ledger
 from jobstream.consumers.runtime.outcomes import (
@@ -29,16 +27,9 @@ from jobstream.consumers.runtime.outcomes import (
     success_record,
 )
 from jobstream.consumers.runtime.parts import PartitionState
-from jobstream.consumers.runtime.protection import DlqGuard
-from jobstream.consumers.runtime.types import Job
+from jobstream.consumers.runtime.types import Job, Outcome
 from jobstream.producers.publisher import PayloadTooLarge, Publisher
 from jobstream.schemas import wire
-
-_GUARDED = ("succeeded", "retried", "dead_lettered")
-
-
-def ms(duration: float | None) -> float | None:
-    return None if duration is None else round(duration * 1000, 3)
 
 
 class Deliverer:
@@ -51,7 +42,7 @@ class Deliverer:
         interval: Interval,
         assignment: Assignment,
         ledger: Ledger,
-        metrics: Metrics,
+        hooks: Hooks,
         freeze: FreezeWatch,
         log: Any,
         *,
@@ -65,15 +56,11 @@ class Deliverer:
         self.interval = interval
         self.assignment = assignment
         self.ledger = ledger
-        self.metrics = metrics
+        self.hooks = hooks
         self.freeze = freeze
         self.log = log
         self.next_job = next_job
         self.retry_in_place = retry_in_place
-        guard = ws.dlq_guard
-        self.dlq_guard = (
-            DlqGuard(guard.max_ratio, guard.window_s, guard.min_jobs) if guard else None
-        )
         self.rng = random.Random()
         self.marks_due: list[tuple[PartitionState, Job, str]] = []  # at least once: on the ack
         self.due_floors: dict[tuple[str, int], int] = {}  # latest js-not-before per tier partition
@@ -100,17 +87,11 @@ class Deliverer:
             self.due_floors,
         )
         dead = out is not None and out.outcome == "dead_lettered"
-        (self.log.warning if dead else self.log.info)(
-            "failed",
-            **log_fields(job),
-            category=failure.category.value,
-            error_class=failure.error_class,
-            error=failure.message,
-            duration_ms=ms(duration),
+        self.hooks.after_outcome(
+            Finished(job, jt, Outcome.FAILED, duration, failure, dead=dead, in_place=out is None)
         )
         if out is None:  # strict ordering: retry in place, the key (and partition) waits
             self.retry_in_place(ps, job, decision.delay_s)
-            self.metrics.job_finished(jt, "failed", duration, None)
             return
         if out.outcome == "retried":
             self.due_floors[(out.topic, out.partition)] = out.not_before_ms
@@ -128,8 +109,7 @@ class Deliverer:
         if interval.broken:
             return  # the interval is being given up: adding to it would be thrown away
         gen = ps.gen
-        if self.dlq_guard is not None and out.outcome in _GUARDED:
-            self._guard(out.outcome == "dead_lettered")
+        self.hooks.before_send(job, Outcome(out.outcome))  # the DLQ guard may stop us here
         # After the guard: a refused dead letter must stay unmarked. At least once, nothing ties
         # the mark to the record: it is written once the record is acknowledged (a mark for an
         # unwritten record would have the redo skip the job: lost; the other way round a crash
@@ -203,31 +183,9 @@ class Deliverer:
             interval.producer_failed(raised, "cannot write a ledger mark")
 
     def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:
-        jt = job.job_type or "unknown"
-        latency = (now_ms() - job.enqueued_at_ms) / 1000 if job.enqueued_at_ms else None
-        self.metrics.job_finished(jt, out.outcome, duration, latency)
-        fields = log_fields(job)
-        if out.outcome == "retried":
-            self.metrics.retried(jt, out.tier or "")
-            self.log.info("retried", **fields, tier=out.tier, duration_ms=ms(duration))
-        elif out.outcome == "dead_lettered":  # WARNING: a WARNING filter must still show it
-            self.log.warning(out.outcome, **fields, duration_ms=ms(duration))
-        else:
-            self.log.info(out.outcome, **fields, duration_ms=ms(duration))
-
-    def _guard(self, dead_letter: bool) -> None:
-        """Count a routing decision; refuse a dead letter that would pass the guard's limit
-        (its offset stays unfinished, so the next owner gets the job, not the DLQ)."""
-        assert self.dlq_guard is not None and self.ws.dlq_guard is not None
-        now = time.monotonic()
-        self.dlq_guard.record(dead_letter, now)
-        if dead_letter and self.dlq_guard.tripped(now):
-            g = self.ws.dlq_guard
-            raise DlqGuardTripped(
-                f"more than {g.max_ratio:.0%} of the jobs in the last {g.window_s:g}s were "
-                "dead-lettered (worker.dlq_guard); stopping so a bad deploy does not "
-                "dead-letter everything"
-            )
+        self.hooks.after_outcome(
+            Finished(job, job.job_type or "unknown", Outcome(out.outcome), duration, tier=out.tier)
+        )
 
 
 def send_outcome(publisher: Publisher, out: Outgoing, on_delivery: Any, log: Any) -> None:

@@ -11,17 +11,17 @@ from typing import Any
 
 from jobstream.config.settings import JobTypeSettings
 from jobstream.consumers.context import context_for, log_fields
-from jobstream.consumers.errors import Failure, JobTimeout, NotAdmitted, classify
+from jobstream.consumers.errors import Failure, JobTimeout, NotAdmitted, classify, failure_of
 from jobstream.consumers.jobs import JobDef
 from jobstream.consumers.metrics import Metrics
 from jobstream.consumers.runtime.assignment import Assignment
 from jobstream.consumers.runtime.crashes import CrashWatch
 from jobstream.consumers.runtime.executor import Executor, Task
+from jobstream.consumers.runtime.hook_defaults import Gates
+from jobstream.consumers.runtime.hooks import Finished, Hooks, Refuse, Verdict
 from jobstream.consumers.runtime.ledger import Ledger
 from jobstream.consumers.runtime.parts import PartitionState
-from jobstream.consumers.runtime.protection import JobTypeGate
-from jobstream.consumers.runtime.tracing import Tracing
-from jobstream.consumers.runtime.types import TP, Job
+from jobstream.consumers.runtime.types import TP, Job, Outcome
 
 
 class Dispatcher:
@@ -35,6 +35,7 @@ class Dispatcher:
         crash_watch: CrashWatch,
         metrics: Metrics,
         log: Any,
+        hooks: Hooks,
         *,
         succeed: Callable[[PartitionState, Job, float], None],
         fail: Callable[[PartitionState, Job, Failure, float | None], None],
@@ -51,16 +52,16 @@ class Dispatcher:
         self.succeed = succeed
         self.fail = fail
         self.finish = finish
-        self.gates = {jt: JobTypeGate.for_job_type(c) for jt, c in cfg.items()}
-        self.tracing = Tracing.from_environment()
+        self.hooks = hooks
+        gates = hooks.find(Gates)
+        self.gates = gates.gates if gates is not None else {}  # the breaker sees each result
         self.waiting: list[tuple[float, int, Job]] = []  # (due monotonic, seq, job) in place
         self.deferred: list[tuple[PartitionState, Job]] = []  # rate-limited, ready to start
         self._seq = 0
 
     def start(self, ps: PartitionState, job: Job) -> None:
         if self.ledger.is_done(ps.ledger_tp, job.job_id):
-            self.metrics.job_finished(job.job_type, "deduplicated", None, None)
-            self.log.info("deduplicated", **log_fields(job))
+            self.hooks.after_outcome(Finished(job, job.job_type, Outcome.DEDUPLICATED))
             ps.release_hold(job)
             self.finish(ps, job.offset)
             self.next(ps, job)
@@ -69,18 +70,20 @@ class Dispatcher:
         if crashed is not None:  # took its worker down worker.max_crashes times
             self.fail(ps, job, crashed, None)
             return
-        gate = self.gates[job.job_type]
-        if not gate.try_start(time.monotonic()):
+        verdict = self.hooks.before_start(job, time.monotonic())
+        if verdict is Verdict.DEFER:
             self.deferred.append((ps, job))  # rate limited or breaker open: started later
+            return
+        if isinstance(verdict, Refuse):
+            self.fail(ps, job, failure_of(verdict.category, "Refused", verdict.reason), None)
             return
         jd = self.jobs[job.job_type]
         ctx = context_for(job, self.log)
-        func = jd.func
-        if self.tracing is not None:
-            func = self.tracing.wrap(func, jd.is_async, job)
+        func = self.hooks.wrap(job, jd.func, jd.is_async)
         cfg = self.cfg[job.job_type]
+        gate = self.gates.get(job.job_type)
         ps.running += 1
-        self.log.info("started", **log_fields(job))
+        self.hooks.after_start(job)
         self.crash_watch.launch(  # to the executor once its start is recorded
             ps,
             job,
@@ -90,7 +93,7 @@ class Dispatcher:
                 jd.is_async,
                 cfg.timeout_s,
                 (ps.gen, job),
-                gate if gate.breaker is not None else None,
+                gate if gate is not None and gate.breaker is not None else None,
                 kind=job.job_type if cfg.concurrency else None,
                 abandon_after_s=cfg.abandon_after_s,
             ),

@@ -14,13 +14,13 @@ from jobstream.config.settings import Assignment as AssignmentKind
 from jobstream.config.settings import Mode, Settings
 from jobstream.config.topics import JobTopics
 from jobstream.consumers.errors import AssignmentMismatch, WorkerError, WorkerFenced
-from jobstream.consumers.metrics import Metrics
 from jobstream.consumers.ops.topic_plan import group_assignor, group_session_ms
 from jobstream.consumers.runtime.assignment import Assignment
 from jobstream.consumers.runtime.commit import ProducerFenced
 from jobstream.consumers.runtime.crashes import CrashWatch
 from jobstream.consumers.runtime.dispatch import Dispatcher
 from jobstream.consumers.runtime.freeze import FreezeWatch
+from jobstream.consumers.runtime.hooks import Hooks
 from jobstream.consumers.runtime.interval import Interval
 from jobstream.consumers.runtime.ledger import Ledger
 from jobstream.consumers.runtime.types import TP
@@ -39,7 +39,7 @@ class Group:
         ledger: Ledger,
         crash_watch: CrashWatch,
         freeze: FreezeWatch,
-        metrics: Metrics,
+        hooks: Hooks,
         log: Any,
         *,
         settle: Callable[[list[TP]], None],
@@ -57,7 +57,7 @@ class Group:
         self.ledger = ledger
         self.crash_watch = crash_watch
         self.freeze = freeze
-        self.metrics = metrics
+        self.hooks = hooks
         self.log = log
         self.settle = settle
         self.commit = commit
@@ -126,13 +126,11 @@ class Group:
         if partitions:
             consumer.pause(partitions)
         self.joined = True
-        self.metrics.rebalances.inc()
         self.ledger.acquire(self.assignment.add(partitions))
-        self.log.info("assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
+        self.hooks.on_assign([(p.topic, p.partition) for p in partitions])
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [tp for p in partitions if (tp := (p.topic, p.partition)) in self.assignment]
-        self.metrics.rebalances.inc()
         self.dispatcher.forget(tps)  # not started: their offsets stay uncommitted
         self.crash_watch.cancel(tps, alone_only=True)
         self.in_rebalance = True
@@ -144,7 +142,7 @@ class Group:
         self.crash_watch.release(tps)
         for tp in tps:
             self.assignment.drop(tp)
-        self.log.info("revoked", partitions=[f"{t}[{p}]" for t, p in tps])
+        self.hooks.on_revoke(tps)
 
     def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another member may own these now: whatever we hold for them must not be committed.
@@ -163,8 +161,7 @@ class Group:
             )
         # The loop kept running but could not reach the group (a broker restart, a network
         # split): the aborted interval is redone from the last commit and the group rejoined.
-        lost = [f"{p.topic}[{p.partition}]" for p in partitions]
-        self.log.warning("partitions_lost", partitions=lost)
+        self.hooks.on_revoke([(p.topic, p.partition) for p in partitions], lost=True)
         self.interval.given_up()
         self.rewind()
         self.freeze.clear()

@@ -11,6 +11,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError
@@ -37,6 +38,8 @@ from jobstream.consumers.runtime.executor import Executor
 from jobstream.consumers.runtime.fetch_wake import FetchWaker
 from jobstream.consumers.runtime.freeze import FreezeWatch
 from jobstream.consumers.runtime.group import Group
+from jobstream.consumers.runtime.hook_defaults import default_hooks
+from jobstream.consumers.runtime.hooks import Hook, Hooks, registered
 from jobstream.consumers.runtime.interval import Interval
 from jobstream.consumers.runtime.ledger import Ledger
 from jobstream.consumers.runtime.parts import PartitionState
@@ -62,7 +65,9 @@ class Worker:
         health: Health | None = None,
         make_consumer: clients.MakeConsumer = clients.make_consumer,
         make_producer: clients.MakeProducer = clients.make_producer,
+        hooks: Sequence[Hook] = (),
     ) -> None:
+        """hooks: added after the default hooks and those of add_hook (docs/hooks.md)."""
         self.settings = settings
         self.ws = ws = settings.worker
         self.jobs = jobs
@@ -77,6 +82,9 @@ class Worker:
         self.cfg: dict[str, JobTypeSettings] = {jt: settings.job(jt) for jt in jobs}
         self.topics: dict[str, JobTopics] = {jt: job_topics(jt, c) for jt, c in self.cfg.items()}
         self.accepts = {jt: c.accept for jt, c in self.cfg.items()}  # js-* and/or ce_* headers
+        self.hooks = Hooks(
+            [*default_hooks(settings, self.cfg, self.metrics, log), *registered(), *hooks]
+        )
         self._stopping = False
         self._stop_signal: str | None = None
         self._halted = False  # results are no longer routed (the DLQ guard tripped)
@@ -105,13 +113,13 @@ class Worker:
         self.fetch_wake = FetchWaker(self.consumer)
         self.deliver = Deliverer(
             ws, self.cfg, self.topics, self.worker_id, self.interval, self.assignment,
-            self.ledger, self.metrics, self.freeze, log,
+            self.ledger, self.hooks, self.freeze, log,
             next_job=lambda ps, job: self.dispatcher.next(ps, job),
             retry_in_place=lambda ps, job, delay: self.dispatcher.retry_in_place(ps, job, delay),
         )  # fmt: skip
         self.dispatcher = Dispatcher(
             jobs, self.cfg, self.assignment, self.ledger, self.executor, self.crash_watch,
-            self.metrics, log, succeed=self.deliver.succeed, fail=self.deliver.fail,
+            self.metrics, log, self.hooks, succeed=self.deliver.succeed, fail=self.deliver.fail,
             finish=self.deliver.finish,
         )  # fmt: skip
         self.recovery = Recovery(
@@ -121,12 +129,12 @@ class Worker:
         )  # fmt: skip
         self.group_member = Group(
             settings, self.group, self.consumer, self.topics, self.assignment, self.interval,
-            self.dispatcher, self.ledger, self.crash_watch, self.freeze, self.metrics, log,
+            self.dispatcher, self.ledger, self.crash_watch, self.freeze, self.hooks, log,
             settle=self._settle, commit=self._commit, rewind=self.recovery.rewind,
         )  # fmt: skip
         self.receiver = Receiver(
             self.topics, self.accepts, jobs.keys(), self.registry, self.assignment, self.ledger,
-            self.metrics, log, submit=self.dispatcher.start, fail=self.deliver.fail,
+            self.metrics, log, self.hooks, submit=self.dispatcher.start, fail=self.deliver.fail,
             finish=self.deliver.finish, mismatch=self.group_member.mismatch,
         )  # fmt: skip
         self.upkeep = Upkeep(
@@ -245,10 +253,7 @@ class Worker:
         self.dispatcher.check_timeouts(now, give_up=self._stopping)
         for err in self.ledger.collect():
             self.log.warning("ledger_restore_failed", error=str(err))
-        for jt, gate in self.dispatcher.gates.items():
-            for state in gate.transitions(now):
-                self.metrics.set_breaker(jt, state.value)
-                self.log.warning("circuit_" + state.value, job_type=jt)
+        self.hooks.on_tick(now)
         self.assignment.reconcile_pauses(
             self.ws,
             self.dispatcher.held_types(now),

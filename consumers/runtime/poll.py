@@ -16,6 +16,7 @@ from jobstream.consumers.errors import AssignmentMismatch, Failure, WorkerFenced
 from jobstream.consumers.metrics import Metrics
 from jobstream.consumers.runtime.assignment import Assignment, now_ms
 from jobstream.consumers.runtime.decode import decode_record, topic_carriers
+from jobstream.consumers.runtime.hooks import Hooks
 from jobstream.consumers.runtime.ledger import Ledger, routed_key
 from jobstream.consumers.runtime.parts import PartitionState
 from jobstream.consumers.runtime.types import Job
@@ -54,6 +55,7 @@ class Receiver:
         ledger: Ledger,
         metrics: Metrics,
         log: Any,
+        hooks: Hooks,
         *,
         submit: Callable[[PartitionState, Job], None],
         fail: Callable[[PartitionState, Job, Failure, float | None], None],
@@ -68,6 +70,7 @@ class Receiver:
         self.ledger = ledger
         self.metrics = metrics
         self.log = log
+        self.hooks = hooks
         self.submit = submit
         self.fail = fail
         self.finish = finish
@@ -124,7 +127,7 @@ class Receiver:
             self.assignment.consumer.seek(TopicPartition(topic, partition, offset))
             return
         ps.offsets.track(job.offset)
-        self.log.info("received", **log_fields(job))
+        self.hooks.on_receive(job)
         if job.failure is not None:
             self.fail(ps, job, job.failure, None)
             return

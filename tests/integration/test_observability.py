@@ -90,7 +90,7 @@ def test_metrics_match_what_happened(stack_factory) -> None:
 def test_lifecycle_logs_carry_one_trace_id(stack_factory) -> None:
     stack: Stack = stack_factory(job={"max_attempts": 2})
     [jid] = stack.publish_many([({"seq": 0, "behaviour": "fail_until:9"}, "t")])
-    stack.start_worker()
+    stack.start_worker(JOBSTREAM_LOG__LEVEL="DEBUG")  # `received` and `started` are DEBUG
     log = stack.tmp / "worker-0.log"
     stack.wait_for(lambda: '"dead_lettered"' in log.read_text(), 60, "dead letter")
     events = [json.loads(line) for line in log.read_text().splitlines() if jid in line]
@@ -121,13 +121,13 @@ def test_one_trace_id_from_publish_through_retry_dlq_replay_to_success(stack_fac
                 jid = pub.publish(stack.job_type, {"seq": 0, "behaviour": "transient"}, key="t")
         finally:
             structlog.reset_defaults()
-    stack.start_worker(log_name="broken.log")
+    stack.start_worker(log_name="broken.log", JOBSTREAM_LOG__LEVEL="DEBUG")  # received, started
     broken = stack.tmp / "broken.log"
     stack.wait_for(lambda: '"dead_lettered"' in broken.read_text(), 60, "the dead letter")
     assert stack.stop_all() == [0]
     stack.procs.clear()
 
-    stack.start_worker(log_name="fixed.log", JOBSTREAM_TEST_FIXED="1")
+    stack.start_worker(log_name="fixed.log", JOBSTREAM_TEST_FIXED="1", JOBSTREAM_LOG__LEVEL="DEBUG")
     replay = subprocess.run(
         [sys.executable, "-m", "jobstream", "dlq", "replay", stack.job_type, "--yes"],
         capture_output=True, text=True, cwd=ROOT, timeout=120,

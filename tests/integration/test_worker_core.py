@@ -61,7 +61,7 @@ def test_sigterm_finishes_in_flight_and_exits_zero(stack_factory) -> None:
     ids = stack.publish_many(
         [({"seq": 0, "behaviour": "sleep_ms:3000"}, f"k{i}") for i in range(8)]
     )
-    proc = stack.start_worker()
+    proc = stack.start_worker(JOBSTREAM_LOG__LEVEL="DEBUG")  # `started` is a DEBUG event
     stack.wait_for(lambda: _started(stack) >= 8, 30, "8 jobs started")
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
