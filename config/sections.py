@@ -201,6 +201,16 @@ class JobTypeSettings(_Model):
     dlq_retention_ms: Millis = Field(
         30 * 86_400_000, ge=60_000, description="How long the DLQ topic keeps records."
     )
+    history_retention_ms: Millis = Field(
+        7 * 86_400_000, ge=60_000,
+        description="How long T.history keeps each job's lifecycle records (attempts, "
+        "progress, results): how far back `jobstream jobs show` and `Publisher.status` see.",
+    )
+    result_max_bytes: int = Field(
+        64 * 1024, ge=16, le=900 * 1024,
+        description="Largest handler return value, as JSON, stored as the job's result; a "
+        "bigger one fails the attempt as permanent, naming the limit.",
+    )
     accept: tuple[HeaderFormat, ...] = Field(
         (HeaderFormat.JOBSTREAM,), min_length=1,
         description="Header formats the job type's records may use: `jobstream` (`js-*` "
