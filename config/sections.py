@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -297,6 +298,19 @@ class WorkerSettings(_Model):
         description="librdkafka `max.poll.interval.ms`: a worker whose loop does not poll for "
         "this long leaves the group.",
     )
+    processes: int | Literal["auto"] = Field(
+        1,
+        description="Worker processes in one pod (`jobstream worker --processes N`): each a "
+        "group member with its own poll thread, behind one supervisor and one HTTP port; "
+        "`auto`: the CPUs the container may use (its cgroup CPU limit).",
+    )
+
+    @field_validator("processes")
+    @classmethod
+    def _processes(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 64:
+            raise ValueError(f"must be 1 to 64 or `auto`, got {v}")
+        return v
     http_host: str = Field(
         "127.0.0.1",
         description="Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`); "
