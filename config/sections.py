@@ -202,6 +202,12 @@ class JobTypeSettings(_Model):
     dlq_retention_ms: Millis = Field(
         30 * 86_400_000, ge=60_000, description="How long the DLQ topic keeps records."
     )
+    history: bool = Field(
+        True,
+        description="Write each attempt's outcome and progress to T.history (`jobs show`, "
+        "`Publisher.status`, `audit verify`); `false` saves a write per attempt, and a "
+        "lookup then knows only what the ledger and T say.",
+    )
     history_retention_ms: Millis = Field(
         7 * 86_400_000, ge=60_000,
         description="How long T.history keeps each job's lifecycle records (attempts, "

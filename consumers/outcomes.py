@@ -16,14 +16,22 @@ from jobstream.config.topics import JobTopics
 from jobstream.consumers.commit import CommitAborted, Committer, ProducerFenced, kafka_exception
 from jobstream.consumers.context import log_fields
 from jobstream.consumers.decode import Job
-from jobstream.consumers.errors import DlqGuardTripped, Failure, WorkerFenced
+from jobstream.consumers.errors import (
+    DlqGuardTripped,
+    Failure,
+    ResultError,
+    WorkerFenced,
+    classify,
+)
 from jobstream.consumers.freeze import FreezeWatch
+from jobstream.consumers.history_writer import HistoryWriter, result_digest
 from jobstream.consumers.ledger import ROUTED, SUCCEEDED, Ledger, encode_entry, routed_key
 from jobstream.consumers.metrics import Metrics
 from jobstream.consumers.protection import DlqGuard
 from jobstream.consumers.rebalance import PartitionState
 from jobstream.consumers.routing import Outgoing, route_failure, send_outcome
 from jobstream.producers.publisher import Publisher
+from jobstream.schemas.history import result_bytes
 
 _GUARDED = ("succeeded", "retried", "dead_lettered")
 
@@ -44,6 +52,7 @@ class Outcomes:
     publisher: Publisher
     committer: Committer
     ledger: Ledger
+    history: HistoryWriter
     metrics: Metrics
     freeze: FreezeWatch
     dlq_guard: DlqGuard | None
@@ -62,15 +71,24 @@ class Outcomes:
 
         def _next(self, ps: PartitionState, job: Job) -> None: ...
 
-    def _succeed(self, ps: PartitionState, job: Job, duration: float) -> None:
+    def _succeed(self, ps: PartitionState, job: Job, duration: float, result: Any = None) -> None:
+        raw = None
+        if result is not None and self.cfg[job.job_type].history:
+            try:
+                raw = result_bytes(result, self.cfg[job.job_type].result_max_bytes)
+            except ValueError as e:  # the side effect happened: say so, and never retry it
+                self._fail(ps, job, classify(ResultError(str(e))), duration)
+                return
         finished = now_ms()
-        value = encode_entry(SUCCEEDED, finished, job.attempt, self.worker_id)
+        value = encode_entry(SUCCEEDED, finished, job.attempt, self.worker_id,
+                             result_digest(raw) if raw is not None else None)
         self.ledger.add_pending(ps.ledger_tp, job.job_id, finished)
         self._produce(
             ps,
             job,
             Outgoing(ps.ledger_tp[0], ps.ledger_tp[1], job.job_id.encode(), value, [], "succeeded"),
             duration,
+            result=(result, raw is not None),
         )
         self._next(ps, job)
 
@@ -105,14 +123,19 @@ class Outcomes:
             job.holds_partition = True
             ps.held += 1
             self.metrics.job_finished(jt, "failed", duration, None)
+            if not self._broken:
+                self.history.attempt(ps.job_type, ps.gen, ps.ledger_tp, job, "retried", duration,
+                                     failure=failure, retry=(job.topic, now_ms() + int(
+                                         decision.delay_s * 1000)))
             return
         if out.outcome == "retried":
             self._due_floors[(out.topic, out.partition)] = out.not_before_ms
-        self._produce(ps, job, out, duration)
+        self._produce(ps, job, out, duration, failure=failure)
         if duration is not None or job.failure is None:
             self._next(ps, job)
 
-    def _produce(self, ps: PartitionState, job: Job, out: Outgoing, duration: float | None) -> None:
+    def _produce(self, ps: PartitionState, job: Job, out: Outgoing, duration: float | None,
+                 failure: Failure | None = None, result: tuple[Any, bool] = (None, False)) -> None:
         """Send the outcome record; the source offset finishes once the broker has it. A record
         that cannot be written breaks the interval: its offset never finishes, and the whole
         interval is aborted and redone from the last commit (a job is redone, never lost)."""
@@ -147,13 +170,43 @@ class Outcomes:
         try:
             self.committer.before_produce()
             send_outcome(self.publisher, out, on_delivery, self.log)
-        except (CommitAborted, ProducerFenced) as e:  # no transaction could be begun
+        except (CommitAborted, ProducerFenced, KafkaException, SystemError) as e:
+            self._send_failed(e, f"cannot produce {out.topic}")
+            return
+        self.history.attempt(
+            ps.job_type, gen, ps.ledger_tp, job, out.outcome, duration, failure=failure,
+            retry=(out.topic, out.not_before_ms) if out.outcome == "retried" else None,
+            result=result[0], has_result=result[1])
+
+    def _send_failed(self, raised: BaseException, what: str) -> None:
+        if isinstance(raised, CommitAborted | ProducerFenced):  # no transaction could be begun
             # (mid broker restart, or the producer is fenced: the redo renews it)
-            self._broken = str(e)
-        except (KafkaException, SystemError) as raised:
+            self._broken = self._broken or str(raised)
+        else:
             # The transaction went abortable (a write failed during a blip) or the producer is
             # fenced: redo the interval (a frozen zombie stops there instead).
-            self._producer_failed(raised, f"cannot produce {out.topic}")
+            self._producer_failed(raised, what)
+
+    def _break(self, reason: str) -> None:
+        self._broken = self._broken or reason
+
+    def _write_heads(self) -> None:
+        """The chain heads this interval moved, into the ledger with it (history_writer.py)."""
+        if self._broken:
+            return
+        for ledger_tp, key, value in self.history.heads_to_write():
+            try:
+                self.committer.before_produce()
+                self.publisher.send(ledger_tp[0], key.encode(), value, [],
+                                    partition=ledger_tp[1], serve=False,
+                                    on_delivery=self._on_head_delivery)
+            except (CommitAborted, ProducerFenced, KafkaException, SystemError) as e:
+                self._send_failed(e, "cannot write a history chain head")
+                return
+
+    def _on_head_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._break(f"could not write a history chain head: {err.str()}")
 
     def _producer_failed(self, raised: BaseException, what: str) -> None:
         """A producer call raised: note a fencing error for the redo (it renews the producer

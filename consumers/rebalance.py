@@ -18,6 +18,7 @@ from jobstream.consumers.decode import Job
 from jobstream.consumers.errors import AssignmentMismatch, WorkerError, WorkerFenced
 from jobstream.consumers.freeze import FreezeWatch
 from jobstream.consumers.health import Health
+from jobstream.consumers.history_writer import HistoryWriter
 from jobstream.consumers.ledger import Ledger
 from jobstream.consumers.metrics import Metrics
 from jobstream.consumers.offsets import PartitionOffsets
@@ -59,6 +60,7 @@ class Rebalancing:
     publisher: Publisher
     committer: Committer
     ledger: Ledger
+    history: HistoryWriter
     metrics: Metrics
     health: Health
     freeze: FreezeWatch
@@ -192,6 +194,7 @@ class Rebalancing:
         with contextlib.suppress(ProducerFenced):  # renewed when the interval is redone
             self.committer.abort()
         self.ledger.aborted()
+        self.history.aborted()
         self.crash_watch.forget([(p.topic, p.partition) for p in partitions])
         for p in partitions:
             self._drop((p.topic, p.partition))
@@ -243,6 +246,7 @@ class Rebalancing:
         if self.freeze.check():
             # Frozen past the session: the group moved on and our transaction was timed out.
             self.ledger.aborted()
+            self.history.aborted()
             raise WorkerFenced(f"stood still past the session, then: {reason}")
         self.log.warning("interval_aborted", reason=reason)
         self.metrics.aborts.inc()
@@ -280,6 +284,7 @@ class Rebalancing:
         back to its committed offset with fresh state; results of jobs still running belong to
         the old generation and are ignored."""
         self.ledger.aborted()
+        self.history.aborted()
         self._waiting.clear()
         self._deferred.clear()
         self.crash_watch.cancel()  # not handed to the executor yet: redone with the rest

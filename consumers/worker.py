@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import itertools
 import os
 import random
 import socket
@@ -45,6 +46,7 @@ from jobstream.consumers.executor import Executor, Task
 from jobstream.consumers.fetch_wake import FetchWaker
 from jobstream.consumers.freeze import FreezeWatch
 from jobstream.consumers.health import NO_BROKER, NOT_JOINED, READY, RESTORING, Health
+from jobstream.consumers.history_writer import HistoryWriter, Sender
 from jobstream.consumers.jobs import JobDef
 from jobstream.consumers.ledger import Ledger, routed_key
 from jobstream.consumers.metrics import Metrics
@@ -63,6 +65,7 @@ BUSY_POLL_S = 0.001
 BUSY_POLL_MAX_S = 0.02
 BUSY_POLL_SHARE = 0.05  # of the time since the loop last had something to do
 IDLE_POLL_S = 0.1
+PROGRESS_S = 0.5  # most one progress record per running job this often
 TICK_S = 0.005  # the loop's periodic checks (timeouts, pauses, protection, readiness)
 
 
@@ -119,6 +122,11 @@ class Worker(Rebalancing, Outcomes):
             tuple[float, int, Job]
         ] = []  # (due monotonic, seq, job) in-place retries
         self._deferred: list[tuple[PartitionState, Job]] = []  # rate-limited, ready to start
+        # Running jobs' latest progress update, set by handler threads (a list item assignment
+        # is atomic), recorded by the poll thread once per tick (_record_progress).
+        self._progress: dict[int, tuple[int, Job, list[Any]]] = {}
+        self._progress_n = itertools.count(1)
+        self._last_progress = 0.0
         self._marks_due: list[tuple[PartitionState, Job, str]] = []
         self._seq = 0
         self._finished_since_commit = 0
@@ -177,6 +185,13 @@ class Worker(Rebalancing, Outcomes):
         )
         self.fetch_wake = FetchWaker(self.consumer)
         self.tracing = Tracing.from_environment()
+        self.history = HistoryWriter(
+            self.topics, self.cfg, self.worker_id,
+            # Looked up at each call: a renewed producer replaces the publisher and committer.
+            Sender(lambda *a, **kw: self.publisher.send(*a, **kw),
+                   lambda: self.committer.before_produce(), self._break, self._send_failed),
+            self.ledger.head,
+        )
 
     def _on_client_error(self, err: KafkaError) -> None:
         self.publisher.errors(err)  # one watch for the consumer and the producer
@@ -324,6 +339,7 @@ class Worker(Rebalancing, Outcomes):
         if self.ledger.is_done(ps.ledger_tp, job.job_id):
             self.metrics.job_finished(job.job_type, "deduplicated", None, None)
             self.log.info("deduplicated", **log_fields(job))
+            self.history.attempt(ps.job_type, ps.gen, ps.ledger_tp, job, "deduplicated", None)
             self._release_hold(ps, job)
             self._finish(ps, job.offset)
             self._next(ps, job)
@@ -337,7 +353,10 @@ class Worker(Rebalancing, Outcomes):
             self._deferred.append((ps, job))  # rate limited or breaker open: started later
             return
         jd = self.jobs[job.job_type]
-        ctx = context_for(job, self.log)
+        slot: list[Any] = [None, None]  # [(fraction, message, n) from the handler, n recorded]
+        self._progress[id(job)] = (ps.gen, job, slot)
+        ctx = context_for(job, self.log, lambda f, m: slot.__setitem__(
+            0, (f, m, next(self._progress_n))))
         func = jd.func
         if self.tracing is not None:
             func = self.tracing.wrap(func, jd.is_async, job)
@@ -399,7 +418,7 @@ class Worker(Rebalancing, Outcomes):
         if not results.empty():
             self._last_event = time.monotonic()
         while not results.empty():
-            (gen, job), error, duration = results.get()
+            (gen, job), error, duration, value = results.get()
             if isinstance(error, JobTimeout) and error.abandoned:
                 self.metrics.abandoned.labels(job.job_type).inc()
                 self.log.error(
@@ -409,6 +428,9 @@ class Worker(Rebalancing, Outcomes):
                     detail="routed while its thread runs on: it may overlap with its retry or "
                     "its key's next job",
                 )
+            entry = self._progress.pop(id(job), None)
+            if entry is not None:
+                self._record_progress(*entry)
             ps = self.parts.get(job.tp)
             if ps is None or ps.gen != gen:
                 continue  # its partition was revoked while it ran: the new owner redoes it
@@ -420,7 +442,7 @@ class Worker(Rebalancing, Outcomes):
                 continue
             self._release_hold(ps, job)
             if error is None:
-                self._succeed(ps, job, duration)
+                self._succeed(ps, job, duration, value)
             else:
                 failure = classify(error, self.cfg[job.job_type].permanent_errors)
                 self._fail(ps, job, failure, duration)
@@ -428,6 +450,15 @@ class Worker(Rebalancing, Outcomes):
     # -- outcomes --------------------------------------------------------------------------
 
     # -- periodic work ---------------------------------------------------------------------
+
+    def _record_progress(self, gen: int, job: Job, slot: list[Any]) -> None:
+        update = slot[0]
+        if update is None or update[2] == slot[1] or self._broken:
+            return
+        slot[1] = update[2]
+        ps = self.parts.get(job.tp)
+        if ps is not None and ps.gen == gen:
+            self.history.progress(ps.job_type, gen, ps.ledger_tp, job, update[0], update[1])
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -454,6 +485,14 @@ class Worker(Rebalancing, Outcomes):
             return
         self._last_tick = now
         self._check_timeouts(now)
+        if self._progress and now - self._last_progress >= PROGRESS_S:
+            self._last_progress = now
+            for key, entry in list(self._progress.items()):
+                ps = self.parts.get(entry[1].tp)
+                if ps is None or ps.gen != entry[0]:
+                    del self._progress[key]  # its partition went: no result will come for it
+                else:
+                    self._record_progress(*entry)
         for err in self.ledger.collect():
             self.log.warning("ledger_restore_failed", error=str(err))
         self._watch_protection(now)
@@ -556,6 +595,7 @@ class Worker(Rebalancing, Outcomes):
     def _commit(self, wait: bool = True) -> None:
         """Commit what finished; wait=False lets an at-least-once commit go on in the
         background (see consumers/commit.py)."""
+        self._write_heads()
         if self.committer.in_txn:
             # commit_transaction makes every record produced so far visible, so the offsets
             # must cover them all: wait for their acknowledgements (which finish the source
@@ -582,6 +622,7 @@ class Worker(Rebalancing, Outcomes):
             self._abort_interval(renew=True)
             return
         self.ledger.committed()
+        self.history.committed()
         for tp, off in offsets.items():
             self.parts[tp].offsets.mark_committed(off)
         self._finished_since_commit = 0
