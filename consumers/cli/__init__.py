@@ -15,6 +15,7 @@ from jobstream.consumers.cli.errors import run_app
 from jobstream.consumers.cli.publish import publish
 from jobstream.consumers.cli.schemas import schemas_app
 from jobstream.consumers.cli.topics import topics_app
+from jobstream.consumers.cli.ui import ui
 from jobstream.consumers.cli.worker import worker
 
 app = typer.Typer(
@@ -57,6 +58,8 @@ app.command(
 app.command(
     "worker", epilog="Example: jobstream worker --app myservice.jobs -j orders.confirmation"
 )(worker)
+
+app.command("ui", epilog="Example: jobstream ui --host 127.0.0.1 --port 8400")(ui)
 
 
 def main() -> None:
