@@ -48,8 +48,10 @@ def _topic(request: Request, name: str) -> str:
 
 
 def dlq_index(request: Request) -> HTMLResponse:
-    view = console(request).kafka.view()
-    rows = [(n, jt.dlq, view.offsets.size([jt.dlq]), jt.dlq in view.topics)
+    c = console(request)
+    view = c.kafka.view()
+    rows = [(n, jt.dlq, len(c.dlq.records(jt.dlq, view.offsets.bounds(jt.dlq)))
+             if jt.dlq in view.topics else 0, jt.dlq in view.topics)
             for n, jt in view.jobs.items()]
     return render(request, "dlq_index.html", rows=rows)
 

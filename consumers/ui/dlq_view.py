@@ -43,13 +43,20 @@ class DlqView:
                 t = self._topics[name] = _Topic()
             return t
 
-    def records(self, topic: str) -> list[DeadLetter]:
-        """Every record now in the topic (up to the end offsets taken now)."""
+    def records(self, topic: str,
+                bounds: dict[int, tuple[int, int]] | None = None) -> list[DeadLetter]:
+        """Every record now in the topic, up to the end offsets taken now (or given: the
+        overview has them from one batched call, and an unchanged topic is not read)."""
         t = self._topic(topic)
         with t.lock:
+            if bounds is not None and bounds and all(
+                    t.next.get(p) == hi for p, (_, hi) in bounds.items()) and all(
+                    min(t.records.get(p, {}), default=lo) >= lo
+                    for p, (lo, _) in bounds.items()):
+                return [dl for p in sorted(t.records) for dl in t.records[p].values()]
             r = Reader(self.settings, topic)
             try:
-                bounds = r.bounds()
+                bounds = bounds or r.bounds()
                 starts: dict[int, int] = {}
                 for p, (lo, hi) in bounds.items():
                     held = t.records.setdefault(p, {})

@@ -53,6 +53,9 @@ class Offsets:
         ts, start = set(topics), self.since.get(window, {})
         return sum(h - start.get(k, h) for k, h in self.high.items() if k[0] in ts)
 
+    def bounds(self, topic: str) -> dict[int, tuple[int, int]]:
+        return {p: (self.low.get((t, p), 0), h) for (t, p), h in self.high.items() if t == topic}
+
     def lag(self, topics: Iterable[str]) -> int:
         ts = set(topics)
         return sum(max(0, h - self.committed.get(k, self.low.get(k, 0)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,9 +12,10 @@ from starlette.responses import HTMLResponse
 
 from jobstream.consumers.ops.audit import list_audit
 from jobstream.consumers.ops.audit_chain import verify
+from jobstream.consumers.ops.dlq import DeadLetter
 from jobstream.consumers.ui.kafka_view import View
 from jobstream.consumers.ui.scrape import WorkerScrape
-from jobstream.consumers.ui.web import console, int_param, job_type_of, render
+from jobstream.consumers.ui.web import Console, console, int_param, job_type_of, render
 
 
 @dataclass
@@ -23,11 +26,11 @@ class Row:
     rate: float  # records enqueued per second, last 5 minutes
     lag: int
     in_flight: float | None
-    succeeded: dict[str, float | None]
-    retried: dict[str, int]
-    dead: dict[str, int]
+    succeeded: dict[str, float | None]  # workers' /metrics; None without any
+    retried: dict[str, float | None]
+    dead: dict[str, int]  # from the DLQ records' failure times
     dlq_size: int
-    dlq_ratio: float | None  # dead-lettered / enqueued, last hour
+    dlq_ratio: float | None  # dead-lettered / (succeeded + dead-lettered), last hour
     breaker: str
     workers: int
     missing: bool  # its topics do not exist
@@ -40,25 +43,42 @@ def _breaker(scrapes: list[WorkerScrape], jt: str) -> str:
     return "open" if max(seen) >= 1 else "closed"
 
 
+WINDOW_S = {"5m": 300, "1h": 3600}
+
+
+def dead_letters(c: Console, view: View) -> dict[str, list[DeadLetter]]:
+    """Each job type's DLQ records, read only where the topic changed since the last page."""
+    todo = {n: jt.dlq for n, jt in view.jobs.items() if jt.dlq in view.topics}
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="ui-dlq") as pool:
+        got = pool.map(lambda t: c.dlq.records(t, view.offsets.bounds(t)), todo.values())
+        return dict(zip(todo, got, strict=True))
+
+
 def overview_rows(view: View, scrapes: list[WorkerScrape],
-                  done: dict[str, dict[tuple[str, str], float]]) -> list[Row]:
+                  done: dict[str, dict[tuple[str, str], float]],
+                  dlqs: dict[str, list[DeadLetter]]) -> list[Row]:
     any_ok = any(w.ok for w in scrapes)
+    now_ms = time.time() * 1000
     rows = []
     for name, jt in view.jobs.items():
         off = view.offsets
-        consumed = [jt.main, *jt.retries]
-        enq_1h = off.in_window([jt.main], "1h")
-        dead = {w: off.in_window([jt.dlq], w) for w in ("5m", "1h")}
-        succeeded: dict[str, float | None] = {
-            w: (done[w].get((name, "succeeded"), 0.0) if any_ok else None) for w in ("5m", "1h")}
+        records = dlqs.get(name, [])
+        dead = {w: sum(1 for dl in records if (dl.when_ms or 0) >= now_ms - s * 1000)
+                for w, s in WINDOW_S.items()}
+
+        def metric(outcome: str, window: str, name: str = name) -> float | None:
+            return done[window].get((name, outcome), 0.0) if any_ok else None
+
+        succeeded = {w: metric("succeeded", w) for w in WINDOW_S}
+        finished = (succeeded["1h"] or 0) + dead["1h"]
         serving = [w for w in scrapes if w.ok and any(k[0] == name for k in w.jobs)]
         rows.append(Row(
-            job_type=name, rate=off.in_window([jt.main], "5m") / 300, lag=off.lag(consumed),
+            job_type=name, rate=off.in_window([jt.main], "5m") / 300,
+            lag=off.lag([jt.main, *jt.retries]),
             in_flight=sum(w.in_flight for w in serving) if any_ok else None,
-            succeeded=succeeded,
-            retried={w: off.in_window(jt.retries, w) for w in ("5m", "1h")},
-            dead=dead, dlq_size=off.size([jt.dlq]),
-            dlq_ratio=(dead["1h"] / enq_1h) if enq_1h else None,
+            succeeded=succeeded, retried={w: metric("retried", w) for w in WINDOW_S},
+            dead=dead, dlq_size=len(records),
+            dlq_ratio=dead["1h"] / finished if finished else None,
             breaker=_breaker(scrapes, name), workers=len(view.workers_of(jt)),
             missing=jt.main not in view.topics))
     return rows
@@ -68,8 +88,9 @@ def overview(request: Request) -> HTMLResponse:
     c = console(request)
     view = c.kafka.view()
     scrapes = c.scraper.scrape()
-    done = {w: c.scraper.counted_since(s) for w, s in (("5m", 300), ("1h", 3600))}
-    return render(request, "overview.html", rows=overview_rows(view, scrapes, done), view=view,
+    done = {w: c.scraper.counted_since(s) for w, s in WINDOW_S.items()}
+    rows = overview_rows(view, scrapes, done, dead_letters(c, view))
+    return render(request, "overview.html", rows=rows, view=view,
                   scrapes=scrapes, history_s=c.scraper.reach_s(),
                   scrape_configured=bool(c.scraper.urls))
 
@@ -102,12 +123,13 @@ def job_type_page(request: Request) -> HTMLResponse:
                 "owner": f"{owner.client_id} ({owner.host})" if owner else "-"})
     tiers = [{"topic": t, "delay": d, "size": off.size([t]), "exists": t in view.topics}
              for t, d in zip(jt.retries, jt.tier_seconds, strict=True)]
+    dlq_size = len(c.dlq.records(jt.dlq, off.bounds(jt.dlq))) if jt.dlq in view.topics else 0
     enq = c.kafka.throughput(jt.main, view.topics.get(jt.main, 0)) if jt.main in view.topics \
         else []
     dead = c.kafka.throughput(jt.dlq, view.topics.get(jt.dlq, 0)) if jt.dlq in view.topics \
         else []
     return render(request, "job_type.html", name=name, jt=jt, partitions=partitions,
-                  tiers=tiers, dlq_size=off.size([jt.dlq]), dlq_exists=jt.dlq in view.topics,
+                  tiers=tiers, dlq_size=dlq_size, dlq_exists=jt.dlq in view.topics,
                   main_exists=jt.main in view.topics, chart=_chart(enq), dead_chart=_chart(dead),
                   workers=view.workers_of(jt), group=view.group, group_state=view.group_state)
 
