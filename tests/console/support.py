@@ -23,7 +23,8 @@ from tests.harness import ROOT, Stack
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = Path(os.environ.get("JOBSTREAM_TEST_ARTIFACTS", ROOT / "tests" / "console" / "artifacts"))
+ARTIFACTS = Path(os.environ.get("JOBSTREAM_TEST_ARTIFACTS")
+                 or ROOT / "tests" / "console" / "artifacts")
 USER, PASSWORD, TOKEN = "alice", "s3cret-pw", "tok-7f3a9c"
 
 
