@@ -77,7 +77,7 @@ def test_bearer_token_unmasks_and_is_audited(scenario: Scenario) -> None:
     jt = scenario.stack.job_type
     p, o = _first_position(scenario)
     record = f"{scenario.url}/dlq/{jt}/{p}/{o}"
-    status, body, headers = get(record)
+    status, body, _ = get(record)
     assert status == 200 and "hunter2" not in body and "***" in body
     bearer = f"Bearer {TOKEN}"
     audit_before = _books(scenario)[2]
