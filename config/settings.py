@@ -36,8 +36,8 @@ from jobstream.config.sections import (
     SecurityProtocol,
     WorkerSettings,
 )
-from jobstream.config.ui_section import UiSettings
 from jobstream.config.settings_errors import describe_env_parse_error, describe_errors, unknown_env
+from jobstream.config.ui_section import UiSettings
 
 # The sections live in config/sections.py; they are imported from here as before.
 __all__ = [

@@ -173,7 +173,8 @@ async def dlq_replay(request: Request) -> HTMLResponse:
         out = await run_in_threadpool(work)
     except DlqError as e:
         raise PageError(502, str(e)) from None
-    ctx = dict(name=name, mode=mode, typed=typed, sel=sel_values, filters=f.describe())
+    ctx: dict[str, Any] = dict(name=name, mode=mode, typed=typed, sel=sel_values,
+                               filters=f.describe())
     if not confirmed:
         return render(request, "dlq_confirm.html", count=out["count"],
                       records=out.get("records", []), **ctx)

@@ -137,7 +137,10 @@ class KafkaView:
         parts = [TP(t, p) for jt in jobs.values() for t in (jt.main, *jt.retries, jt.dlq)
                  if t in topics for p in range(topics[t])]
         now_ms = int(time.time() * 1000)
-        specs: dict[str, Any] = {"low": OffsetSpec.earliest(), "high": OffsetSpec.latest()}
+        specs: dict[str, Any] = {
+            "low": OffsetSpec.earliest(),  # type: ignore[no-untyped-call]
+            "high": OffsetSpec.latest(),  # type: ignore[no-untyped-call]
+        }
         for name, secs in WINDOWS.items():
             specs[name] = OffsetSpec.for_timestamp(now_ms - secs * 1000)
         futures = {name: self._offsets(parts, spec) for name, spec in specs.items()}
@@ -192,8 +195,8 @@ class KafkaView:
         tps = [TP(topic, p) for p in range(partitions)]
         starts = [now_ms - span_s * 1000 + i * step for i in range(buckets)]
         futures = [self._offsets(tps, OffsetSpec.for_timestamp(t)) for t in starts]
-        high = {tp.partition: r.offset
-                for tp, r in _wait(self._offsets(tps, OffsetSpec.latest())).items()}
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        high = {tp.partition: r.offset for tp, r in _wait(self._offsets(tps, latest)).items()}
         cuts = [{tp.partition: (r.offset if r.offset >= 0 else high.get(tp.partition, 0))
                  for tp, r in _wait(f).items()} for f in futures]
         cuts.append(high)
