@@ -21,6 +21,7 @@ from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings, SettingsError
 from jobstream.consumers.ops.dlq import DlqError
 from jobstream.consumers.ui import dlq_pages, pages
+from jobstream.consumers.ui.audit_view import AuditView
 from jobstream.consumers.ui.auth import Auth, AuthError
 from jobstream.consumers.ui.dlq_view import DlqView
 from jobstream.consumers.ui.kafka_view import KafkaView
@@ -98,7 +99,7 @@ async def _internal(request: Request, exc: Exception) -> Response:
 
 def create_app(settings: Settings) -> Starlette:
     state = Console(settings, KafkaView(settings), DlqView(settings), Scraper(settings),
-                    Auth(settings.ui.auth))
+                    Auth(settings.ui.auth), AuditView(settings))
     routes = [
         Route("/", pages.overview),
         Route("/jobs/{job_type}", pages.job_type_page),

@@ -10,8 +10,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from jobstream.consumers.ops.audit import list_audit
-from jobstream.consumers.ops.audit_chain import verify
 from jobstream.consumers.ops.dlq import DeadLetter
 from jobstream.consumers.ui.kafka_view import View
 from jobstream.consumers.ui.scrape import WorkerScrape
@@ -137,6 +135,6 @@ def job_type_page(request: Request) -> HTMLResponse:
 def audit_page(request: Request) -> HTMLResponse:
     c = console(request)
     limit = int_param(request.query_params.get("limit"), "limit", 1, 1000, default=100)
-    rows = list(reversed(list_audit(c.settings, limit)))
-    report = verify(c.settings)
+    report, recent = c.audit.refresh()
+    rows = list(reversed(recent[-limit:]))
     return render(request, "audit.html", rows=rows, report=report.as_dict(), limit=limit)

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from jobstream.config.settings import Settings
+from jobstream.consumers.ui.audit_view import AuditView
 from jobstream.consumers.ui.auth import Auth
 from jobstream.consumers.ui.dlq_view import DlqView
 from jobstream.consumers.ui.kafka_view import KafkaView
@@ -47,6 +48,7 @@ class Console:
     dlq: DlqView
     scraper: Scraper
     auth: Auth
+    audit: AuditView
 
 
 def _fmt_ms(ms: int | None) -> str:
