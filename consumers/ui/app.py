@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -66,6 +66,11 @@ def login(request: Request) -> Response:
                             status_code=303)
 
 
+def healthz(request: Request) -> Response:
+    """The process serves pages (it does not ask Kafka: a probe must not load the brokers)."""
+    return PlainTextResponse("ok\n")
+
+
 async def _page_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PageError)
     return error_page(request, exc.status, exc.message)
@@ -111,6 +116,7 @@ def create_app(settings: Settings) -> Starlette:
               methods=["POST"]),
         Route("/audit", pages.audit_page),
         Route("/login", login),
+        Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=TEMPLATES / "static"), name="static"),
     ]
     app = Starlette(
