@@ -3,6 +3,7 @@ the parsing of path and query parameters (hostile input ends in a 400 page sayin
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,7 +101,7 @@ def int_param(value: str | None, name: str, lo: int = 0, hi: int = 2**63 - 1,
         if default is None:
             raise PageError(400, f"{name} is required")
         return default
-    if not value.isdigit() or len(value) > 19:
+    if not re.fullmatch(r"[0-9]{1,19}", value):  # ASCII digits only (no other scripts)
         raise PageError(400, f"{name} must be a whole number from {lo} to {hi}, got {value[:40]!r}")
     n = int(value)
     if not lo <= n <= hi:
