@@ -5,6 +5,7 @@ dry-run count first) and unmask. Writes need credentials and the form's CSRF tok
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from starlette.datastructures import FormData
@@ -163,8 +164,9 @@ async def dlq_replay(request: Request) -> HTMLResponse:
             if not confirmed:
                 return {"count": len(records), "records": records}
             return {"result": actions.replay_selected(c.settings, name, records, user)}
-        try:
-            result = actions.replay_filtered(c.settings, name, f, user, dry_run=not confirmed)
+        try:  # every match: the list's limit only says how many rows it shows
+            result = actions.replay_filtered(c.settings, name, replace(f, limit=None), user,
+                                             dry_run=not confirmed)
         except DlqError as e:
             raise PageError(400, str(e)) from None
         return {"count": result.matched, "result": None if not confirmed else result}
@@ -174,7 +176,7 @@ async def dlq_replay(request: Request) -> HTMLResponse:
     except DlqError as e:
         raise PageError(502, str(e)) from None
     ctx: dict[str, Any] = dict(name=name, mode=mode, typed=typed, sel=sel_values,
-                               filters=f.describe())
+                               filters=replace(f, limit=None).describe())
     if not confirmed:
         return render(request, "dlq_confirm.html", count=out["count"],
                       records=out.get("records", []), **ctx)

@@ -28,7 +28,7 @@ def _csrf(url: str) -> str:
 
 def _replay(url: str, jt: str, fields: list[tuple[str, str]]) -> tuple[int, str]:
     return post(f"{url}/dlq/{jt}/replay",
-                [("csrf", _csrf(f"{url}/dlq/{jt}")), ("limit", "10000"), *fields], BEARER)
+                [("csrf", _csrf(f"{url}/dlq/{jt}")), *fields], BEARER)
 
 
 def _count(body: str, name: str) -> int:

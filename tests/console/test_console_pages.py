@@ -167,7 +167,8 @@ def test_replay_by_filter_with_dry_run(driver: Any, scenario: Scenario) -> None:
     stack = scenario.stack
     sign_in(driver, basic())
     key = scenario.dead_keys[3]
-    driver.get(f"{scenario.url}/dlq/{stack.job_type}?key={key}")
+    # limit=1 only limits the rows shown: a replay by filter takes every match.
+    driver.get(f"{scenario.url}/dlq/{stack.job_type}?key={key}&limit=1")
     driver.find_element(By.ID, "replay-filtered").click()
     assert driver.find_element(By.ID, "dry-run-count").text == "1"
     driver.find_element(By.ID, "confirm").click()

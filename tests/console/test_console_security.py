@@ -149,3 +149,25 @@ def test_html_in_headers_and_payload_is_escaped(driver: Any, scenario: Scenario)
     assert driver.find_element(By.ID, "stack").text == "</pre><script>window.__xss=4</script>"
     assert driver.find_element(By.ID, "job-id").text == "<b>id</b>"
     assert "&lt;script&gt;" in driver.page_source
+
+
+def test_sign_in_challenges_then_returns_to_the_page(scenario: Scenario) -> None:
+    status, _, headers = get(f"{scenario.url}/login?next=/audit")
+    h = {k.lower(): v for k, v in headers.items()}
+    assert status == 401 and h["www-authenticate"].startswith("Basic realm=")
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    for nxt, where in (("/audit", "/audit"), ("//evil.example/x", "/"),
+                       ("http://evil.example", "/")):
+        req = urllib.request.Request(f"{scenario.url}/login?next={nxt}",
+                                     headers={"authorization": basic()})
+        try:
+            opener.open(req, timeout=10)
+            raise AssertionError("expected a redirect")
+        except urllib.error.HTTPError as e:
+            assert e.code == 303 and e.headers["location"] == where, nxt
