@@ -6,7 +6,9 @@ Every error becomes a page with a message (a 4xx for bad input, 401/403 for refu
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -102,6 +104,24 @@ async def _internal(request: Request, exc: Exception) -> Response:
                         status_code=500, headers=SECURITY_HEADERS)
 
 
+def _warm_up(state: Console) -> None:
+    """Read every DLQ once in the background at start, so that the first visitor does not pay
+    for the cold read (10,000 dead letters: a few tenths of a second)."""
+    from jobstream.consumers.ui.pages import dead_letters
+
+    try:
+        dead_letters(state, state.kafka.view())
+    except Exception as e:  # the broker may be down at start: pages will say so
+        log.warning("console warm-up failed", error=str(e))
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    threading.Thread(target=_warm_up, args=(app.state.console,), name="ui-warm-up",
+                     daemon=True).start()
+    yield
+
+
 def create_app(settings: Settings) -> Starlette:
     state = Console(settings, KafkaView(settings), DlqView(settings), Scraper(settings),
                     Auth(settings.ui.auth), AuditView(settings))
@@ -124,6 +144,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={PageError: _page_error, AuthError: _auth_error,
                             HTTPException: _http_error, DlqError: _dlq_error,
                             SettingsError: _dlq_error, Exception: _internal},
+        lifespan=_lifespan,
     )
     app.state.console = state
     return app
