@@ -16,6 +16,7 @@ from jobstream.consumers.cli.jobs import jobs_app
 from jobstream.consumers.cli.publish import publish
 from jobstream.consumers.cli.schemas import schemas_app
 from jobstream.consumers.cli.topics import topics_app
+from jobstream.consumers.cli.ui import ui
 from jobstream.consumers.cli.worker import worker
 
 app = typer.Typer(
@@ -59,6 +60,8 @@ app.command(
 app.command(
     "worker", epilog="Example: jobstream worker --app myservice.jobs -j orders.confirmation"
 )(worker)
+
+app.command("ui", epilog="Example: jobstream ui --host 127.0.0.1 --port 8400")(ui)
 
 
 def main() -> None:
