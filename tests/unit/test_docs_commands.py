@@ -37,6 +37,8 @@ def _lines() -> list[tuple[str, str]]:
             if lang not in ("", "sh", "bash", "console", "shell"):
                 continue
             for raw in body.splitlines():
+                if lang == "console" and not raw.lstrip().startswith("$"):
+                    continue  # a command's output, not a command
                 m = LINE.match(raw)
                 if m:
                     found.append((page.relative_to(ROOT).as_posix(), _normalise(m.group(1))))
