@@ -20,9 +20,11 @@ INLINE = re.compile(r"`(jobstream [^`]+)`")
 
 
 def _normalise(line: str) -> str:
-    """A usage line as a call: `[--group G]` is an option given, `T ...` one value."""
+    """A usage line as a call: `[--group G]` is an option given, `T ...` one value, `a|b`
+    the first of the commands named."""
     line = re.split(r"\s{2,}#|\s+\|\s|\s+&&\s", line)[0]
     line = line.rstrip("& ").replace("[", " ").replace("]", " ").replace("...", " ")
+    line = re.sub(r"\b([\w-]+)(?:\|[\w-]+)+", r"\1", line)  # `show|wait`: the first one
     return " ".join(line.split())
 
 
