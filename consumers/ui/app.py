@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings, SettingsError
 from jobstream.consumers.ops.dlq import DlqError
-from jobstream.consumers.ui import dlq_pages, pages
+from jobstream.consumers.ui import dlq_pages, lookup, pages
 from jobstream.consumers.ui.audit_view import AuditView
 from jobstream.consumers.ui.auth import Auth, AuthError
 from jobstream.consumers.ui.dlq_view import DlqView
@@ -135,6 +135,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/dlq/{job_type}/{partition}/{offset}/unmask", dlq_pages.dlq_unmask,
               methods=["POST"]),
         Route("/audit", pages.audit_page),
+        Route("/lookup", lookup.lookup_page),
         Route("/login", login),
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=TEMPLATES / "static"), name="static"),

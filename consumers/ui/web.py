@@ -22,10 +22,10 @@ from jobstream.consumers.ui.scrape import Scraper
 
 TEMPLATES = Path(__file__).parent / "templates"
 
-# The navigation. Job lookup (the lifecycle feature) and schedules (the scheduling feature)
-# add their pages here when they land: (path, label).
+# The navigation: (path, label). Schedules (the scheduling feature) add their page here.
 NAV: list[tuple[str, str]] = [
     ("/", "Overview"),
+    ("/lookup", "Find a job"),
     ("/dlq", "Dead letters"),
     ("/audit", "Audit trail"),
 ]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
 from tests.console.conftest import N_DEAD, N_OK, N_RETRIED, WORKER_PORT, Scenario
 from tests.console.support import basic, screenshot, sign_in
@@ -58,6 +59,31 @@ def test_overview_shows_the_scenario(driver: Any, scenario: Scenario) -> None:
     assert f"127.0.0.1:{WORKER_PORT}" in driver.find_element(By.ID, "scrapes").text
     assert "read-only" in driver.find_element(By.CSS_SELECTOR, "header .who").text
     screenshot(driver, "overview")
+
+
+def test_find_a_job_shows_its_timeline(driver: Any, scenario: Scenario) -> None:
+    """Issue 25's job lookup: a dead-lettered job found by id and key, its timeline read from
+    T.history; hostile input is an error page, not a traceback."""
+    sign_in(driver, None)
+    jt, job_id, key = scenario.stack.job_type, scenario.dead_ids[0], scenario.dead_keys[0]
+    driver.get(scenario.url + "/lookup")
+    Select(driver.find_element(By.ID, "job-type")).select_by_visible_text(jt)
+    driver.find_element(By.ID, "job-id").send_keys(job_id)
+    driver.find_element(By.ID, "key").send_keys(key)
+    driver.find_element(By.ID, "find").click()
+    assert driver.find_element(By.ID, "state").text == f"{jt} {job_id}: dead_lettered after " \
+        "1 attempt(s)"
+    assert "permanent" in driver.find_element(By.ID, "last-error").text
+    rows = driver.find_elements(By.CSS_SELECTOR, "#timeline tbody tr")
+    assert [r.find_element(By.CSS_SELECTOR, "td.outcome").text for r in rows] == ["dead_lettered"]
+    screenshot(driver, "lookup")
+    driver.get(f"{scenario.url}/lookup?job_type={jt}&job_id=nope-%3Cb%3E")
+    assert ": unknown" in driver.find_element(By.ID, "state").text
+    assert "<b>" in driver.find_element(By.ID, "state").text  # shown as text, not markup
+    driver.get(f"{scenario.url}/lookup?job_type=no.such&job_id=x")
+    assert "unknown job type 'no.such'" in driver.find_element(By.TAG_NAME, "main").text
+    driver.get(f"{scenario.url}/lookup?job_type={jt}&job_id=%07bell")
+    assert "printable" in driver.find_element(By.TAG_NAME, "main").text
 
 
 def test_job_type_page(driver: Any, scenario: Scenario) -> None:
