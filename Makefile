@@ -29,7 +29,9 @@ docs: venv
 
 # A broker started for the run gets a fresh temporary data dir, removed at the end
 # (scripts/with-broker.sh).
+# tests/console drives a real Chromium: scripts/ensure-browser.sh installs it or fails.
 test: lint docs
+	scripts/ensure-browser.sh
 	JOBSTREAM_FRESH_BROKER=1 \
 	scripts/with-broker.sh $(BIN)/python -m pytest tests -q -rsx -p no:cacheprovider --durations=15
 

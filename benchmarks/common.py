@@ -248,7 +248,9 @@ class Stack:
 
     # -- workers -------------------------------------------------------------------------
 
-    def start_worker(self, http: bool = False, **env: str) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, http: bool = False, args: tuple[str, ...] = (), **env: str
+    ) -> subprocess.Popen[bytes]:
         port = free_port() if http else 0
         n = len(self.procs)
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
@@ -271,6 +273,7 @@ class Stack:
             "benchmarks.jobs",
             "--job-type",
             self.job_type,
+            *args,
         ]
         with open(self.dir / f"worker-{n}.log", "ab") as err:  # the child keeps its copy
             proc = subprocess.Popen(

@@ -47,6 +47,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Bench], list[Row]]]] = {
     "ledger": ("6 ledger restore rate and memory per entry", ledger.ledger),
     "scaling": ("7 scaling over 1, 2, 3 worker processes", throughput.scaling),
     "costs": ("8 per-job cost breakdown (in-process)", costs.costs),
+    "processes": ("9 one pod, 1 and 2 worker processes", throughput.processes),
 }
 
 

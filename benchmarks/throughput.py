@@ -15,11 +15,11 @@ MODES = {Mode.AT_LEAST_ONCE: ("alo", 0.85), Mode.TRANSACTIONAL: ("txn", 0.7)}
 SLEEP_MS = 20
 
 
-def run_worker(st: Stack, n: int, timeout: float) -> float:
+def run_worker(st: Stack, n: int, timeout: float, args: tuple[str, ...] = ()) -> float:
     """Publish n jobs, start one worker, return jobs/s from first handler run to all committed."""
     st.fill(n)
     ends = st.end_offsets()
-    st.start_worker()
+    st.start_worker(args=args)
     try:
         done = st.wait_committed(ends, timeout)
         first = st.first_run()
@@ -214,3 +214,22 @@ def scaling(b: Bench) -> list[Row]:
             )
         )
     return rows
+
+
+def processes(b: Bench) -> list[Row]:
+    """No-op jobs through `jobstream worker --processes 1` and `--processes 2`, same broker, one
+    after the other (issue 29: on 2 cores, 2 processes should give >= 1.6x)."""
+    n = b.size(60_000, 5_000)
+    rates = {}
+    for procs in (1, 2):
+        st = b.stack(f"processes-{procs}", "bench.noop", worker={"mode": "at_least_once"})
+        say(f"processes/{procs}: {n:,} no-op jobs")
+        rates[procs] = run_worker(st, n, max(300.0, n / 200), ("--processes", str(procs)))
+        say(f"processes/{procs}: {rates[procs]:,.0f} jobs/s")
+        st.tidy()
+    return [
+        limit_row("9 processes", "no-op worker, --processes 1", rates[1], "jobs/s", None,
+                  f"{n:,} jobs, at least once"),
+        ratio_row("9 processes", "no-op worker, --processes 2", rates[2], rates[1], "jobs/s",
+                  "--processes 1", 1.6, "the broker runs on the same 2 cores"),
+    ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -201,6 +202,22 @@ class JobTypeSettings(_Model):
     dlq_retention_ms: Millis = Field(
         30 * 86_400_000, ge=60_000, description="How long the DLQ topic keeps records."
     )
+    history: bool = Field(
+        True,
+        description="Write each attempt's outcome and progress to T.history (`jobs show`, "
+        "`Publisher.status`, `audit verify`); `false` saves a write per attempt, and a "
+        "lookup then knows only what the ledger and T say.",
+    )
+    history_retention_ms: Millis = Field(
+        7 * 86_400_000, ge=60_000,
+        description="How long T.history keeps each job's lifecycle records (attempts, "
+        "progress, results): how far back `jobstream jobs show` and `Publisher.status` see.",
+    )
+    result_max_bytes: int = Field(
+        64 * 1024, ge=16, le=900 * 1024,
+        description="Largest handler return value, as JSON, stored as the job's result; a "
+        "bigger one fails the attempt as permanent, naming the limit.",
+    )
     accept: tuple[HeaderFormat, ...] = Field(
         (HeaderFormat.JOBSTREAM,), min_length=1,
         description="Header formats the job type's records may use: `jobstream` (`js-*` "
@@ -287,6 +304,19 @@ class WorkerSettings(_Model):
         description="librdkafka `max.poll.interval.ms`: a worker whose loop does not poll for "
         "this long leaves the group.",
     )
+    processes: int | Literal["auto"] = Field(
+        1,
+        description="Worker processes in one pod (`jobstream worker --processes N`): each a "
+        "group member with its own poll thread, behind one supervisor and one HTTP port; "
+        "`auto`: the CPUs the container may use (its cgroup CPU limit).",
+    )
+
+    @field_validator("processes")
+    @classmethod
+    def _processes(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 64:
+            raise ValueError(f"must be 1 to 64 or `auto`, got {v}")
+        return v
     http_host: str = Field(
         "127.0.0.1",
         description="Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`); "

@@ -37,6 +37,7 @@ from jobstream.config.sections import (
     WorkerSettings,
 )
 from jobstream.config.settings_errors import describe_env_parse_error, describe_errors, unknown_env
+from jobstream.config.ui_section import UiSettings
 
 # The sections live in config/sections.py; they are imported from here as before.
 __all__ = [
@@ -89,6 +90,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = Field(
         BrokerSettings(), description="The local development broker run by `jobstream broker`."
     )
+    ui: UiSettings = Field(UiSettings(), description="The operator console, `jobstream ui`.")
     jobs: dict[str, JobTypeSettings] = Field(
         default_factory=dict,
         description="Settings per job type, by job type name; a job type not listed gets the "

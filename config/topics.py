@@ -1,6 +1,7 @@
 """The one place that names topics. For a job type whose main topic is T:
 
-T (new jobs), T.retry.<delay> (one per tier), T.dlq (dead letters), T.ledger (dedup ledger).
+T (new jobs), T.retry.<delay> (one per tier), T.dlq (dead letters), T.ledger (dedup ledger),
+T.history (each job's lifecycle, hash-chained).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from jobstream.config.settings import JobTypeSettings, Ordering, Settings
 RETRY_MARK = ".retry."
 DLQ_SUFFIX = ".dlq"
 LEDGER_SUFFIX = ".ledger"
+HISTORY_SUFFIX = ".history"
 AUDIT_TOPIC = "jobstream.audit"
 
 
@@ -32,11 +34,16 @@ def ledger_topic(main: str) -> str:
     return main + LEDGER_SUFFIX
 
 
+def history_topic(main: str) -> str:
+    return main + HISTORY_SUFFIX
+
+
 def base_of(topic: str) -> str:
-    """The main topic a tier, DLQ or ledger topic belongs to (the topic itself otherwise)."""
+    """The main topic a tier, DLQ, ledger or history topic belongs to (the topic itself
+    otherwise)."""
     if RETRY_MARK in topic:
         return topic.rsplit(RETRY_MARK, 1)[0]
-    for suffix in (DLQ_SUFFIX, LEDGER_SUFFIX):
+    for suffix in (DLQ_SUFFIX, LEDGER_SUFFIX, HISTORY_SUFFIX):
         if topic.endswith(suffix):
             return topic[: -len(suffix)]
     return topic
@@ -52,7 +59,7 @@ def tier_delay(topic: str) -> float | None:
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
-    role: str  # main | retry | dlq | ledger
+    role: str  # main | retry | dlq | ledger | history
     partitions: int
     config: dict[str, str]
 
@@ -69,6 +76,7 @@ class JobTopics:
     tier_seconds: tuple[float, ...]
     dlq: str
     ledger: str
+    history: str
 
     @property
     def consumed(self) -> tuple[str, ...]:
@@ -86,6 +94,7 @@ def job_topics(job_type: str, cfg: JobTypeSettings) -> JobTopics:
         tier_seconds=tiers,
         dlq=dlq_topic(main),
         ledger=ledger_topic(main),
+        history=history_topic(main),
     )
 
 
@@ -113,6 +122,12 @@ def topic_plan(job_type: str, settings: Settings) -> list[TopicSpec]:
     plan.append(
         TopicSpec(
             t.ledger, "ledger", n, {"cleanup.policy": "compact,delete", "retention.ms": ttl_ms}
+        )
+    )
+    plan.append(
+        TopicSpec(
+            t.history, "history", n,
+            {"cleanup.policy": "delete", "retention.ms": str(cfg.history_retention_ms)},
         )
     )
     return plan

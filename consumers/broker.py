@@ -94,27 +94,39 @@ class LocalBroker:
             )
         work = self.jar_dir.parent
         work.mkdir(parents=True, exist_ok=True)
-        (work / "pom.xml").write_text(_POM.format(version=self.settings.version))
-        tmp = work / "libs.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
+        # Per process: brokers started at once on a fresh machine (parallel test runs) each
+        # fetch into their own folder, and the first rename wins.
+        tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        pom = work / f"pom.{tag}.xml"
+        pom.write_text(_POM.format(version=self.settings.version))
+        tmp = work / f"libs.partial.{tag}"
         cmd = [
             mvn,
             "-q",
             "-B",
             "-f",
-            str(work / "pom.xml"),
+            str(pom),
             "dependency:copy-dependencies",
             f"-DoutputDirectory={tmp}",
             "-DincludeScope=runtime",
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        finally:
+            pom.unlink(missing_ok=True)
         if proc.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
+            shutil.rmtree(tmp, ignore_errors=True)
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
             raise BrokerError(
                 f"could not fetch Kafka {self.settings.version} jars with Maven "
                 f"(exit {proc.returncode}):\n" + "\n".join(tail)
             )
-        tmp.rename(self.jar_dir)  # atomic: a half download never looks complete
+        try:
+            tmp.rename(self.jar_dir)  # atomic: a half download never looks complete
+        except OSError:
+            if not any(self.jar_dir.glob("kafka_2.13-*.jar")):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process got there first
         return self.jar_dir
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,22 @@ class JobContext:
     offset: int = -1
     enqueued_at_ms: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set by the worker: hands a progress update to the poll thread, which records it.
+    reporter: Callable[[float, str | None], None] | None = field(
+        default=None, repr=False, compare=False)
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Record how far the job is (0.0 to 1.0) and what it is doing, in the job's history
+        (`jobstream jobs show`, `Publisher.status`). Cheap to call often: the worker keeps
+        the latest update per job between its loop passes."""
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not (
+                0.0 <= fraction <= 1.0):
+            raise ValueError(f"progress: fraction must be a number from 0.0 to 1.0, got "
+                             f"{fraction!r}")
+        if message is not None and not isinstance(message, str):
+            raise ValueError(f"progress: message must be a string, got {type(message).__name__}")
+        if self.reporter is not None:
+            self.reporter(float(fraction), message[:1024] if message else message)
 
     @property
     def trace_id(self) -> str | None:
@@ -53,7 +69,8 @@ def log_fields(job: Job) -> dict[str, Any]:
     }
 
 
-def context_for(job: Job, log: Any) -> JobContext:
+def context_for(job: Job, log: Any,
+                reporter: Callable[[float, str | None], None] | None = None) -> JobContext:
     h = job.headers
     return JobContext(
         job_id=job.job_id,
@@ -68,4 +85,5 @@ def context_for(job: Job, log: Any) -> JobContext:
         partition=job.partition,
         offset=job.offset,
         enqueued_at_ms=job.enqueued_at_ms,
+        reporter=reporter,
     )

@@ -14,6 +14,11 @@ class PermanentError(Exception):
     """Raise from a handler when retrying cannot help: the job goes to the DLQ at once."""
 
 
+class ResultError(PermanentError):
+    """A handler's return value cannot be stored as the job's result (not JSON, or over
+    `result_max_bytes`): the attempt fails as permanent, naming the problem."""
+
+
 class RetryAfter(Exception):
     """Raise from a handler to retry no sooner than `seconds` (picks the first tier that long)."""
 

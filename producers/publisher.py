@@ -17,6 +17,7 @@ from jobstream.config.kafka import client_config
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings, load_settings
 from jobstream.config.topics import main_topic
+from jobstream.producers import status as job_status
 from jobstream.producers.connection import ErrorWatch
 from jobstream.producers.delivery import DeliveryWatch, given_up
 from jobstream.producers.errors import (
@@ -30,6 +31,7 @@ from jobstream.producers.errors import (
     user_headers,
 )
 from jobstream.schemas import wire
+from jobstream.schemas.lifecycle import JobStatus
 from jobstream.schemas.registry import SchemaRegistry
 
 __all__ = ["DeliveryError", "InvalidJob", "PayloadTooLarge", "PublishError", "Publisher"]
@@ -317,6 +319,22 @@ class Publisher:
             return producer_limit  # e.g. no describe rights: fall back to the producer's limit
         except (KeyError, ValueError):
             return producer_limit
+
+    # -- looking a job up (producers/status.py) --------------------------------------------
+
+    def status(self, job_type: str, job_id: str, key: str | None = None,
+               timeout: float = 30.0) -> JobStatus:
+        """Where the job stands now: state, attempts, last error, result. `key`: the key it was
+        published with, if any (its records are in the partition the key picks)."""
+        self.registry.latest(job_type)  # UnknownJobType before any read
+        return job_status.status(self.settings, job_type, job_id, key, timeout)
+
+    def wait(self, job_type: str, job_id: str, key: str | None = None,
+             timeout: float = 30.0) -> JobStatus:
+        """Block until the job succeeded, was dead-lettered or cancelled; raises
+        `WaitTimeout` (a TimeoutError, with `.status`) when it has not within `timeout`."""
+        self.registry.latest(job_type)
+        return job_status.wait(self.settings, job_type, job_id, key, timeout)
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for outstanding deliveries; return how many are still queued. Raises

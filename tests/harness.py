@@ -24,7 +24,7 @@ from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings, load_settings
 from jobstream.config.topics import job_topics
 from jobstream.consumers.ops.topic_plan import apply, full_plan
-from jobstream.consumers.runtime.ledger import STARTED_PREFIX, SUCCEEDED, decode_entry
+from jobstream.consumers.runtime.ledger import HEAD_PREFIX, STARTED_PREFIX, SUCCEEDED, decode_entry
 from jobstream.producers import Publisher
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,11 +193,12 @@ class Stack:
         return out
 
     def ledger_records(self, timeout: float = 10) -> list[Any]:
-        """The committed ledger records, minus the crash evidence (consumers/runtime/crashes.py)."""
-        prefix = STARTED_PREFIX.encode()
+        """The committed ledger records, minus the crash evidence (consumers/runtime/crashes.py)
+        and the history chain heads (consumers/runtime/history.py)."""
+        prefixes = (STARTED_PREFIX.encode(), HEAD_PREFIX.encode())
         return [
             m for m in self.read_topic(self.topics.ledger, timeout=timeout)
-            if not (m.key() or b"").startswith(prefix)
+            if not (m.key() or b"").startswith(prefixes)
         ]
 
     def ledger_entries(self, timeout: float = 30) -> list[tuple[str, dict[str, Any]]]:

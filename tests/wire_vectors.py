@@ -17,7 +17,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from jobstream.schemas import wire
+from jobstream.schemas import partitioner, wire
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "wire-format.md"
@@ -86,30 +86,12 @@ def unhex(text: str) -> bytes:
 
 
 def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2), as a signed 32-bit int."""
-    m, mask = 0x5BD1E995, 0xFFFFFFFF
-    n = len(data)
-    h = (0x9747B28C ^ n) & mask
-    for i in range(0, n - n % 4, 4):
-        k = (int.from_bytes(data[i : i + 4], "little") * m) & mask
-        k ^= k >> 24
-        h = ((h * m) & mask) ^ ((k * m) & mask)
-    tail = data[n - n % 4 :]
-    if len(tail) == 3:
-        h ^= tail[2] << 16
-    if len(tail) >= 2:
-        h ^= tail[1] << 8
-    if tail:
-        h = ((h ^ tail[0]) * m) & mask
-    h ^= h >> 13
-    h = (h * m) & mask
-    h ^= h >> 15
+    """Kafka's murmur2 as Java returns it: a signed 32-bit int."""
+    h = partitioner.murmur2(data)
     return h - (1 << 32) if h & 0x80000000 else h
 
 
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Java's default partitioner (and librdkafka's murmur2_random) picks."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+partition_for = partitioner.partition_for
 
 
 # -- malformed records, built the way the Java example builds them ----------------------------

@@ -12,9 +12,11 @@ from jobstream.consumers.cli.audit import audit_app
 from jobstream.consumers.cli.broker import broker_app
 from jobstream.consumers.cli.dlq import dlq_app
 from jobstream.consumers.cli.errors import run_app
+from jobstream.consumers.cli.jobs import jobs_app
 from jobstream.consumers.cli.publish import publish
 from jobstream.consumers.cli.schemas import schemas_app
 from jobstream.consumers.cli.topics import topics_app
+from jobstream.consumers.cli.ui import ui
 from jobstream.consumers.cli.worker import worker
 
 app = typer.Typer(
@@ -49,6 +51,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
+app.add_typer(jobs_app, name="jobs")
 app.command(
     "publish",
     epilog="Example: jobstream publish orders.confirmation --key o-1 "
@@ -57,6 +60,8 @@ app.command(
 app.command(
     "worker", epilog="Example: jobstream worker --app myservice.jobs -j orders.confirmation"
 )(worker)
+
+app.command("ui", epilog="Example: jobstream ui --host 127.0.0.1 --port 8400")(ui)
 
 
 def main() -> None:

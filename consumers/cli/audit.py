@@ -74,37 +74,97 @@ def _offsets(d: Any) -> str:
                     if isinstance(r, dict)) or "-"
 
 
-@audit_app.command("verify", epilog="Example: jobstream audit verify --anchor 41:5e884898da"
-                                     "28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8")
+@audit_app.command("verify", epilog="Example: jobstream audit verify orders.confirmation "
+                                     "--since -1d")
 def audit_verify(
+    target: Annotated[str, typer.Argument(
+        help="`audit` (the audit trail) or a job type (its T.history partitions).")] = "audit",
     anchor: Annotated[list[str] | None, typer.Option(
-        help="OFFSET:HASH of a head printed earlier (repeatable): fails if the chain up to it "
-             "was rewritten.")] = None,
+        help="A head printed earlier (repeatable): OFFSET:HASH for the audit trail, "
+             "PARTITION:OFFSET:HASH for a job type; fails if the chain up to it was "
+             "rewritten.")] = None,
+    since: Annotated[str | None, typer.Option(
+        help="Walk only records from this time on (ISO 8601 or relative, e.g. -1d); the "
+             "first link is then taken as given.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
 ) -> None:
-    """Check the audit trail's hash chain: a record changed, removed or reordered fails (exit 1)."""
-    from jobstream.consumers.ops.audit_chain import parse_anchor, verify
+    """Check a hash chain: a record changed, removed or reordered fails (exit 1)."""
+    from jobstream.config.topics import AUDIT_TOPIC, job_topics
+    from jobstream.consumers.ops.audit_chain import parse_anchor, verify_partitions
+    from jobstream.consumers.ops.dlq import DlqError, parse_time, to_ms
+    from jobstream.consumers.ops.dlq_reader import list_topics
 
     with _errors():
-        anchors = dict(parse_anchor(a) for a in anchor or [])
-        report = verify(_settings(), anchors)
-    data = report.as_dict()
+        s = _settings()
+        since_ms = None
+        if since is not None:
+            try:
+                since_ms = to_ms(parse_time(since))
+            except ValueError as e:
+                raise DlqError(f"--since {since!r}: {e}") from None
+        anchors: dict[int, dict[int, str]] = {}
+        if target == "audit":
+            topic = AUDIT_TOPIC
+            for a in anchor or []:
+                offset, digest = parse_anchor(a)
+                anchors.setdefault(0, {})[offset] = digest
+        else:
+            if target not in s.jobs and target not in _known_types(s):
+                raise DlqError(f"unknown job type {target!r} (or `audit` for the audit trail)")
+            topic = job_topics(target, s.job(target)).history
+            for a in anchor or []:
+                part, sep, rest = a.partition(":")
+                if not sep or not part.strip().isdigit():
+                    raise DlqError(f"--anchor {a!r}: expected PARTITION:OFFSET:HASH for a job "
+                                   "type, as `audit verify` prints its heads")
+                offset, digest = parse_anchor(rest)
+                anchors.setdefault(int(part), {})[offset] = digest
+        if topic not in list_topics(s):
+            if target == "audit":
+                reports = {}
+            else:
+                raise DlqError(f"topic {topic} does not exist: run `jobstream topics apply`")
+        else:
+            reports = verify_partitions(s, topic, anchors, [0] if target == "audit" else None,
+                                        since_ms)
+    ok = all(r.ok for r in reports.values())
     if as_json:
+        if target == "audit":
+            data: Any = reports[0].as_dict() if reports else {"topic": topic, "ok": True,
+                                                              "records": 0, "problems": []}
+        else:
+            data = {"topic": topic, "ok": ok,
+                    "partitions": {str(p): r.as_dict() for p, r in reports.items()}}
         sys.stdout.write(json.dumps(data) + "\n")
     else:
-        out.print(f"{data['topic']}: {data['records']} records (offsets {report.low}-"
-                  f"{max(report.low, report.high - 1)})")
-        if data["unchained"]:
-            out.print(f"  {data['unchained']} written before chaining, not covered")
-        if data["starts_mid_chain"]:
-            out.print(f"  the oldest records are gone (retention); the chain is checked from "
-                      f"offset {report.low}")
-        for p in data["problems"]:
-            out.print(Text(f"  BROKEN at offset {p['offset']}: {p['reason']}"))
-        if data["head"]:
-            out.print(f"  head {data['head_offset']}:{data['head']}  (keep it to check later "
-                      "with --anchor)")
-        out.print("chain intact" if report.ok else f"chain BROKEN: {len(data['problems'])} "
-                  "problem(s)")
-    if not report.ok:
+        if not reports:
+            out.print(f"{topic}: no records yet")
+        for p, report in reports.items():
+            _say_report(report, f"{topic}" + ("" if target == "audit" else f"[{p}]"),
+                        "" if target == "audit" else f"{p}:")
+        out.print("chain intact" if ok else "chain BROKEN: " + str(
+            sum(len(r.problems) for r in reports.values())) + " problem(s)")
+    if not ok:
         sys.exit(1)  # not typer.Exit: see _errors() in cli/dlq.py
+
+
+def _known_types(s: Any) -> list[str]:
+    from jobstream.schemas.registry import SchemaRegistry
+
+    return SchemaRegistry.from_dirs(s.schema_dirs).job_types()
+
+
+def _say_report(report: Any, name: str, anchor_prefix: str) -> None:
+    data = report.as_dict()
+    out.print(Text(f"{name}: {data['records']} records (offsets {report.low}-"
+                   f"{max(report.low, report.high - 1)})"))
+    if data["unchained"]:
+        out.print(f"  {data['unchained']} written before chaining, not covered")
+    if data["starts_mid_chain"]:
+        out.print(f"  checked from offset {report.low} (older records are gone by retention, "
+                  "or left out by --since): its first link is taken as given")
+    for p in data["problems"]:
+        out.print(Text(f"  BROKEN at offset {p['offset']}: {p['reason']}"))
+    if data["head"]:
+        out.print(Text(f"  head {anchor_prefix}{data['head_offset']}:{data['head']}  (keep it "
+                       "to check later with --anchor)"))

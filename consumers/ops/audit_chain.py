@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings
@@ -141,16 +141,43 @@ def verify(settings: Settings, anchors: dict[int, str] | None = None,
     """Walk one partition of a chained topic (the audit trail by default), checking every link."""
     if topic not in list_topics(settings):
         return Report(topic, 0, 0, Verifier())
+    reports = verify_partitions(settings, topic, {partition: dict(anchors or {})}, [partition])
+    return reports[partition]
+
+
+def verify_partitions(settings: Settings, topic: str,
+                      anchors: dict[int, dict[int, str]] | None = None,
+                      partitions: list[int] | None = None,
+                      since_ms: int | None = None) -> dict[int, Report]:
+    """Walk each partition of a chained topic (all of them by default), from its oldest
+    record, or from the first at or after `since_ms` (then its first link is taken as given)."""
+    anchors = anchors or {}
     r = Reader(settings, topic, group="jobstream-audit-verify")
     try:
         bounds = r.bounds()
-        if partition not in bounds:
-            raise DlqError(f"{topic} has no partition {partition}")
-        lo, hi = bounds[partition]
-        v = Verifier(starts_mid_chain=lo > 0, anchors=dict(anchors or {}))
-        for rec in r.read({partition: lo}, {partition: hi}):
-            v.feed(rec.offset, _decode(rec.value))
-        v.finish()
+        wanted = sorted(bounds) if partitions is None else partitions
+        for p in wanted:
+            if p not in bounds:
+                raise DlqError(f"{topic} has no partition {p}")
+        starts = {p: bounds[p][0] for p in wanted}
+        if since_ms is not None:
+            starts = {p: max(lo, _offset_at(r, topic, p, since_ms, bounds[p][1]))
+                      for p, lo in starts.items()}
+        verifiers = {p: Verifier(starts_mid_chain=starts[p] > 0, anchors=dict(anchors.get(p, {})))
+                     for p in wanted}
+        for rec in r.read(starts, {p: bounds[p][1] for p in wanted}):
+            verifiers[rec.partition].feed(rec.offset, _decode(rec.value))
+        for v in verifiers.values():
+            v.finish()
     finally:
         r.close()
-    return Report(topic, lo, hi, v)
+    return {p: Report(topic, starts[p], bounds[p][1], verifiers[p]) for p in wanted}
+
+
+def _offset_at(r: Reader, topic: str, partition: int, ms: int, high: int) -> int:
+    try:
+        found = r.consumer.offsets_for_times([TopicPartition(topic, partition, ms)], timeout=10)
+    except KafkaException:
+        raise DlqError(f"cannot look up offsets by time in {topic}") from None
+    offset = found[0].offset
+    return high if offset < 0 else int(offset)  # nothing that new: nothing to walk

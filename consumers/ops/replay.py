@@ -120,7 +120,8 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
            *, dry_run: bool = False, rate: float | None = None, limit: int | None = None,
            from_start: bool = False, progress: ProgressCb | None = None,
            confirm: Callable[[ReplayPlan], None] | None = None, on_skip: SkipCb | None = None,
-           registry: SchemaRegistry | None = None, audit: bool = True) -> Result:
+           registry: SchemaRegistry | None = None, audit: bool = True,
+           audit_extra: dict[str, Any] | None = None) -> Result:
     """Republish matching dead letters to the main topic (or a retry tier), same partition.
 
     Bounded by the DLQ end offsets taken at start, so jobs that die again meanwhile are not
@@ -128,6 +129,7 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
     for failing after `until` hold it back, so a later run still finds them. Dry runs commit
     nothing. A record larger than the destination accepts is skipped, told to on_skip and
     counted (Result.too_large); progress moves past it, the record stays in the DLQ.
+    audit_extra goes into the audit record (the console names its signed-in user there).
     """
     from jobstream.producers.publisher import Publisher
 
@@ -190,7 +192,8 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
                 extra: dict[str, Any] = {
                     "to": canon, "from_start": from_start, "rate": rate, "progress": group,
                     "resumed_from": result.resumed_from,
-                    "too_large": result.too_large[:AUDITED_REFS] or None}
+                    "too_large": result.too_large[:AUDITED_REFS] or None,
+                    **(audit_extra or {})}
                 record_operation(settings, result, filters, extra, error=error,
                                  interrupted=stopped_by)
 

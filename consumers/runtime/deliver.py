@@ -13,10 +13,11 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from jobstream.config.settings import JobTypeSettings, Mode, WorkerSettings
 from jobstream.config.topics import JobTopics
-from jobstream.consumers.errors import Failure, WorkerFenced
+from jobstream.consumers.errors import Failure, ResultError, WorkerFenced, classify
 from jobstream.consumers.runtime.assignment import Assignment, now_ms
 from jobstream.consumers.runtime.commit import CommitAborted, ProducerFenced
 from jobstream.consumers.runtime.freeze import FreezeWatch
+from jobstream.consumers.runtime.history import HistoryWriter, result_digest
 from jobstream.consumers.runtime.hooks import Finished, Hooks
 from jobstream.consumers.runtime.interval import Interval
 from jobstream.consumers.runtime.ledger import ROUTED, Ledger
@@ -30,6 +31,7 @@ from jobstream.consumers.runtime.parts import PartitionState
 from jobstream.consumers.runtime.types import Job, Outcome
 from jobstream.producers.publisher import PayloadTooLarge, Publisher
 from jobstream.schemas import wire
+from jobstream.schemas.history import result_bytes
 
 
 class Deliverer:
@@ -44,6 +46,7 @@ class Deliverer:
         ledger: Ledger,
         hooks: Hooks,
         freeze: FreezeWatch,
+        history: HistoryWriter,
         log: Any,
         *,
         next_job: Callable[[PartitionState, Job], None],
@@ -58,6 +61,7 @@ class Deliverer:
         self.ledger = ledger
         self.hooks = hooks
         self.freeze = freeze
+        self.history = history
         self.log = log
         self.next_job = next_job
         self.retry_in_place = retry_in_place
@@ -65,10 +69,19 @@ class Deliverer:
         self.marks_due: list[tuple[PartitionState, Job, str]] = []  # at least once: on the ack
         self.due_floors: dict[tuple[str, int], int] = {}  # latest js-not-before per tier partition
 
-    def succeed(self, ps: PartitionState, job: Job, duration: float) -> None:
+    def succeed(self, ps: PartitionState, job: Job, duration: float, result: Any = None) -> None:
+        raw = None
+        if result is not None and self.cfg[job.job_type].history:
+            try:
+                raw = result_bytes(result, self.cfg[job.job_type].result_max_bytes)
+            except ValueError as e:  # the side effect happened: say so, and never retry it
+                self.fail(ps, job, classify(ResultError(str(e))), duration)
+                return
         finished = now_ms()
         self.ledger.add_pending(ps.ledger_tp, job.job_id, finished)
-        self.produce(ps, job, success_record(job, ps.ledger_tp, self.worker_id, finished), duration)
+        digest = result_digest(raw) if raw is not None else None
+        out = success_record(job, ps.ledger_tp, self.worker_id, finished, digest)
+        self.produce(ps, job, out, duration, result=(result, raw is not None))
         self.next_job(ps, job)
 
     def fail(self, ps: PartitionState, job: Job, failure: Failure, duration: float | None) -> None:
@@ -91,11 +104,14 @@ class Deliverer:
             Finished(job, jt, Outcome.FAILED, duration, failure, dead=dead, in_place=out is None)
         )
         if out is None:  # strict ordering: retry in place, the key (and partition) waits
+            due = now_ms() + int(decision.delay_s * 1000)
+            self.history.attempt(ps, job, "retried", duration, failure=failure,
+                                 retry=(job.topic, due))
             self.retry_in_place(ps, job, decision.delay_s)
             return
         if out.outcome == "retried":
             self.due_floors[(out.topic, out.partition)] = out.not_before_ms
-        self.produce(ps, job, out, duration)
+        self.produce(ps, job, out, duration, failure=failure)
         if duration is not None or job.failure is None:
             self.next_job(ps, job)
 
@@ -103,8 +119,10 @@ class Deliverer:
         ps.offsets.finish(offset)
         self.interval.finished += 1
 
-    def produce(self, ps: PartitionState, job: Job, out: Outgoing, duration: float | None) -> None:
-        """Send the outcome record; the source offset finishes once the broker has it."""
+    def produce(self, ps: PartitionState, job: Job, out: Outgoing, duration: float | None,
+                failure: Failure | None = None, result: tuple[Any, bool] = (None, False)) -> None:
+        """Send the outcome record (and its history record); the source offset finishes once
+        the broker has it."""
         interval = self.interval
         if interval.broken:
             return  # the interval is being given up: adding to it would be thrown away
@@ -139,10 +157,16 @@ class Deliverer:
         except (CommitAborted, ProducerFenced) as e:  # no transaction could be begun
             # (mid broker restart, or the producer is fenced: the redo renews it)
             interval.break_(str(e))
+            return
         except (KafkaException, SystemError) as raised:
             # The transaction went abortable (a write failed during a blip) or the producer is
             # fenced: redo the interval (a frozen zombie stops there instead).
             interval.producer_failed(raised, f"cannot produce {out.topic}")
+            return
+        self.history.attempt(
+            ps, job, out.outcome, duration, failure=failure,
+            retry=(out.topic, out.not_before_ms) if out.outcome == "retried" else None,
+            result=result[0], has_result=result[1])
 
     def write_marks(self) -> None:
         due, self.marks_due = self.marks_due, []

@@ -5,6 +5,7 @@ breaker), then the executor. Also the jobs waiting to start: strict-order retrie
 from __future__ import annotations
 
 import heapq
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,11 +18,14 @@ from jobstream.consumers.metrics import Metrics
 from jobstream.consumers.runtime.assignment import Assignment
 from jobstream.consumers.runtime.crashes import CrashWatch
 from jobstream.consumers.runtime.executor import Executor, Task
+from jobstream.consumers.runtime.history import HistoryWriter
 from jobstream.consumers.runtime.hook_defaults import Gates
 from jobstream.consumers.runtime.hooks import Finished, Hooks, Refuse, Verdict
 from jobstream.consumers.runtime.ledger import Ledger
 from jobstream.consumers.runtime.parts import PartitionState
 from jobstream.consumers.runtime.types import TP, Job, Outcome
+
+PROGRESS_S = 0.5  # most one progress record per running job this often
 
 
 class Dispatcher:
@@ -36,8 +40,9 @@ class Dispatcher:
         metrics: Metrics,
         log: Any,
         hooks: Hooks,
+        history: HistoryWriter,
         *,
-        succeed: Callable[[PartitionState, Job, float], None],
+        succeed: Callable[[PartitionState, Job, float, Any], None],
         fail: Callable[[PartitionState, Job, Failure, float | None], None],
         finish: Callable[[PartitionState, int], None],
     ) -> None:
@@ -53,6 +58,12 @@ class Dispatcher:
         self.fail = fail
         self.finish = finish
         self.hooks = hooks
+        self.history = history
+        # Running jobs' latest progress update: [(fraction, message, n), n recorded], the first
+        # set by the handler's thread (one list item assignment), recorded by the poll thread.
+        self.progress: dict[int, tuple[int, Job, list[Any]]] = {}
+        self._progress_n = itertools.count(1)
+        self._last_progress = 0.0
         gates = hooks.find(Gates)
         self.gates = gates.gates if gates is not None else {}  # the breaker sees each result
         self.waiting: list[tuple[float, int, Job]] = []  # (due monotonic, seq, job) in place
@@ -62,6 +73,7 @@ class Dispatcher:
     def start(self, ps: PartitionState, job: Job) -> None:
         if self.ledger.is_done(ps.ledger_tp, job.job_id):
             self.hooks.after_outcome(Finished(job, job.job_type, Outcome.DEDUPLICATED))
+            self.history.attempt(ps, job, "deduplicated", None)
             ps.release_hold(job)
             self.finish(ps, job.offset)
             self.next(ps, job)
@@ -78,7 +90,10 @@ class Dispatcher:
             self.fail(ps, job, failure_of(verdict.category, "Refused", verdict.reason), None)
             return
         jd = self.jobs[job.job_type]
-        ctx = context_for(job, self.log)
+        slot: list[Any] = [None, None]
+        self.progress[id(job)] = (ps.gen, job, slot)
+        n = self._progress_n
+        ctx = context_for(job, self.log, lambda f, m: slot.__setitem__(0, (f, m, next(n))))
         func = self.hooks.wrap(job, jd.func, jd.is_async)
         cfg = self.cfg[job.job_type]
         gate = self.gates.get(job.job_type)
@@ -163,6 +178,27 @@ class Dispatcher:
                 f"wait for it to end (at most {cfg.abandon_after_s:g}s more)",
             )
 
+    def _record_progress(self, gen: int, job: Job, slot: list[Any]) -> None:
+        update = slot[0]
+        if update is None or update[2] == slot[1]:
+            return
+        slot[1] = update[2]
+        ps = self.assignment.current(job.tp, gen)
+        if ps is not None:
+            self.history.progress(ps, job, update[0], update[1])
+
+    def record_progress(self, now: float) -> None:
+        """Each running job's latest progress update, if new, into its history, at most every
+        PROGRESS_S; jobs whose partition went are forgotten."""
+        if not self.progress or now - self._last_progress < PROGRESS_S:
+            return
+        self._last_progress = now
+        for key, (gen, job, slot) in list(self.progress.items()):
+            if self.assignment.current(job.tp, gen) is None:
+                del self.progress[key]  # revoked or rewound: no result will come for it
+            else:
+                self._record_progress(gen, job, slot)
+
     def collect(self, discard: bool = False) -> bool:
         """Route the results of handlers that ended (discard: drop them, their jobs redone from
         the last commit). True when there were any."""
@@ -170,7 +206,10 @@ class Dispatcher:
         if results.empty():
             return False
         while not results.empty():
-            (gen, job), error, duration = results.get()
+            (gen, job), error, duration, value = results.get()
+            entry = self.progress.pop(id(job), None)
+            if entry is not None:
+                self._record_progress(*entry)
             if isinstance(error, JobTimeout) and error.abandoned:
                 self.metrics.abandoned.labels(job.job_type).inc()
                 self.log.error(
@@ -191,7 +230,7 @@ class Dispatcher:
                 continue
             ps.release_hold(job)
             if error is None:
-                self.succeed(ps, job, duration)
+                self.succeed(ps, job, duration, value)
             else:
                 failure = classify(error, self.cfg[job.job_type].permanent_errors)
                 self.fail(ps, job, failure, duration)

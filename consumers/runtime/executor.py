@@ -53,6 +53,7 @@ class Task:
     overran: float = 0.0  # when its timeout was noticed while its thread ran on
     told_gate: bool = False
     finished: bool = False
+    value: Any = None  # what the handler returned (its job's result)
     thread: threading.Thread | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -64,14 +65,18 @@ class _Limit:
     waiting: deque[Task] = field(default_factory=deque)
 
 
-Result = tuple[Any, BaseException | None, float]  # (token, error or None, duration_s)
+# (token, error or None, duration_s, the handler's return value when it succeeded)
+Result = tuple[Any, BaseException | None, float, Any]
 
 
-async def _shielded(aw: Awaitable[Any]) -> BaseException | None:
-    """Await a handler's awaitable; return what it raised. SystemExit or KeyboardInterrupt left
-    to reach asyncio's Task would be raised out of the loop and end the loop's thread."""
+async def _shielded(aw: Awaitable[Any], task: Task | None) -> BaseException | None:
+    """Await a handler's awaitable; return what it raised (what it returned goes to the task).
+    SystemExit or KeyboardInterrupt left to reach asyncio's Task would be raised out of the
+    loop and end the loop's thread."""
     try:
-        await aw
+        value = await aw
+        if task is not None:
+            task.value = value
     except asyncio.CancelledError:
         raise  # the timeout cancelling it: wait_for turns it into TimeoutError
     except BaseException as e:
@@ -79,9 +84,10 @@ async def _shielded(aw: Awaitable[Any]) -> BaseException | None:
     return None
 
 
-async def _within(aw: Awaitable[Any], timeout_s: float, limit_s: float) -> BaseException | None:
+async def _within(aw: Awaitable[Any], timeout_s: float, limit_s: float,
+                  task: Task | None = None) -> BaseException | None:
     try:
-        return await asyncio.wait_for(_shielded(aw), timeout=timeout_s)
+        return await asyncio.wait_for(_shielded(aw, task), timeout=timeout_s)
     except TimeoutError:
         return JobTimeout(f"handler ran past its timeout of {limit_s}s (cancelled)")
 
@@ -166,7 +172,8 @@ class Executor:
         if task.gate is not None and not task.told_gate:
             task.gate.done(error)
         self._release(task)
-        self.results.put((task.token, error, time.monotonic() - task.started))
+        value = task.value if error is None else None
+        self.results.put((task.token, error, time.monotonic() - task.started, value))
         if self._wake:
             self._wake()
 
@@ -205,6 +212,8 @@ class Executor:
                 returned = task.func(*task.args)
                 if inspect.isawaitable(returned):
                     self._await_returned(task, returned)
+                else:
+                    task.value = returned
             except BaseException as e:  # a handler's failure is data, not a crash
                 error = e
             took = time.monotonic() - task.started
@@ -229,7 +238,7 @@ class Executor:
         it means that work, so it runs to the end on the event loop within the job's timeout."""
         left = task.timeout_s - (time.monotonic() - task.started)
         fut = asyncio.run_coroutine_threadsafe(
-            _within(returned, left, task.timeout_s), self._loop
+            _within(returned, left, task.timeout_s, task), self._loop
         )
         error = fut.result()
         if error is not None:
@@ -306,7 +315,8 @@ class Executor:
             task.started = time.monotonic()
             error: BaseException | None
             try:
-                error = await _within(task.func(*task.args), task.timeout_s, task.timeout_s)
+                error = await _within(task.func(*task.args), task.timeout_s, task.timeout_s,
+                                      task)
             except BaseException as e:  # calling it raised, or it raised CancelledError itself
                 error = e
             self._finish(task, error)

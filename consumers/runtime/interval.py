@@ -58,6 +58,9 @@ class Interval:
         self.renew = False  # the producer was fenced at the commit: renew it for the redo
         self.finished = 0  # source offsets finished since the last commit
         self.started = time.monotonic()
+        # Told how each interval ended (committed or aborted): parts that keep per-interval
+        # state (the history chain heads) settle it then.
+        self.on_end: list[Callable[[State], None]] = []
 
     @property
     def broken(self) -> bool:
@@ -118,6 +121,8 @@ class Interval:
         self._next(State.ABORTED)
 
     def _next(self, ended: State) -> None:
+        for listener in self.on_end:
+            listener(ended)
         self.last = ended
         self.state, self.reason, self.renew = State.OPEN, None, False
         self.finished = 0

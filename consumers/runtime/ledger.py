@@ -51,6 +51,11 @@ _read_started = avro_reader(_STARTED_SCHEMA)
 STARTED_PREFIX = "!started/"
 ROUTED = {"retried": "retried", "dead_lettered": "dead_lettered"}  # outcome -> mark status
 
+# The T.history chain head of each source partition (consumers/runtime/history.py): its latest
+# value is the hash the partition's next history record links to.
+HEAD_PREFIX = "!history-head/"
+HEAD_MARK = b"!"  # a head value's first byte: never a status byte
+
 LedgerTP = tuple[str, int]
 RETAIN_S = 120.0  # how long the view of a partition given up is kept for a quick return
 
@@ -59,6 +64,21 @@ def routed_key(topic: str, partition: int, offset: int) -> str:
     """The ledger key marking a record as routed (a job id would have to spell out this very
     position to collide with it)."""
     return f"@{topic}/{partition}/{offset}"
+
+
+def head_key(topic: str, partition: int) -> str:
+    return f"{HEAD_PREFIX}{topic}/{partition}"
+
+
+def encode_head(digest: str) -> bytes:
+    return HEAD_MARK + digest.encode()
+
+
+def decode_head(value: bytes | None) -> str | None:
+    if not value or value[:1] != HEAD_MARK or len(value) != 65:
+        return None
+    text = value[1:].decode("ascii", "replace")
+    return text if all(c in "0123456789abcdef" for c in text) else None
 
 
 def started_key(topic: str, partition: int) -> str:
@@ -100,14 +120,15 @@ def decode_started(value: bytes) -> dict[int, tuple[tuple[str, int], ...]] | Non
     return deaths
 
 
-def encode_entry(status: str, finished_at_ms: int, attempt: int, worker: str) -> bytes:
+def encode_entry(status: str, finished_at_ms: int, attempt: int, worker: str,
+                 result_digest: bytes | None = None) -> bytes:
     return _write_entry(
         {
             "status": status,
             "finished_at": finished_at_ms,
             "attempt": attempt,
             "worker": worker,
-            "result_digest": None,
+            "result_digest": result_digest,
         }
     )
 
@@ -219,6 +240,11 @@ def restore_partitions(
                 if value[0] == STARTED_BYTE:  # the latest one per key is the state
                     views[tp].starts[key.decode("utf-8", "replace")] = value
                     continue
+                if value[:1] == HEAD_MARK:
+                    head = decode_head(value)
+                    if head is not None:
+                        views[tp].heads[key.decode("utf-8", "replace")] = head
+                    continue
                 finished = entry_finished_at(value)
                 if finished is not None and finished >= cutoff:  # completions, routing marks
                     batch[tp].append((key.decode("utf-8", "replace"), finished))
@@ -322,6 +348,11 @@ class Ledger:
 
     def ready(self, tp: LedgerTP) -> bool:
         return tp in self.views
+
+    def head(self, tp: LedgerTP, key: str) -> str | None:
+        """The chain head a restore read for this key (see HEAD_PREFIX)."""
+        view = self.views.get(tp)
+        return view.heads.get(key) if view is not None else None
 
     def is_done(self, tp: LedgerTP, job_id: str) -> bool:
         pending = self.pending.get(tp)

@@ -36,6 +36,7 @@ class LedgerView:
         self._len = 0
         self.read_to = 0  # ledger offset the view was restored up to (a catch-up starts here)
         self.starts: dict[str, bytes] = {}  # crash evidence: latest value per key (ledger.py)
+        self.heads: dict[str, str] = {}  # T.history chain heads: latest per key (ledger.py)
         self._tombstones = 0
         self._min_s = _MAX_SECONDS  # lower bound of live timestamps: lets expire skip scans
         self._allocate(max(_MIN_CAPACITY, 1 << (capacity - 1).bit_length()))

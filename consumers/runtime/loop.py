@@ -38,6 +38,7 @@ from jobstream.consumers.runtime.executor import Executor
 from jobstream.consumers.runtime.fetch_wake import FetchWaker
 from jobstream.consumers.runtime.freeze import FreezeWatch
 from jobstream.consumers.runtime.group import Group
+from jobstream.consumers.runtime.history import HistoryWriter
 from jobstream.consumers.runtime.hook_defaults import default_hooks
 from jobstream.consumers.runtime.hooks import Hook, Hooks, registered
 from jobstream.consumers.runtime.interval import Interval
@@ -111,15 +112,18 @@ class Worker:
             settings, self.worker_id, self.ledger, self.executor, self.assignment.parts, log
         )
         self.fetch_wake = FetchWaker(self.consumer)
+        self.history = HistoryWriter(self.topics, self.cfg, self.worker_id, self.interval,
+                                     self.ledger)
         self.deliver = Deliverer(
             ws, self.cfg, self.topics, self.worker_id, self.interval, self.assignment,
-            self.ledger, self.hooks, self.freeze, log,
+            self.ledger, self.hooks, self.freeze, self.history, log,
             next_job=lambda ps, job: self.dispatcher.next(ps, job),
             retry_in_place=lambda ps, job, delay: self.dispatcher.retry_in_place(ps, job, delay),
         )  # fmt: skip
         self.dispatcher = Dispatcher(
             jobs, self.cfg, self.assignment, self.ledger, self.executor, self.crash_watch,
-            self.metrics, log, self.hooks, succeed=self.deliver.succeed, fail=self.deliver.fail,
+            self.metrics, log, self.hooks, self.history, succeed=self.deliver.succeed,
+            fail=self.deliver.fail,
             finish=self.deliver.finish,
         )  # fmt: skip
         self.recovery = Recovery(
@@ -251,6 +255,7 @@ class Worker:
             return
         self._last_tick = now
         self.dispatcher.check_timeouts(now, give_up=self._stopping)
+        self.dispatcher.record_progress(now)
         for err in self.ledger.collect():
             self.log.warning("ledger_restore_failed", error=str(err))
         self.hooks.on_tick(now)
@@ -275,6 +280,8 @@ class Worker:
         """Commit what finished; wait=False lets an at-least-once commit go on in the
         background (see consumers/runtime/commit.py)."""
         interval = self.interval
+        if not interval.broken:
+            self.history.write_heads()
         if interval.committer.in_txn:
             # commit_transaction makes every record produced so far visible, so the offsets
             # must cover them all: wait for their acknowledgements (which finish the source

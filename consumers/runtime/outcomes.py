@@ -112,9 +112,11 @@ def route_failure(
     )
 
 
-def success_record(job: Job, ledger_tp: TP, worker_id: str, finished_ms: int) -> Outgoing:
-    """A success's ledger entry: the job id, on the ledger partition of its source partition."""
-    value = encode_entry(SUCCEEDED, finished_ms, job.attempt, worker_id)
+def success_record(job: Job, ledger_tp: TP, worker_id: str, finished_ms: int,
+                   result_digest: bytes | None = None) -> Outgoing:
+    """A success's ledger entry: the job id, on the ledger partition of its source partition,
+    with the SHA-256 of its result if it returned one."""
+    value = encode_entry(SUCCEEDED, finished_ms, job.attempt, worker_id, result_digest)
     return Outgoing(ledger_tp[0], ledger_tp[1], job.job_id.encode(), value, [], "succeeded")
 
 

@@ -58,22 +58,41 @@ def _behave(payload: dict[str, Any], ctx: JobContext) -> float:
     if name == "log":  # the standard library's logging and print, from inside a handler
         logging.getLogger(__name__).info("handler logged %s", arg)
         print(f"handler printed {arg}")
+    if name == "progress":  # two updates; the history keeps the last one per loop pass
+        ctx.progress(0.25, "started")
+        time.sleep(0.7)
+        ctx.progress(0.75, "nearly there")
+        time.sleep(0.7)
     return 0.0
 
 
+def _result(payload: dict[str, Any], ctx: JobContext) -> Any:
+    """What a handler returns: its job's result (issue 21)."""
+    name, _, arg = payload["behaviour"].partition(":")
+    if name == "result":
+        return {"seq": payload["seq"], "attempt": ctx.attempt}
+    if name == "big_result":  # over result_max_bytes: the attempt fails as permanent
+        return "x" * int(arg)
+    if name == "bad_result":
+        return {"not": {"json", "set"}}
+    return None
+
+
 @job("test.echo")
-def echo(payload: dict[str, Any], ctx: JobContext) -> None:
+def echo(payload: dict[str, Any], ctx: JobContext) -> Any:
     started = time.time()
     delay = _behave(payload, ctx)
     if delay:
         time.sleep(delay)
     _record(payload, ctx, started)
+    return _result(payload, ctx)
 
 
 @job("test.aecho")
-async def aecho(payload: dict[str, Any], ctx: JobContext) -> None:
+async def aecho(payload: dict[str, Any], ctx: JobContext) -> Any:
     started = time.time()
     delay = _behave(payload, ctx)
     if delay:
         await asyncio.sleep(delay)
     _record(payload, ctx, started)
+    return _result(payload, ctx)

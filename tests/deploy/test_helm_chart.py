@@ -384,6 +384,21 @@ def test_keda_scaledobject(helm: str, kube_version: str) -> None:
     assert set(refs) == {"username", "password", "ca", "cert", "key", "keyPassword"}
 
 
+def test_worker_processes_follow_the_cpu_request(helm: str, kube_version: str) -> None:
+    """Issue 29: by default one worker process per CPU of the container's request (the Downward
+    API rounds 100m up to 1); a number or `auto` is passed as it is."""
+
+    def env(*extra: str) -> dict[str, Any]:
+        pod = one(render(helm, kube_version, *extra), "Deployment")["spec"]["template"]["spec"]
+        worker = next(c for c in pod["containers"] if c["args"] == ["worker"])
+        return {e["name"]: e for e in worker["env"]}["JOBSTREAM_WORKER__PROCESSES"]
+
+    ref = env()["valueFrom"]["resourceFieldRef"]
+    assert ref == {"resource": "requests.cpu", "divisor": "1"}
+    assert env("--set", "worker.processes=3")["value"] == "3"
+    assert env("--set", "worker.processes=auto")["value"] == "auto"
+
+
 def test_keda_and_hpa_are_exclusive(helm: str, kube_version: str) -> None:
     proc = template(helm, kube_version, "--set", "keda.enabled=true", "--set", "hpa.enabled=true")
     assert proc.returncode != 0
@@ -400,6 +415,8 @@ def test_keda_and_hpa_are_exclusive(helm: str, kube_version: str) -> None:
         (["kafka.securityProtocol=PLAIN"], "securityProtocol"),
         (["replicas=3"], "replicas"),  # typo of replicaCount: unknown keys are rejected
         (["worker.terminationGraceMarginSeconds=0"], "terminationGraceMarginSeconds"),
+        (["worker.processes=0"], "/worker/processes"),
+        (["worker.processes=many"], "/worker/processes"),
     ],
 )
 def test_bad_values_are_rejected(

@@ -18,6 +18,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from jobstream.schemas.partitioner import murmur2
+
 TP = tuple[str, int]
 Headers = list[tuple[str, bytes | None]]
 
@@ -184,31 +186,6 @@ def tp_list(tps: list[TP]) -> list[TopicPartition]:
 
 
 # -- partitioners (librdkafka's; murmur2 as Java's, so keys land where they do on a broker) ----
-
-
-def murmur2(data: bytes) -> int:
-    m, r = 0x5BD1E995, 24
-    length = len(data)
-    h = (0x9747B28C ^ length) & 0xFFFFFFFF
-    for i in range(0, length - length % 4, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> r
-        k = (k * m) & 0xFFFFFFFF
-        h = ((h * m) & 0xFFFFFFFF) ^ k
-    tail = length % 4
-    if tail:
-        rest = data[length - tail :]
-        if tail == 3:
-            h ^= rest[2] << 16
-        if tail >= 2:
-            h ^= rest[1] << 8
-        h ^= rest[0]
-        h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 15
-    return h
 
 
 def fnv1a(data: bytes) -> int:

@@ -6,39 +6,18 @@ not in a reader's terminal). The walk finds commands added later by itself."""
 from __future__ import annotations
 
 import re
-import shlex
 import subprocess
 import sys
 from importlib.metadata import version
-from typing import Any
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from jobstream.consumers.cli import app
 from tests.harness import ROOT
+from tests.support.cli import Command, parses, walk
 
-# typer ships its own copy of click, so commands and groups are told apart by their attributes.
-Command = Any
-ROOT_COMMAND: Command = typer.main.get_command(app)
-_ENV = re.compile(r"^[A-Z_][A-Z0-9_]*=")
-
-
-def _is_group(cmd: Command) -> bool:
-    return isinstance(getattr(cmd, "commands", None), dict)
-
-
-def _walk(cmd: Command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Command]]:
-    found = [(path, cmd)]
-    if _is_group(cmd):
-        for name, sub in sorted(cmd.commands.items()):
-            if not sub.hidden:
-                found += _walk(sub, (*path, name))
-    return found
-
-
-COMMANDS = _walk(ROOT_COMMAND)
+COMMANDS = walk()
 
 
 def test_the_walk_finds_every_command_group_and_command() -> None:
@@ -58,24 +37,7 @@ def test_help_exits_0_and_ends_in_an_example_that_parses(
     assert res.exit_code == 0, res.output
     assert any(line.strip().startswith("Example") for line in res.output.splitlines()), res.output
     assert cmd.epilog and cmd.epilog.startswith("Example: "), cmd.epilog
-    _parses(cmd.epilog.removeprefix("Example: "))
-
-
-def _parses(example: str) -> None:
-    """Resolve the example to the command it calls and parse its arguments (nothing runs)."""
-    words = shlex.split(example)
-    while words and _ENV.match(words[0]):
-        words.pop(0)
-    assert words[0] == "jobstream", example
-    cmd = ROOT_COMMAND
-    args = words[1:]
-    while _is_group(cmd):
-        assert args and args[0] in cmd.commands, f"{example!r} names no command"
-        cmd = cmd.commands[args.pop(0)]
-    try:
-        cmd.make_context(words[-1], list(args))
-    except Exception as e:  # a usage error of typer's click: the example is wrong
-        pytest.fail(f"{example!r} does not parse: {e}")
+    parses(cmd.epilog.removeprefix("Example: "))
 
 
 def test_version_prints_the_distribution_version() -> None:

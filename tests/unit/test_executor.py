@@ -25,11 +25,11 @@ def test_queued_task_does_not_time_out_before_it_starts() -> None:
     time.sleep(0.3)  # the replacement thread runs "queued"
     results = {}
     while not ex.results.empty():
-        token, error, _ = ex.results.get()
+        token, error, _, _ = ex.results.get()
         results[token] = error
     assert results == {"queued": None}  # "stuck" is reported when its thread ends
     release.set()
-    token, error, _ = ex.results.get(timeout=5)
+    token, error, _, _ = ex.results.get(timeout=5)
     ex.shutdown()
     assert token == "stuck" and isinstance(error, JobTimeout)
     assert (ex.overruns, ex.abandoned) == (1, 0)
@@ -54,11 +54,11 @@ def test_gate_is_asked_before_running_and_told_the_result() -> None:
     ex = Executor(1)
     try:
         ex.submit(Task(ran.append, (1,), False, 5.0, "a", gate=gate))
-        token, error, _ = ex.results.get(timeout=5)
+        token, error, _, _ = ex.results.get(timeout=5)
         assert (token, type(error), ran) == ("a", NotAdmitted, [])
         gate.allow = True
         ex.submit(Task(ran.append, (2,), False, 5.0, "b", gate=gate))
-        token, error, _ = ex.results.get(timeout=5)
+        token, error, _, _ = ex.results.get(timeout=5)
         assert (token, error, ran) == ("b", None, [2])
         assert [type(e) for e in gate.told] == [NotAdmitted, type(None)]
     finally:
@@ -73,7 +73,7 @@ def test_a_run_that_finishes_past_its_timeout_is_a_timeout() -> None:
     deadline = time.monotonic() + 5
     results = {}
     while len(results) < 2 and time.monotonic() < deadline:  # no check_timeouts() here
-        token, error, _ = ex.results.get(timeout=5)
+        token, error, _, _ = ex.results.get(timeout=5)
         results[token] = error
     ex.shutdown()
     assert isinstance(results["late"], JobTimeout) and "done after" in str(results["late"])
@@ -84,7 +84,7 @@ def _results(ex: Executor, n: int, timeout: float = 10) -> dict[object, BaseExce
     out: dict[object, BaseException | None] = {}
     deadline = time.monotonic() + timeout
     while len(out) < n:
-        token, error, _ = ex.results.get(timeout=max(0.01, deadline - time.monotonic()))
+        token, error, _, _ = ex.results.get(timeout=max(0.01, deadline - time.monotonic()))
         out[token] = error
     return out
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
+from jobstream.schemas.partitioner import murmur2
 from tests.support.fake_kafka import FakeCluster, FakeConsumer
-from tests.support.fake_log import murmur2
 
 
 @pytest.fixture

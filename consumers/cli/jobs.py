@@ -1,0 +1,164 @@
+"""`jobstream jobs show|wait`: one job's state and timeline, read from its topics."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from jobstream.config.durations import parse_duration
+from jobstream.config.settings import Settings
+from jobstream.consumers.cli.common import err, out
+from jobstream.consumers.cli.dlq import _errors, _print_table, _settings
+from jobstream.schemas.lifecycle import JobStatus
+
+# `jobs wait` exit codes besides 0 (succeeded) and 1 (an error): scripts tell them apart.
+EXIT_FAILED = 3  # dead-lettered or cancelled
+EXIT_TIMEOUT = 124  # still not final, as timeout(1) exits
+
+jobs_app = typer.Typer(
+    help="Look a job up: its state, attempts, errors and result.", no_args_is_help=True,
+    epilog="Example: jobstream jobs show orders.confirmation 0f8e5c1a --key o-1",
+)
+
+JobType = Annotated[str, typer.Argument(help="The job type, e.g. orders.confirmation.")]
+JobId = Annotated[str, typer.Argument(help="The job id publish returned.")]
+Key = Annotated[str | None, typer.Option(
+    help="The key the job was published with (default: its id, as publish does).")]
+AsJson = Annotated[bool, typer.Option("--json", help="The status as one JSON object.")]
+
+
+@contextmanager
+def _lookup_errors() -> Iterator[None]:
+    from jobstream.producers.errors import InvalidJob
+    from jobstream.producers.status import JobLookupError
+
+    try:
+        with _errors():
+            yield
+    except (JobLookupError, InvalidJob) as e:
+        err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(1)
+
+
+def _settings_for(job_type: str) -> Settings:
+    """The settings, once the job type is known and the brokers answer."""
+    from jobstream.consumers.cli.errors import fail
+    from jobstream.schemas.registry import SchemaRegistry, UnknownJobType
+
+    s = _settings()
+    try:
+        SchemaRegistry.from_dirs(s.schema_dirs).latest(job_type)
+    except UnknownJobType:
+        fail(f"unknown job type {job_type!r}: no schema for it in {list(map(str, s.schema_dirs))}")
+    return s
+
+
+@jobs_app.command("show", epilog="Example: jobstream jobs show reports.generate 0f8e5c1a --json")
+def jobs_show(job_type: JobType, job_id: JobId, key: Key = None, as_json: AsJson = False) -> None:
+    """The job's state and its timeline: each attempt, retry, dead letter, replay and result."""
+    from jobstream.producers.status import status
+
+    with _lookup_errors():
+        st = status(_settings_for(job_type), job_type, job_id, key)
+    _print(st, as_json)
+
+
+@jobs_app.command("wait", epilog="Example: jobstream jobs wait reports.generate 0f8e5c1a "
+                                 "--timeout 2m")
+def jobs_wait(
+    job_type: JobType, job_id: JobId, key: Key = None,
+    timeout: Annotated[str, typer.Option(help="How long to wait, e.g. 30s, 5m.")] = "30s",
+    as_json: AsJson = False,
+) -> None:
+    """Wait until the job succeeded (exit 0), was dead-lettered or cancelled (exit 3); exit 124
+    when it is still not done after --timeout."""
+    from jobstream.consumers.cli.errors import fail
+    from jobstream.producers.status import WaitTimeout, wait
+
+    try:
+        seconds = parse_duration(timeout)
+    except ValueError as e:
+        fail(f"--timeout: {e}")
+    if seconds <= 0:
+        fail(f"--timeout: must be above zero, got {timeout!r}")
+    with _lookup_errors():
+        try:
+            st = wait(_settings_for(job_type), job_type, job_id, key, timeout=seconds)
+        except WaitTimeout as e:
+            _print(e.status, as_json)
+            err.print(f"timed out: {e}", highlight=False, markup=False)
+            sys.exit(EXIT_TIMEOUT)
+    _print(st, as_json)
+    if st.state != "succeeded":
+        sys.exit(EXIT_FAILED)
+
+
+def _when(ms: Any) -> str:
+    if not isinstance(ms, int):
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _detail(rec: dict[str, Any]) -> str:
+    kind = rec.get("event")
+    if kind == "attempt":
+        parts = []
+        if isinstance(rec.get("error"), dict):
+            e = rec["error"]
+            parts.append(f"{e.get('category')}: {e.get('class')}: {e.get('message')}")
+        if isinstance(rec.get("retry"), dict):
+            parts.append(f"next {rec['retry'].get('tier')} at {_when(rec['retry'].get('due_at'))}")
+        if "result" in rec:
+            parts.append("result " + json.dumps(rec["result"], ensure_ascii=False)[:200])
+        return "; ".join(parts)
+    if kind == "progress":
+        return f"{rec.get('fraction')} {rec.get('message') or ''}".strip()
+    if kind == "enqueued":
+        return f"child {rec.get('child_job_type', '')} {rec.get('child_job_id')}"
+    return " ".join(f"{k}={v}" for k, v in rec.items()
+                    if k in ("user", "reason", "from", "to", "dlq_offset"))
+
+
+def _print(st: JobStatus, as_json: bool) -> None:
+    if as_json:
+        data = asdict(st)
+        data["final"] = st.final
+        sys.stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+        return
+    line = f"{st.job_type} {st.job_id}: {st.state}"
+    if st.attempts:
+        line += f" after {st.attempts} attempt{'s' if st.attempts > 1 else ''}"
+    if st.due_at:
+        line += f", next run at {_when(st.due_at)} UTC"
+    out.print(Text(line))
+    if st.state == "unknown":
+        out.print("  no record of it: a wrong id or key, or older than the history retention "
+                  "and the ledger TTL")
+    if st.has_result:
+        out.print(Text("  result: " + json.dumps(st.result, ensure_ascii=False)))
+    if st.last_error and st.state != "succeeded":
+        e = st.last_error
+        out.print(Text(f"  last error: {e.get('category')}: {e.get('class')}: {e.get('message')}"))
+    for label, value in (("parent", st.parent_job_id), ("trace", st.trace_id),
+                         ("children", ", ".join(st.children))):
+        if value:
+            out.print(Text(f"  {label}: {value}"))
+    if not st.events:
+        return
+    table = Table("at (UTC)", "event", "attempt", "outcome", "worker", "ms", "detail",
+                  title="history")
+    for rec in st.events:
+        table.add_row(*(Text(str(v)) for v in (
+            _when(rec.get("at")), rec.get("event", ""), rec.get("attempt", ""),
+            rec.get("outcome", ""), rec.get("worker", ""), rec.get("duration_ms", ""),
+            _detail(rec))))
+    _print_table(table)

@@ -1,0 +1,149 @@
+"""Writing T.history: one record per attempt's outcome (and per progress update), produced in the
+worker's commit interval: in transactional mode it commits or aborts with the offsets; at least
+once it is acknowledged before the offsets are committed.
+
+Each source partition (topic, p) the worker owns is one chain stream, `<topic>:<p>`, written
+only by that partition's owner. Its head (the last record's hash) is kept per interval: a
+record extends the interval's head, a commit makes it the committed head, an abort drops it.
+At each commit the heads the interval moved go to the ledger (`!history-head/<topic>/<p>`) in
+the same transaction, so the next owner of the partition, whose ledger restore reads them,
+continues the chain where it ended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message
+
+from jobstream.config.settings import JobTypeSettings
+from jobstream.config.topics import JobTopics
+from jobstream.consumers.errors import Failure
+from jobstream.consumers.runtime.commit import CommitAborted, ProducerFenced
+from jobstream.consumers.runtime.interval import Interval, State
+from jobstream.consumers.runtime.ledger import Ledger, encode_head, head_key
+from jobstream.consumers.runtime.parts import PartitionState
+from jobstream.consumers.runtime.types import Job
+from jobstream.schemas import history, wire
+from jobstream.schemas.chain import GENESIS
+
+
+def result_digest(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
+
+
+@dataclass
+class _Stream:
+    gen: int
+    head: str
+    ledger_tp: tuple[str, int]
+
+
+class HistoryWriter:
+    def __init__(self, topics: dict[str, JobTopics], cfg: dict[str, JobTypeSettings],
+                 worker_id: str, interval: Interval, ledger: Ledger) -> None:
+        self.topics, self.cfg, self.worker_id = topics, cfg, worker_id
+        self.interval = interval
+        self.ledger = ledger
+        self._committed: dict[str, _Stream] = {}
+        self._pending: dict[str, _Stream] = {}
+        self.written = 0
+        interval.on_end.append(self._ended)
+
+    def _ended(self, how: State) -> None:
+        if how is State.COMMITTED:
+            self._committed.update(self._pending)
+        self._pending.clear()
+
+    # -- chain heads ---------------------------------------------------------------------
+
+    def _head(self, stream: str, gen: int, ledger_tp: tuple[str, int], topic: str,
+              partition: int) -> str:
+        for book in (self._pending, self._committed):
+            s = book.get(stream)
+            if s is not None and s.gen == gen:
+                return s.head
+        return self.ledger.head(ledger_tp, head_key(topic, partition)) or GENESIS
+
+    def write_heads(self) -> None:
+        """The heads this interval moved, into the ledger with it: sent before the commit."""
+        interval = self.interval
+        for stream, st in self._pending.items():
+            if interval.broken:
+                return
+            topic, _, p = stream.rpartition(":")
+            try:
+                interval.committer.before_produce()
+                interval.publisher.send(st.ledger_tp[0], head_key(topic, int(p)).encode(),
+                                        encode_head(st.head), [], partition=st.ledger_tp[1],
+                                        on_delivery=self._head_delivered, serve=False)
+            except (CommitAborted, ProducerFenced) as e:
+                interval.break_(f"cannot write a history chain head: {e}")
+            except (KafkaException, SystemError) as raised:
+                interval.producer_failed(raised, "cannot write a history chain head")
+
+    def _head_delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self.interval.break_(f"could not write a history chain head: {err.str()}")
+
+    # -- records -------------------------------------------------------------------------
+
+    def attempt(self, ps: PartitionState, job: Job, outcome: str, duration: float | None, *,
+                failure: Failure | None = None, retry: tuple[str, int] | None = None,
+                result: Any = None, has_result: bool = False) -> None:
+        job_type = ps.job_type
+        cfg = self.cfg.get(job.job_type) or self.cfg[job_type]
+        if not self.cfg[job_type].history or self.interval.broken:
+            return
+        finished = int(time.time() * 1000)
+        started = finished - int((duration or 0.0) * 1000)
+        rec = history.attempt(
+            job_id=job.job_id or f"@{job.topic}/{job.partition}/{job.offset}",
+            job_type=job.job_type or job_type, attempt=job.attempt, worker=self.worker_id,
+            started_at=started, finished_at=finished, outcome=outcome,
+            policy=history.Policy(cfg.tier_seconds, cfg.max_attempts, cfg.timeout_s),
+            source=(job.topic, job.partition, job.offset),
+            trace_id=wire.trace_id(job.headers.get(wire.TRACEPARENT)),
+            parent_job_id=job.headers.get(wire.PARENT_JOB_ID),
+            enqueued_at=job.enqueued_at_ms or None, submitter=job.headers.get(wire.PRODUCER),
+            error=(failure.category.value, failure.error_class, failure.message)
+            if failure else None,
+            retry=retry, result=result, has_result=has_result)
+        self._send(ps, job, rec)
+
+    def progress(self, ps: PartitionState, job: Job, fraction: float,
+                 message: str | None) -> None:
+        if not self.cfg[ps.job_type].history or self.interval.broken:
+            return
+        rec = history.event("progress", job_id=job.job_id, job_type=job.job_type,
+                            at=int(time.time() * 1000), attempt=job.attempt,
+                            worker=self.worker_id, fraction=fraction, message=message)
+        self._send(ps, job, rec)
+
+    def _send(self, ps: PartitionState, job: Job, rec: dict[str, Any]) -> None:
+        stream = history.stream_for(job.topic, job.partition)
+        prev = self._head(stream, ps.gen, ps.ledger_tp, job.topic, job.partition)
+        value, digest = history.encode(rec, prev, stream)
+        topic = self.topics[ps.job_type].history
+        interval = self.interval
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                interval.break_(f"could not write {topic}: {err.str()}")
+
+        try:
+            interval.committer.before_produce()
+            interval.publisher.send(topic, job.key or job.job_id.encode(), value, [],
+                                    partition=job.partition, on_delivery=on_delivery,
+                                    serve=False)
+        except (CommitAborted, ProducerFenced) as e:
+            interval.break_(f"cannot produce {topic}: {e}")
+            return
+        except (KafkaException, SystemError) as raised:
+            interval.producer_failed(raised, f"cannot produce {topic}")
+            return
+        self._pending[stream] = _Stream(ps.gen, digest, ps.ledger_tp)
+        self.written += 1

@@ -1,0 +1,236 @@
+"""Looking a job up: read what the topics say about one job id and fold it into a JobStatus.
+
+A job's records all sit in one partition number p, the one its key hashes to (the router keeps
+the partition number on every tier): its T.history records, its T.ledger entry, and, while it
+is not yet taken, the job itself in T's unconsumed tail. A lookup reads those three partitions
+(read_committed, never joining a group or committing) and folds them (schemas/lifecycle.py).
+`JobLookup.refresh` goes on from where it stopped, so waiting for a job costs a read of what
+is new, not of the whole partition again.
+
+History is bounded by its retention (`history_retention_ms`); the ledger keeps completions for
+the ledger TTL. A job older than both is `unknown`, which `jobs show` says in those words.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from jobstream.config.kafka import client_config
+from jobstream.config.settings import Settings
+from jobstream.config.topics import job_topics
+from jobstream.producers.errors import check_id, check_key
+from jobstream.schemas import history, wire
+from jobstream.schemas.lifecycle import JobStatus, fold
+from jobstream.schemas.partitioner import partition_for
+from jobstream.schemas.registry import INTERNAL_DIR, avro_reader
+
+T = TypeVar("T")
+_read_entry = avro_reader(json.loads((INTERNAL_DIR / "ledger.avsc").read_text()))
+# The ledger keys these by job id; its retried/dead_lettered entries are position marks.
+_LEDGER_FINAL = ("succeeded", "cancelled")
+_QUEUED_SCAN = 200_000  # most records of T's unconsumed tail read to find a queued job
+
+
+class JobLookupError(RuntimeError):
+    """The job cannot be looked up (a topic missing, the broker unreachable)."""
+
+
+@dataclass
+class _Source:
+    tp: TopicPartition
+    end: int
+    done: bool = False
+
+
+@dataclass
+class _Found:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    ledger_state: str | None = None
+    queued_at: int | None = None  # offset in T when seen waiting there
+
+
+class JobLookup:
+    """Reads one job's records; `refresh()` reads what is new and returns the status."""
+
+    def __init__(self, settings: Settings, job_type: str, job_id: str,
+                 key: str | None = None, *, timeout: float = 30.0) -> None:
+        check_id("job_id", job_id)
+        if key is not None:
+            check_key(key)
+        self.job_type, self.job_id = job_type, job_id
+        self.key = (key if key is not None else job_id).encode()
+        self.timeout = timeout
+        topics = job_topics(job_type, settings.job(job_type))
+        self._topics = topics
+        self._consumer = Consumer(client_config(settings.kafka, **{
+            "group.id": settings.worker.group_id,  # assign() only: for committed(), never joins
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }))
+        self._found = _Found()
+        try:
+            n = self._partitions(topics.history, topics.ledger, topics.main)
+            self.partition = partition_for(self.key, n)
+            self._sources = self._start()
+        except BaseException:
+            self._consumer.close()
+            raise
+
+    def _partitions(self, *names: str) -> int:
+        try:
+            md = self._consumer.list_topics(timeout=self.timeout)
+        except KafkaException as e:
+            raise JobLookupError(f"the broker did not answer: {e.args[0]}") from None
+        counts = set()
+        for name in names:
+            t = md.topics.get(name)
+            if t is None or t.error is not None:
+                raise JobLookupError(f"topic {name} does not exist: run `jobstream topics apply`")
+            counts.add(len(t.partitions))
+        if len(counts) != 1:
+            raise JobLookupError(f"{', '.join(names)} have different partition counts {counts}")
+        return counts.pop()
+
+    def _start(self) -> dict[str, _Source]:
+        p = self.partition
+        sources: dict[str, _Source] = {}
+        for name in (self._topics.history, self._topics.ledger):
+            low, high = self._watermarks(TopicPartition(name, p))
+            sources[name] = _Source(TopicPartition(name, p, low), high)
+        main = TopicPartition(self._topics.main, p)
+        committed = self._ask("reading the workers' committed offsets", lambda: int(
+            self._consumer.committed([main], timeout=5)[0].offset))
+        low, high = self._watermarks(main)
+        start = max(committed if committed >= 0 else low, low, high - _QUEUED_SCAN)
+        sources[self._topics.main] = _Source(TopicPartition(main.topic, p, start), high)
+        self._consumer.assign([s.tp for s in sources.values()])
+        for s in sources.values():
+            s.done = s.tp.offset >= s.end
+        return sources
+
+    def _ask(self, what: str, fn: Callable[[], T]) -> T:
+        """A broker request, retried while its error is retriable: right after a topic or group
+        is made (or a broker restarts) leaders and coordinators are still being elected."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return fn()
+            except KafkaException as e:
+                if not e.args[0].retriable() or time.monotonic() > deadline:
+                    raise JobLookupError(f"{what}: {e.args[0].str()}") from None
+                time.sleep(0.2)
+
+    def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
+        low, high = self._ask(f"reading the offsets of {tp.topic}",
+                              lambda: self._consumer.get_watermark_offsets(tp, timeout=5))
+        return int(low), int(high)
+
+    def refresh(self) -> JobStatus:
+        """Read up to the partitions' ends as of now and fold what was found."""
+        self._read(time.monotonic() + self.timeout)
+        f = self._found
+        st = fold(self.job_id, self.job_type, f.history, f.ledger_state)
+        if st.state == "unknown" and f.queued_at is not None:
+            st.state = "queued"
+        return st
+
+    def _read(self, deadline: float) -> None:
+        pending = {n for n, s in self._sources.items() if not s.done}
+        if not pending:
+            self._reopen()
+            pending = {n for n, s in self._sources.items() if not s.done}
+        while pending and time.monotonic() < deadline:
+            for msg in self._consumer.consume(500, timeout=0.2):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(msg.topic() or "")
+                        self._sources[msg.topic() or ""].done = True
+                        continue
+                    if err.fatal() or not err.retriable():
+                        raise JobLookupError(f"reading {msg.topic()}: {err.str()}")
+                    continue
+                self._take(msg.topic() or "", msg.key(), msg.value(), msg.headers(),
+                           msg.offset() or 0)
+        if pending:
+            raise JobLookupError(f"timed out after {self.timeout:g} s reading {sorted(pending)}")
+
+    def _reopen(self) -> None:
+        """A later refresh: read on to the partitions' new ends (their EOF events come again
+        once the new records are read)."""
+        for s in self._sources.values():
+            _, high = self._watermarks(s.tp)
+            if high > s.end:
+                s.end, s.done = high, False
+
+    def _take(self, topic: str, key: bytes | None, value: bytes | None,
+              headers: Any, offset: int) -> None:
+        if key != self.key and topic != self._topics.ledger:
+            return
+        if topic == self._topics.history:
+            try:
+                rec = history.decode(value)
+            except history.HistoryError:
+                return  # not ours: never let a foreign record hide the job
+            if rec["job_id"] == self.job_id:
+                self._found.history.append(rec)
+        elif topic == self._topics.ledger:
+            if key != self.job_id.encode():
+                return
+            if value is None:
+                self._found.ledger_state = None
+                return
+            try:
+                entry = _read_entry(io.BytesIO(value))
+            except Exception:
+                return
+            status = entry.get("status") if isinstance(entry, dict) else None
+            self._found.ledger_state = status if status in _LEDGER_FINAL else None
+        elif wire.decode_headers(headers).get(wire.JOB_ID) == self.job_id:
+            self._found.queued_at = offset
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> JobLookup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class WaitTimeout(TimeoutError):
+    """The job did not reach a final state in time; `.status` is where it stood."""
+
+    def __init__(self, status: JobStatus, timeout: float) -> None:
+        super().__init__(f"job {status.job_id} is still {status.state} after {timeout:g} s")
+        self.status = status
+
+
+def status(settings: Settings, job_type: str, job_id: str, key: str | None = None,
+           timeout: float = 30.0) -> JobStatus:
+    with JobLookup(settings, job_type, job_id, key, timeout=timeout) as lookup:
+        return lookup.refresh()
+
+
+def wait(settings: Settings, job_type: str, job_id: str, key: str | None = None,
+         timeout: float = 30.0, interval: float = 0.5) -> JobStatus:
+    """Block until the job is succeeded, dead-lettered or cancelled; WaitTimeout otherwise."""
+    deadline = time.monotonic() + timeout
+    with JobLookup(settings, job_type, job_id, key, timeout=max(timeout, 5.0)) as lookup:
+        while True:
+            st = lookup.refresh()
+            if st.final:
+                return st
+            if time.monotonic() + interval > deadline:
+                raise WaitTimeout(st, timeout)
+            time.sleep(interval)
