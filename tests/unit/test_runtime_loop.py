@@ -270,3 +270,15 @@ def test_keyed_jobs_run_in_order(make) -> None:
     rig.start()
     rig.wait(rig.committed_to_end, "committed")
     assert [s for s, _ in rig.runs.log] == list(range(20))
+
+
+def test_at_least_once_a_failed_retry_write_is_redone_not_lost(make) -> None:
+    """No transaction to abort here: the failed delivery itself must break the interval, or the
+    offset would stay unfinished and the job never be routed."""
+    rig = make(worker={"mode": "at_least_once"})
+    tier = rig.topics.retries[0]
+    rig.cluster.fail_next_produce(tier, KafkaError.MSG_SIZE_TOO_LARGE)
+    jid = rig.publish(0, "fail_until:9")
+    rig.start()
+    rig.wait(lambda: rig.ids(tier) == [jid], "the retry record, after the redo")
+    rig.wait(rig.committed_to_end, "committed")
