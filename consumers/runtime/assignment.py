@@ -123,6 +123,10 @@ class Assignment:
     def restoring(self) -> bool:
         return not all(self.ledger.ready(ps.ledger_tp) for ps in self.parts.values())
 
+    def pause_all(self) -> None:
+        for ps in self.parts.values():
+            self.set_paused(ps, True)
+
     def set_paused(self, ps: PartitionState, paused: bool) -> None:
         tp = [TopicPartition(*ps.tp)]
         if paused:

@@ -1,8 +1,6 @@
-"""The poll loop: poll -> decode -> dispatch -> outcome -> ledger -> commit, composed of parts
-that own their state (docs/architecture.md): the assignment (partitions and their books), the
-interval (commit, abort, producer), the receiver (consumers/runtime/poll.py), the dispatcher,
-the deliverer, the group callbacks and recovery. One thread owns the consumer, the producer and
-all bookkeeping; handlers run in the executor and report back through a queue."""
+"""The poll loop (poll -> decode -> dispatch -> outcome -> ledger -> commit), composed of parts
+that own their state (docs/architecture.md). One thread owns the consumer, the producer and all
+bookkeeping; handlers run in the executor and report back through a queue."""
 
 from __future__ import annotations
 
@@ -13,8 +11,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
-
-from confluent_kafka import KafkaError
 
 from jobstream.config.logging import flush_logs, get_logger
 from jobstream.config.settings import JobTypeSettings, Settings
@@ -43,7 +39,6 @@ from jobstream.consumers.runtime.hook_defaults import default_hooks
 from jobstream.consumers.runtime.hooks import Hook, Hooks, registered
 from jobstream.consumers.runtime.interval import Interval
 from jobstream.consumers.runtime.ledger import Ledger
-from jobstream.consumers.runtime.parts import PartitionState
 from jobstream.consumers.runtime.poll import Receiver, poll_timeout
 from jobstream.consumers.runtime.recovery import Recovery
 from jobstream.consumers.runtime.tick import Upkeep
@@ -55,6 +50,11 @@ TICK_S = 0.005  # the loop's periodic checks (timeouts, pauses, protection, read
 
 
 class Worker:
+    # made in __init__ after the callbacks that use them
+    assignment: Assignment
+    dispatcher: Dispatcher
+    upkeep: Upkeep
+
     def __init__(
         self,
         settings: Settings,
@@ -91,11 +91,12 @@ class Worker:
         self._halted = False  # results are no longer routed (the DLQ guard tripped)
         self._last_tick = self._last_event = 0.0
 
+        client_error = lambda err: self.upkeep.client_error(err)  # noqa: E731
         self.consumer = make_consumer(clients.consumer_config(
-            settings, self.group, self._on_client_error,
+            settings, self.group, client_error,
             lambda err, tps: self.assignment.commit_failed(err, tps, log),
         ))  # fmt: skip
-        conf = clients.producer_config(settings, self.group, self.worker_id, self._on_client_error)
+        conf = clients.producer_config(settings, self.group, self.worker_id, client_error)
         self.interval = Interval(ws, self.consumer, lambda: Publisher(
             settings, self.registry, producer_config=conf, make_producer=make_producer
         ), self.health, log)  # fmt: skip
@@ -129,12 +130,13 @@ class Worker:
         self.recovery = Recovery(
             ws, self.consumer, self.assignment, self.interval, self.dispatcher, self.ledger,
             self.crash_watch, self.freeze, self.health, self.metrics, log,
-            discard_running=self._discard_running,
+            discard_running=lambda grace_s: self._settle(None, grace_s, discard=True),
         )  # fmt: skip
         self.group_member = Group(
             settings, self.group, self.consumer, self.topics, self.assignment, self.interval,
             self.dispatcher, self.ledger, self.crash_watch, self.freeze, self.hooks, log,
-            settle=self._settle, commit=self._commit, rewind=self.recovery.rewind,
+            settle=lambda tps: self._settle(tps, ws.revoke_grace_s), commit=self._commit,
+            rewind=self.recovery.rewind,
         )  # fmt: skip
         self.receiver = Receiver(
             self.topics, self.accepts, jobs.keys(), self.registry, self.assignment, self.ledger,
@@ -156,13 +158,6 @@ class Worker:
     def producer(self) -> Any:
         return self.interval.producer
 
-    @property
-    def parts(self) -> dict[TP, PartitionState]:
-        return self.assignment.parts
-
-    def _on_client_error(self, err: KafkaError) -> None:
-        self.upkeep.client_error(err)
-
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -173,16 +168,14 @@ class Worker:
         try:
             self.group_member.subscribe()
             while not self._stopping:
-                # consume() waits its whole timeout unless the batch fills; poll() returns at
-                # the first record, so an idle worker starts a new job at once. Batches stay
-                # small: results are drained between them, so running handlers get new work
-                # (500 at a time kept 64 I/O-bound threads idle for ~80 ms per batch).
+                # consume() waits its whole timeout unless the batch fills; poll() returns at the
+                # first record. Small batches: results are drained between them, so handlers get
+                # new work (500 at a time kept 64 I/O-bound threads idle ~80 ms per batch).
                 msgs = self.consumer.consume(100, timeout=0)
                 if not msgs:
                     busy = len(self.producer) > 0 or self.assignment.busy()
-                    msg = self.consumer.poll(
-                        poll_timeout(busy, time.monotonic() - self._last_event)
-                    )
+                    quiet = time.monotonic() - self._last_event
+                    msg = self.consumer.poll(poll_timeout(busy, quiet))
                     msgs = [msg] if msg is not None else []
                 if msgs:
                     self._last_event = time.monotonic()
@@ -209,7 +202,7 @@ class Worker:
         self._shutdown()
         return ExitCode.STOPPED
 
-    def _fail_stop(self, event: str, e: Exception, code: int) -> int:
+    def _fail_stop(self, event: str, e: Exception, code: int) -> int:  # without a commit
         self.log.error(event, reason=str(e))
         self._close(commit=False)
         return code
@@ -228,19 +221,13 @@ class Worker:
         if self.dispatcher.collect(discard=discard or self._halted):
             self._last_event = time.monotonic()
 
-    def _settle(self, tps: list[TP] | None, deadline_s: float | None = None) -> None:
-        """Let the running jobs of `tps` (None: all) end and route their outcomes."""
-        grace = self.ws.revoke_grace_s if deadline_s is None else deadline_s
-        deadline = time.monotonic() + grace
+    def _settle(self, tps: list[TP] | None, grace_s: float, discard: bool = False) -> None:
+        """Let the running jobs of `tps` (None: all) end and route (or discard) their results."""
+        deadline = time.monotonic() + grace_s
         while self.assignment.running(tps) and time.monotonic() < deadline:
-            self._drain_results(block_s=0.05)
-            self._serve_producer()
-
-    def _discard_running(self, deadline: float) -> None:
-        while self.assignment.running() and time.monotonic() < deadline:
-            self._drain_results(block_s=0.05, discard=True)
-
-    # -- periodic work ---------------------------------------------------------------------
+            self._drain_results(block_s=0.05, discard=discard)
+            if not discard:
+                self._serve_producer()
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -259,12 +246,9 @@ class Worker:
         for err in self.ledger.collect():
             self.log.warning("ledger_restore_failed", error=str(err))
         self.hooks.on_tick(now)
-        self.assignment.reconcile_pauses(
-            self.ws,
-            self.dispatcher.held_types(now),
-            self._stopping,
-            None if self.upkeep.brokers_down else self.fetch_wake,
-        )
+        wake = None if self.upkeep.brokers_down else self.fetch_wake
+        held = self.dispatcher.held_types(now)
+        self.assignment.reconcile_pauses(self.ws, held, self._stopping, wake)
         self.upkeep.run(now)
 
     def _serve_producer(self, flush_s: float | None = None) -> None:
@@ -277,16 +261,13 @@ class Worker:
             self.deliver.write_marks()
 
     def _commit(self, wait: bool = True) -> None:
-        """Commit what finished; wait=False lets an at-least-once commit go on in the
-        background (see consumers/runtime/commit.py)."""
+        """Commit what finished; wait=False: an at-least-once commit goes on in the background."""
         interval = self.interval
         if not interval.broken:
             self.history.write_heads()
         if interval.committer.in_txn:
-            # commit_transaction makes every record produced so far visible, so the offsets
-            # must cover them all: wait for their acknowledgements (which finish the source
-            # offsets) before reading the offsets. Else a ledger or DLQ record could commit
-            # while its source offset does not, and the next owner would redo the job.
+            # The commit makes every record so far visible: wait for their acks (which finish
+            # their source offsets) first, or a DLQ record could commit and its offset not.
             self._serve_producer(flush_s=interval.committer.timeout_s)
         if not interval.broken:
             self.group_member.advance_idle()
@@ -297,13 +278,10 @@ class Worker:
                 return
         self.recovery.abort_interval(renew=interval.renew)
 
-    # -- shutdown --------------------------------------------------------------------------
-
     def _shutdown(self) -> None:
         """Stop fetching, let in-flight jobs finish within the grace period, commit, leave."""
         self.crash_watch.cancel(alone_only=True)
-        for ps in self.assignment:
-            self.assignment.set_paused(ps, True)
+        self.assignment.pause_all()
         self.dispatcher.forget()
         self._settle(None, self.ws.shutdown_grace_s)
         self._serve_producer(flush_s=10)

@@ -5,7 +5,6 @@ interval is redone; results of jobs still running then belong to the old generat
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -82,7 +81,7 @@ class Recovery:
         self.dispatcher.forget()
         # Handlers still running would overlap with the redone jobs of their keys (order is
         # per key): let them end first, their outcomes dropped (hung ones end at their timeout).
-        self.discard_running(time.monotonic() + self.ws.revoke_grace_s)
+        self.discard_running(self.ws.revoke_grace_s)
         self.interval.given_up()
         if not len(self.assignment):
             return
