@@ -32,6 +32,11 @@ from jobstream.schemas.partitioner import partition_for
 from jobstream.schemas.registry import INTERNAL_DIR, avro_reader
 
 T = TypeVar("T")
+# Answers while leaders and coordinators are elected (a new topic or group, a broker restart);
+# librdkafka does not flag all of them retriable.
+_ELECTING = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+             KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+             KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._WAIT_COORD)
 _read_entry = avro_reader(json.loads((INTERNAL_DIR / "ledger.avsc").read_text()))
 # The ledger keys these by job id; its retried/dead_lettered entries are position marks.
 _LEDGER_FINAL = ("succeeded", "cancelled")
@@ -125,8 +130,10 @@ class JobLookup:
             try:
                 return fn()
             except KafkaException as e:
-                if not e.args[0].retriable() or time.monotonic() > deadline:
-                    raise JobLookupError(f"{what}: {e.args[0].str()}") from None
+                err = e.args[0]
+                transient = err.retriable() or err.code() in _ELECTING
+                if not transient or time.monotonic() > deadline:
+                    raise JobLookupError(f"{what}: {err.str()}") from None
                 time.sleep(0.2)
 
     def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
