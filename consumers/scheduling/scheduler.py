@@ -111,7 +111,7 @@ class Scheduler(threading.Thread):
         self.producer = self._new_producer()
         self.reader = OffsetReader(settings, f"{self.group}-reader")
         self.parts: dict[tuple[str, int], _Part] = {}
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self.dispatched = 0
         self.error: BaseException | None = None
         self._on_failure = on_failure
@@ -129,7 +129,7 @@ class Scheduler(threading.Thread):
     # -- life --------------------------------------------------------------------------------
 
     def stop(self, timeout: float = 15.0) -> None:
-        self._stop.set()
+        self._stopping.set()
         if self.is_alive():
             self.join(timeout)
 
@@ -138,7 +138,7 @@ class Scheduler(threading.Thread):
             self.consumer.subscribe(list(self.main_of), on_assign=self._on_assign,
                                     on_revoke=self._on_revoke, on_lost=self._on_revoke)
             self.log.info("scheduler_started", topics=sorted(self.main_of), group=self.group)
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 for msg in self.consumer.consume(500, timeout=self._wait_s()):
                     self._receive(msg)
                 self._prefetch()
