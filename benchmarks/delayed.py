@@ -35,10 +35,20 @@ def _publish(stack: Stack, n: int, lo_s: float, hi_s: float) -> dict[str, int]:
     return due
 
 
+def _restored(s: Scheduler, timeout: float = 600) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        parts = list(s.parts.values())
+        if len(parts) == 6 and all(p.restored for p in parts):
+            return
+        time.sleep(0.05)
+
+
 def lateness(stack: Stack, n: int, lo_s: float, hi_s: float) -> None:
-    due = _publish(stack, n, lo_s, hi_s)
     s = Scheduler(stack.settings, [stack.job_type], stack.group, "bench-lateness")
     s.start()
+    _restored(s)  # the owner in place before the first job is due, as in a running fleet
+    due = _publish(stack, n, lo_s, hi_s)
     deadline = time.monotonic() + hi_s + 60
     while s.dispatched < n and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -58,11 +68,7 @@ def restore(stack: Stack, n: int) -> None:
     s = Scheduler(stack.settings, [stack.job_type], stack.group, "bench-restore")
     t0 = time.monotonic()
     s.start()
-    while time.monotonic() - t0 < 600:
-        parts = list(s.parts.values())
-        if len(parts) == 6 and all(p.restored for p in parts):
-            break
-        time.sleep(0.05)
+    _restored(s)
     took = time.monotonic() - t0
     pending = sum(len(p.index) for p in s.parts.values())
     nbytes = sum(p.index.nbytes() for p in s.parts.values())

@@ -18,6 +18,7 @@ partitions of T.scheduled it owns.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from jobstream.schemas import wire
 
 # Records of jobs due within this window are read back ahead of time, so the dispatch at the
 # due time does not wait for a fetch.
-LOOKAHEAD_MS = 1000
+LOOKAHEAD_MS = 5000
 BATCH = 500  # jobs per dispatch transaction
 TXN_TIMEOUT_MS = 10_000
 
@@ -143,7 +144,8 @@ class Scheduler(threading.Thread):
                     self._receive(msg)
                 self._prefetch()
                 self._dispatch()
-        except Exception as e:
+        except:  # noqa: E722 - a bare KafkaError (no Exception) can come out of a callback
+            e = sys.exc_info()[1]
             # A worker without its scheduler would hold partitions nobody dispatches: it stops
             # (gracefully), and its restart, or another worker, takes them over.
             self.error = e
@@ -169,7 +171,7 @@ class Scheduler(threading.Thread):
 
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         for tp in parts:
-            _, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            high = self._high_watermark(consumer, tp)
             st = _Part(tp.topic, tp.partition, self.main_of[tp.topic], restore_to=high)
             st.restored = high <= 0
             self.parts[(tp.topic, tp.partition)] = st
@@ -177,6 +179,17 @@ class Scheduler(threading.Thread):
         consumer.assign(parts)
         self.log.info("scheduler_assigned", partitions=[f"{p.topic}[{p.partition}]"
                                                         for p in parts])
+
+    def _high_watermark(self, consumer: Consumer, tp: TopicPartition) -> int:
+        """The partition's end; retried while its leader is not known yet (a new topic)."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return int(consumer.get_watermark_offsets(tp, timeout=5, cached=False)[1])
+            except:  # noqa: E722 - seen raised as a bare KafkaError, which is no Exception
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         for tp in parts:
