@@ -202,6 +202,11 @@ class JobTypeSettings(_Model):
     dlq_retention_ms: Millis = Field(
         30 * 86_400_000, ge=60_000, description="How long the DLQ topic keeps records."
     )
+    max_delay_s: Seconds = Field(
+        365 * 86_400.0, gt=0,
+        description="Longest `delay` (or `run_at` ahead of now) a delayed job may have; "
+        "`publish` refuses a later one.",
+    )
     history: bool = Field(
         True,
         description="Write each attempt's outcome and progress to T.history (`jobs show`, "

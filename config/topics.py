@@ -1,7 +1,8 @@
 """The one place that names topics. For a job type whose main topic is T:
 
 T (new jobs), T.retry.<delay> (one per tier), T.dlq (dead letters), T.ledger (dedup ledger),
-T.history (each job's lifecycle, hash-chained).
+T.history (each job's lifecycle, hash-chained), T.scheduled (delayed jobs not yet due, keyed by
+job id, compacted: a tombstone once dispatched or cancelled).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ RETRY_MARK = ".retry."
 DLQ_SUFFIX = ".dlq"
 LEDGER_SUFFIX = ".ledger"
 HISTORY_SUFFIX = ".history"
+SCHEDULED_SUFFIX = ".scheduled"
 AUDIT_TOPIC = "jobstream.audit"
 
 
@@ -38,12 +40,16 @@ def history_topic(main: str) -> str:
     return main + HISTORY_SUFFIX
 
 
+def scheduled_topic(main: str) -> str:
+    return main + SCHEDULED_SUFFIX
+
+
 def base_of(topic: str) -> str:
     """The main topic a tier, DLQ, ledger or history topic belongs to (the topic itself
     otherwise)."""
     if RETRY_MARK in topic:
         return topic.rsplit(RETRY_MARK, 1)[0]
-    for suffix in (DLQ_SUFFIX, LEDGER_SUFFIX, HISTORY_SUFFIX):
+    for suffix in (DLQ_SUFFIX, LEDGER_SUFFIX, HISTORY_SUFFIX, SCHEDULED_SUFFIX):
         if topic.endswith(suffix):
             return topic[: -len(suffix)]
     return topic
@@ -59,7 +65,7 @@ def tier_delay(topic: str) -> float | None:
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
-    role: str  # main | retry | dlq | ledger | history
+    role: str  # main | retry | dlq | ledger | history | scheduled
     partitions: int
     config: dict[str, str]
 
@@ -77,6 +83,7 @@ class JobTopics:
     dlq: str
     ledger: str
     history: str
+    scheduled: str
 
     @property
     def consumed(self) -> tuple[str, ...]:
@@ -95,6 +102,7 @@ def job_topics(job_type: str, cfg: JobTypeSettings) -> JobTopics:
         dlq=dlq_topic(main),
         ledger=ledger_topic(main),
         history=history_topic(main),
+        scheduled=scheduled_topic(main),
     )
 
 
@@ -130,4 +138,7 @@ def topic_plan(job_type: str, settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "delete", "retention.ms": str(cfg.history_retention_ms)},
         )
     )
+    # Compacted only: a pending job must stay until dispatched or cancelled, however far ahead
+    # (max_delay); its tombstone goes after delete.retention.ms (1 day by default).
+    plan.append(TopicSpec(t.scheduled, "scheduled", n, {"cleanup.policy": "compact"}))
     return plan

@@ -20,6 +20,7 @@ from jobstream.consumers.jobs import AppError, load_app
 from jobstream.consumers.metrics import Metrics
 from jobstream.consumers.runtime.handler_exit import guard_process_exit
 from jobstream.consumers.runtime.loop import Worker
+from jobstream.consumers.scheduling import start_scheduler
 from jobstream.producers.connection import check_connection
 
 
@@ -40,6 +41,7 @@ def run_worker(
     health = Health()
     # Local problems (the module above, the port here) before any connection attempt.
     server = _bind_http(settings.worker, health, metrics.registry)
+    scheduler = None
     try:
         check_connection(settings.kafka)
         worker = Worker(settings, jobs, group=group, metrics=metrics, health=health)
@@ -51,8 +53,12 @@ def run_worker(
             server.start()
             log.info("http_listening", host=settings.worker.http_host, port=server.port)
         _handle_signals(worker)
+        scheduler = start_scheduler(settings, list(jobs), worker.group, worker.worker_id,
+                                    on_failure=worker.stop)
         return worker.run()
     finally:
+        if scheduler:
+            scheduler.stop()
         if server:
             server.stop()
 

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -16,7 +17,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from jobstream.config.kafka import client_config
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings, load_settings
-from jobstream.config.topics import main_topic
+from jobstream.config.topics import main_topic, scheduled_topic
+from jobstream.producers import delayed
 from jobstream.producers import status as job_status
 from jobstream.producers.connection import ErrorWatch
 from jobstream.producers.delivery import DeliveryWatch, given_up
@@ -32,6 +34,7 @@ from jobstream.producers.errors import (
 )
 from jobstream.schemas import wire
 from jobstream.schemas.lifecycle import JobStatus
+from jobstream.schemas.partitioner import partition_for
 from jobstream.schemas.registry import SchemaRegistry
 
 __all__ = ["DeliveryError", "InvalidJob", "PayloadTooLarge", "PublishError", "Publisher"]
@@ -99,6 +102,7 @@ class Publisher:
         self.producer_name = f"{settings.kafka.client_id}@{socket.gethostname()}:{os.getpid()}"
         self._max_bytes: dict[str, int] = {}
         self._fixed: dict[tuple[str, int], tuple[str, wire.HeaderList]] = {}
+        self._partitions: dict[str, int] = {}
         self._lock = threading.Lock()
         self._deliveries = DeliveryWatch()
         self._closed = False
@@ -176,9 +180,13 @@ class Publisher:
         headers: Mapping[str, str] | None = None,
         *,
         traceparent: str | None = None,
+        delay: str | float | None = None,
+        run_at: datetime | None = None,
         timeout: float = 30.0,
     ) -> str:
-        """Validate, encode and send one job; return its id once the broker has it."""
+        """Validate, encode and send one job; return its id once the broker has it.
+        `delay` ("10m", or seconds) or `run_at` (an aware datetime) make it a delayed job: it
+        runs at or after that time (docs/scheduling.md); zero or a past time runs it at once."""
         done = threading.Event()
         result: list[KafkaError | None] = []
 
@@ -194,6 +202,8 @@ class Publisher:
             parent_job_id,
             headers,
             traceparent=traceparent,
+            delay=delay,
+            run_at=run_at,
             on_delivery=on_delivery,
         )
         deadline = time.monotonic() + timeout
@@ -218,10 +228,15 @@ class Publisher:
         headers: Mapping[str, str] | None = None,
         *,
         traceparent: str | None = None,
+        delay: str | float | None = None,
+        run_at: datetime | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> str:
         """Validate, encode and queue one job; return its id at once. Its delivery is told to
-        `on_delivery`, or when there is none, a failure is raised by the next `flush`/`close`."""
+        `on_delivery`, or when there is none, a failure is raised by the next `flush`/`close`.
+        `delay`/`run_at`: as for `publish`."""
+        cfg = self.settings.job(job_type) if (delay is not None or run_at is not None) else None
+        due = delayed.due_ms(delay, run_at, cfg.max_delay_s) if cfg is not None else None
         topic, job_id, value, hdrs = self.build(
             job_type,
             payload,
@@ -231,9 +246,18 @@ class Publisher:
             headers=headers,
             traceparent=traceparent,
         )
+        partition = None
+        record_key = (key or job_id).encode("utf-8")
+        if due is not None:
+            # To T.scheduled, keyed by job id, in the partition its key picks on T.
+            partition = partition_for(record_key, self._partition_count(topic))
+            hdrs.append((wire.RUN_AT, str(due).encode()))
+            if key is not None:
+                hdrs.append((wire.KEY, record_key))
+            topic, record_key = scheduled_topic(topic), job_id.encode("utf-8")
         if on_delivery is None:
             on_delivery = self._deliveries.callback(job_id, topic)
-        self.send(topic, (key or job_id).encode("utf-8"), value, hdrs, on_delivery=on_delivery)
+        self.send(topic, record_key, value, hdrs, partition=partition, on_delivery=on_delivery)
         if self._log is not None:
             self._log.debug(
                 "published",
@@ -286,6 +310,19 @@ class Publisher:
                 self.producer.poll(0.1)
         if serve:
             self.producer.poll(0)
+
+    def _partition_count(self, topic: str) -> int:
+        return delayed.partition_count(self.producer, topic, self._partitions)
+
+    def cancel(self, job_type: str, job_id: str, key: str | None = None,
+               timeout: float = 30.0) -> None:
+        """Cancel a delayed job that is not yet due: its T.scheduled entry gets a tombstone,
+        so no scheduler dispatches it, and the cancel is audited (jobstream.audit). `key`: the
+        key it was published with, if any. A job already dispatched is not stopped by this."""
+        from jobstream.producers.delayed import cancel
+
+        self.registry.latest(job_type)  # UnknownJobType before any write
+        cancel(self, job_type, job_id, key, timeout)
 
     def max_record_bytes(self, topic: str) -> int:
         """The topic's max.message.bytes (cached); the producer's limit if it cannot be read."""

@@ -15,6 +15,11 @@ ENQUEUED_AT: Final = "js-enqueued-at"
 NOT_BEFORE: Final = "js-not-before"
 PRODUCER: Final = "js-producer"
 
+# Delayed jobs, on T.scheduled records only (the dispatched job on T has no RUN_AT): the due
+# time in ms since the epoch, and the job's own key (the record key there is the job id).
+RUN_AT: Final = "js-run-at"
+KEY: Final = "js-key"
+
 # Failure headers, on retry and DLQ records.
 # transient | timeout | permanent | decode | unknown_job_type | crashed (consumers/runtime/retry.py)
 ERROR_CATEGORY: Final = "js-error-category"

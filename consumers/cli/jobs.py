@@ -1,4 +1,5 @@
-"""`jobstream jobs show|wait`: one job's state and timeline, read from its topics."""
+"""`jobstream jobs show|wait|cancel`: one job's state and timeline, read from its topics; the
+cancel of a delayed job."""
 
 from __future__ import annotations
 
@@ -100,6 +101,24 @@ def jobs_wait(
     _print(st, as_json)
     if st.state != "succeeded":
         sys.exit(EXIT_FAILED)
+
+
+@jobs_app.command("cancel", epilog="Example: jobstream jobs cancel reports.generate 0f8e5c1a "
+                                   "--key customer-42")
+def jobs_cancel(job_type: JobType, job_id: JobId, key: Key = None) -> None:
+    """Cancel a delayed job that is not yet due: its T.scheduled entry gets a tombstone, so it
+    is never dispatched; audited. A job already dispatched is not stopped."""
+    from jobstream.producers.errors import PublishError
+    from jobstream.producers.publisher import Publisher
+
+    with _lookup_errors():
+        try:
+            with Publisher.from_settings(_settings_for(job_type)) as pub:
+                pub.cancel(job_type, job_id, key)
+        except PublishError as e:
+            err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
+            sys.exit(1)
+    out.print(Text(f"{job_type} {job_id}: cancelled (if it was still scheduled)"))
 
 
 def _when(ms: Any) -> str:

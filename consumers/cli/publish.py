@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -18,12 +19,26 @@ def publish(
         str | None, typer.Option(help="Idempotency key (default: generated).")
     ] = None,
     parent_job_id: Annotated[str | None, typer.Option(help="Job that caused this one.")] = None,
+    delay: Annotated[str | None, typer.Option(
+        help="Run it this much later, e.g. 10m, 2h (a delayed job).")] = None,
+    at: Annotated[str | None, typer.Option(
+        "--at", help="Run it at this time: ISO 8601 with a UTC offset, e.g. "
+        "2026-12-24T18:00:00+01:00.")] = None,
 ) -> None:
-    """Validate, encode and publish one job; prints its job id."""
-    from jobstream.producers.errors import check_id
+    """Validate, encode and publish one job; prints its job id. With --delay or --at it
+    waits in T.scheduled until due."""
+    from jobstream.producers.delayed import due_ms
+    from jobstream.producers.errors import InvalidJob, check_id
     from jobstream.producers.publisher import Publisher
 
     data = _json_object(payload, "--json")
+    run_at = _run_at(at) if at is not None else None
+    if delay is not None and run_at is not None:
+        fail("give --delay or --at, not both")
+    try:  # the delay's checks before connecting; the job type's own limit is checked again
+        due_ms(delay, run_at, float("inf"))
+    except InvalidJob as e:
+        fail(f"--{'delay' if delay is not None else 'at'}: {e}")
     # Local checks before connecting: a wrong id must not wait out a broker timeout first.
     for option, value in (("--job-id", job_id), ("--parent-job-id", parent_job_id)):
         if value is not None:
@@ -34,8 +49,19 @@ def publish(
     if key is not None and not _is_unicode(key):
         fail(f"--key holds a lone surrogate, which is not valid Unicode: {key!a}")
     with Publisher.from_settings(connected(settings())) as pub:
-        jid = pub.publish(job_type, data, key=key, job_id=job_id, parent_job_id=parent_job_id)
+        jid = pub.publish(job_type, data, key=key, job_id=job_id, parent_job_id=parent_job_id,
+                          delay=delay, run_at=run_at)
     out.print(jid, highlight=False)
+
+
+def _run_at(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--at {text!r} is not an ISO 8601 time, e.g. 2026-12-24T18:00:00+01:00")
+    if when.tzinfo is None:
+        fail(f"--at {text!r} has no UTC offset: add one, e.g. {text}+00:00 or {text}Z")
+    return when
 
 
 def _is_unicode(text: str) -> bool:

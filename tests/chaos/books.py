@@ -455,7 +455,7 @@ def record(books: Books) -> None:
     entry["passed"] = not books.violations
     lines[books.scenario] = entry
     order = ["sigkill", "broker_restart", "zombie", "rebalance_storm", "slow_handlers",
-             "bad_input", "network_blips"]
+             "bad_input", "network_blips", "scheduler"]
     ordered = sorted(lines.values(), key=lambda s: [*order, s["scenario"]].index(s["scenario"]))
     body = ",\n".join("    " + json.dumps(s, sort_keys=False) for s in ordered)
     path.write_text('{\n  "scenarios": [\n' + body + "\n  ]\n}\n")

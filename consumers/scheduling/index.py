@@ -1,0 +1,166 @@
+"""The pending index of one T.scheduled partition: which delayed jobs are due when, in about
+40 bytes per pending job (payloads stay in Kafka; the scheduler reads a job's record back by its
+offset shortly before it is due).
+
+Two parts, both in flat typed arrays rather than Python objects (a tuple in a heap costs ~100
+bytes per job):
+
+- a hash table job id -> offset of its latest T.scheduled record (open addressing on a 64-bit
+  hash of the id, in two `array('q')`): a newer record for the id (a reschedule) replaces the
+  offset, a tombstone (dispatched or cancelled) removes it. An entry is current only while the
+  table still names its offset, so replaced and cancelled entries are skipped when their old
+  due time comes.
+- one bucket per due second: the offsets (`array('q')`) and the milliseconds within the second
+  (`array('H')`) of the entries due then, with a heap of the bucket seconds.
+
+Two job ids with the same 64-bit hash in one partition would count as one (the older would be
+taken as replaced): about one chance in 10^7 with a million pending jobs in a partition.
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from dataclasses import dataclass, field
+
+_EMPTY = 0
+_DELETED = 1
+_MIN_CAPACITY = 1024
+_MAX_LOAD = 0.75
+
+
+def key_hash(job_id: bytes) -> int:
+    """A 63-bit hash of a job id, never 0 or 1 (the table's empty and deleted marks). Python's
+    own bytes hash: fast, and the index only lives in this process."""
+    h = hash(job_id) & 0x7FFF_FFFF_FFFF_FFFF
+    return h if h > _DELETED else h + 2
+
+
+@dataclass(slots=True)
+class _Bucket:
+    offsets: array = field(default_factory=lambda: array("q"))  # type: ignore[type-arg]
+    millis: array = field(default_factory=lambda: array("H"))  # type: ignore[type-arg]
+
+
+class PendingIndex:
+    """Pending delayed jobs of one partition. Not thread-safe: the scheduler's thread owns it."""
+
+    def __init__(self) -> None:
+        self._cap = _MIN_CAPACITY
+        self._keys = array("q", [0]) * self._cap
+        self._vals = array("q", [0]) * self._cap
+        self._used = 0  # live + deleted slots (what probing walks through)
+        self._live = 0
+        self._buckets: dict[int, _Bucket] = {}
+        self._seconds: list[int] = []  # heap of the buckets' seconds
+
+    def __len__(self) -> int:
+        """Pending jobs (current entries)."""
+        return self._live
+
+    # -- the id table ------------------------------------------------------------------------
+
+    def _find(self, h: int) -> tuple[int, bool]:
+        """(slot, found): the slot holding h, or the slot to put it in."""
+        keys, cap = self._keys, self._cap
+        i = h % cap
+        free = -1
+        while True:
+            k = keys[i]
+            if k == h:
+                return i, True
+            if k == _EMPTY:
+                return (free if free >= 0 else i), False
+            if k == _DELETED and free < 0:
+                free = i
+            i += 1
+            if i == cap:
+                i = 0
+
+    def _grow(self) -> None:
+        old_keys, old_vals = self._keys, self._vals
+        # Grows by half (doubling left it a quarter full, 40+ bytes per job) only when live
+        # entries fill it; deleted slots alone are swept at the same size.
+        if self._live * 1.5 > self._cap * _MAX_LOAD:
+            self._cap = self._cap * 3 // 2
+        self._keys = array("q", [0]) * self._cap
+        self._vals = array("q", [0]) * self._cap
+        self._used = self._live = 0
+        for k, v in zip(old_keys, old_vals, strict=True):
+            if k > _DELETED:
+                i, _ = self._find(k)
+                self._keys[i], self._vals[i] = k, v
+                self._used += 1
+                self._live += 1
+
+    def current(self, h: int) -> int | None:
+        """Offset of the latest record of the job id with hash h, None when there is none."""
+        i, found = self._find(h)
+        return self._vals[i] if found else None
+
+    def add(self, h: int, offset: int, due_ms: int) -> None:
+        """A T.scheduled record at `offset` for the job id with hash h, due at due_ms: it
+        replaces any earlier entry of the id."""
+        i, found = self._find(h)
+        if not found:
+            if self._keys[i] == _EMPTY:
+                self._used += 1
+            self._live += 1
+            self._keys[i] = h
+        self._vals[i] = offset
+        self.requeue(offset, due_ms)
+        if self._used > self._cap * _MAX_LOAD:
+            self._grow()
+
+    def remove(self, h: int, offset: int | None = None) -> bool:
+        """Drop the id's entry (a tombstone), or only if it is still the one at `offset`."""
+        i, found = self._find(h)
+        if not found or (offset is not None and self._vals[i] != offset):
+            return False
+        self._keys[i] = _DELETED
+        self._live -= 1
+        return True
+
+    # -- due times ---------------------------------------------------------------------------
+
+    def requeue(self, offset: int, due_ms: int) -> None:
+        """Put an entry's due time back (a dispatch that did not commit) without touching the
+        table."""
+        sec, ms = divmod(max(0, due_ms), 1000)
+        b = self._buckets.get(sec)
+        if b is None:
+            b = self._buckets[sec] = _Bucket()
+            heapq.heappush(self._seconds, sec)
+        b.offsets.append(offset)
+        b.millis.append(ms)
+
+    def next_due_ms(self) -> int | None:
+        """The earliest due time held (possibly of a replaced entry), None when empty."""
+        if not self._seconds:
+            return None
+        sec = self._seconds[0]
+        return sec * 1000 + int(min(self._buckets[sec].millis))
+
+    def take_until(self, until_ms: int) -> list[tuple[int, int]]:
+        """Remove and return (due_ms, offset) of the entries in the buckets that start at or
+        before until_ms, current or not (the caller checks `current` when it has the record's
+        key), in due order. Whole buckets: up to a second past until_ms."""
+        out: list[tuple[int, int]] = []
+        while self._seconds and self._seconds[0] * 1000 <= until_ms:
+            sec = heapq.heappop(self._seconds)
+            b = self._buckets.pop(sec)
+            base = sec * 1000
+            out.extend((base + ms, off) for ms, off in zip(b.millis, b.offsets, strict=True))
+        out.sort()
+        return out
+
+    def nbytes(self) -> int:
+        """Memory held by the index's arrays and buckets (what `bytes per pending job` is)."""
+        import sys
+
+        size = sys.getsizeof(self._keys) + sys.getsizeof(self._vals)
+        size += sys.getsizeof(self._buckets) + sys.getsizeof(self._seconds)
+        for sec, b in self._buckets.items():
+            size += sys.getsizeof(b) + sys.getsizeof(b.offsets) + sys.getsizeof(b.millis)
+            size += sys.getsizeof(sec)
+        return size

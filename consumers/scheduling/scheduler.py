@@ -1,0 +1,306 @@
+"""The scheduler: one thread per worker process that dispatches the delayed jobs of the
+partitions of T.scheduled it owns.
+
+- Ownership: its own consumer group, `<worker group>.scheduler`, subscribed to the T.scheduled
+  topics of the worker's job types. Only the owner of partition p dispatches p's jobs, and only
+  after restoring p.
+- Restore: on assignment, p is read from its beginning (the topic is compacted: what is left is
+  each job id's latest record) up to the high watermark seen at assignment. The end is reached
+  only once every transaction open at assignment has ended (read_committed stops at the last
+  stable offset), so a dispatch of the previous owner is known, committed or aborted, before
+  this owner dispatches anything.
+- Dispatch: shortly before a job is due its record is read back by offset; at its due time
+  (never before) the job goes to T partition p with the same key, value and headers (minus
+  js-run-at), and its tombstone to T.scheduled p, with the consumed offsets, in one
+  transaction. The offsets carry the group generation: a fenced (old) owner cannot commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from jobstream.config.kafka import client_config
+from jobstream.config.logging import get_logger
+from jobstream.config.settings import Settings
+from jobstream.config.topics import job_topics
+from jobstream.consumers.scheduling.index import PendingIndex, key_hash
+from jobstream.consumers.scheduling.reader import OffsetReader
+from jobstream.schemas import wire
+
+# Records of jobs due within this window are read back ahead of time, so the dispatch at the
+# due time does not wait for a fetch.
+LOOKAHEAD_MS = 5000
+BATCH = 500  # jobs per dispatch transaction
+TXN_TIMEOUT_MS = 10_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class _Near:
+    due_ms: int
+    offset: int
+    msg: Message
+
+
+@dataclass
+class _Part:
+    topic: str
+    partition: int
+    main: str
+    restore_to: int  # high watermark at assignment; restored once read up to it
+    restored: bool = False
+    position: int = 0  # next offset to consume
+    index: PendingIndex = field(default_factory=PendingIndex)
+    near: list[_Near] = field(default_factory=list)
+    restore_started: float = field(default_factory=time.monotonic)
+
+
+def _headers(msg: Message) -> list[tuple[str, Any]]:
+    raw: Any = msg.headers() or []  # a list of pairs from the consumer
+    return list(raw)
+
+
+def due_of(headers: dict[str, str]) -> int:
+    """A record's due time; a missing or malformed js-run-at is due now (0)."""
+    try:
+        return max(0, int(headers.get(wire.RUN_AT, "0")))
+    except ValueError:
+        return 0
+
+
+class Scheduler(threading.Thread):
+    def __init__(self, settings: Settings, job_types: list[str], group: str, worker_id: str,
+                 on_failure: Callable[[str], None] | None = None) -> None:
+        super().__init__(name="jobstream-scheduler", daemon=True)
+        self.settings = settings
+        self.group = f"{group}.scheduler"
+        self.log = get_logger("jobstream.scheduler", worker=worker_id)
+        tops = [job_topics(jt, settings.job(jt)) for jt in job_types]
+        self.main_of = {t.scheduled: t.main for t in tops}
+        ws = settings.worker
+        self.consumer = Consumer(client_config(settings.kafka, **{
+            "group.id": self.group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "session.timeout.ms": ws.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, ws.session_timeout_ms // 5),
+            "partition.assignment.strategy": "roundrobin",
+            "fetch.wait.max.ms": 100,
+        }))
+        self.txn_id = f"jobstream-{self.group}-{worker_id}"
+        self.producer = self._new_producer()
+        self.reader = OffsetReader(settings, f"{self.group}-reader")
+        self.parts: dict[tuple[str, int], _Part] = {}
+        self._stopping = threading.Event()
+        self.dispatched = 0
+        self.error: BaseException | None = None
+        self._on_failure = on_failure
+
+    def _new_producer(self) -> Producer:
+        p = Producer(client_config(self.settings.kafka, **{
+            "transactional.id": self.txn_id,
+            "transaction.timeout.ms": TXN_TIMEOUT_MS,
+            "linger.ms": 2,
+            "message.max.bytes": 1_048_588,
+        }))
+        p.init_transactions(30)
+        return p
+
+    # -- life --------------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout)
+
+    def run(self) -> None:
+        try:
+            self.consumer.subscribe(list(self.main_of), on_assign=self._on_assign,
+                                    on_revoke=self._on_revoke, on_lost=self._on_revoke)
+            self.log.info("scheduler_started", topics=sorted(self.main_of), group=self.group)
+            while not self._stopping.is_set():
+                for msg in self.consumer.consume(500, timeout=self._wait_s()):
+                    self._receive(msg)
+                self._prefetch()
+                self._dispatch()
+        except:  # noqa: E722 - a bare KafkaError (no Exception) can come out of a callback
+            e = sys.exc_info()[1]
+            # A worker without its scheduler would hold partitions nobody dispatches: it stops
+            # (gracefully), and its restart, or another worker, takes them over.
+            self.error = e
+            self.log.error("scheduler_failed", error=f"{type(e).__name__}: {e}")
+            if self._on_failure is not None:
+                self._on_failure("scheduler_failed")
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        for closer in (self.consumer.close, self.reader.close):
+            with contextlib.suppress(Exception):
+                closer()
+        self.producer.flush(5)
+
+    def _wait_s(self) -> float:
+        due = [n.due_ms for p in self.parts.values() for n in p.near[:1]]
+        if not due:
+            return 0.2
+        return min(0.2, max(0.0, (min(due) - now_ms()) / 1000))
+
+    # -- ownership -----------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        for tp in parts:
+            high = self._high_watermark(consumer, tp)
+            st = _Part(tp.topic, tp.partition, self.main_of[tp.topic], restore_to=high)
+            st.restored = high <= 0
+            self.parts[(tp.topic, tp.partition)] = st
+            tp.offset = OFFSET_BEGINNING  # the whole partition: every pending entry
+        consumer.assign(parts)
+        self.log.info("scheduler_assigned", partitions=[f"{p.topic}[{p.partition}]"
+                                                        for p in parts])
+
+    def _high_watermark(self, consumer: Consumer, tp: TopicPartition) -> int:
+        """The partition's end; retried while its leader is not known yet (a new topic)."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return int(consumer.get_watermark_offsets(tp, timeout=5, cached=False)[1])
+            except:  # noqa: E722 - seen raised as a bare KafkaError, which is no Exception
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        for tp in parts:
+            self.parts.pop((tp.topic, tp.partition), None)
+        consumer.unassign()
+
+    def _receive(self, msg: Message) -> None:
+        st = self.parts.get((msg.topic() or "", msg.partition() or 0))
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                if st is not None and not st.restored and (msg.offset() or 0) >= st.restore_to:
+                    self._restored(st)
+                return
+            if err.fatal():
+                raise KafkaException(err)
+            self.log.warning("scheduler_consumer_error", error=err.str())
+            return
+        if st is None:
+            return
+        off = msg.offset() or 0
+        st.position = off + 1
+        key = msg.key() or b""
+        if msg.value() is None:
+            st.index.remove(key_hash(key))  # dispatched or cancelled
+        else:
+            st.index.add(key_hash(key), off, due_of(wire.decode_headers(_headers(msg))))
+        if not st.restored and st.position >= st.restore_to:
+            self._restored(st)
+
+    def _restored(self, st: _Part) -> None:
+        st.restored = True
+        self.log.info("scheduler_restored", topic=st.topic, partition=st.partition,
+                      pending=len(st.index), offsets=st.restore_to,
+                      seconds=round(time.monotonic() - st.restore_started, 3))
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def _prefetch(self) -> None:
+        """Read back the records of the entries due within LOOKAHEAD_MS."""
+        until = now_ms() + LOOKAHEAD_MS
+        for st in self.parts.values():
+            if not st.restored:
+                continue
+            entries = st.index.take_until(until)
+            if not entries:
+                continue
+            due_of_off = {off: due for due, off in entries}
+            found, left = self.reader.read(st.topic, st.partition, list(due_of_off))
+            for off in left:
+                st.index.requeue(off, due_of_off[off])  # read again next time
+            for off, msg in found.items():
+                if st.index.current(key_hash(msg.key() or b"")) == off:
+                    st.near.append(_Near(due_of_off[off], off, msg))
+            st.near.sort(key=lambda n: n.due_ms)
+
+    def _dispatch(self) -> None:
+        now = now_ms()
+        batch: list[tuple[_Part, _Near]] = []
+        for st in self.parts.values():
+            while st.near and st.near[0].due_ms <= now and len(batch) < BATCH:
+                n = st.near.pop(0)
+                # A tombstone or a newer record seen since the read: cancelled or moved.
+                if st.index.current(key_hash(n.msg.key() or b"")) == n.offset:
+                    batch.append((st, n))
+        if not batch:
+            return
+        try:
+            self._commit(batch)
+        except KafkaException as e:
+            self._failed(batch, e)
+            return
+        for st, n in batch:
+            st.index.remove(key_hash(n.msg.key() or b""), n.offset)
+        self.dispatched += len(batch)
+        late = [now_ms() - n.due_ms for _, n in batch]
+        self.log.debug("scheduler_dispatched", jobs=len(batch), max_late_ms=max(late))
+
+    def _commit(self, batch: list[tuple[_Part, _Near]]) -> None:
+        p = self.producer
+        p.begin_transaction()
+        try:
+            for st, n in batch:
+                m = n.msg
+                raw = _headers(m)
+                hdrs = [(k, v) for k, v in raw if k not in (wire.RUN_AT, wire.KEY)]
+                key = dict(raw).get(wire.KEY) or m.key()
+                p.produce(st.main, m.value(), key, partition=st.partition, headers=hdrs)
+                p.produce(st.topic, None, m.key(), partition=st.partition)
+            offsets = [TopicPartition(st.topic, st.partition, st.position)
+                       for st in {id(s): s for s, _ in batch}.values()]
+            p.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+            p.commit_transaction(30)
+        except KafkaException:
+            raise
+        except BaseException:
+            p.abort_transaction(30)
+            raise
+
+    def _failed(self, batch: list[tuple[_Part, _Near]], e: KafkaException) -> None:
+        """Nothing of the batch is visible: abort, and keep its jobs pending here (unless the
+        partition went away, then its next owner has them)."""
+        err: Any = e.args[0] if e.args else None
+        self.log.warning("scheduler_dispatch_aborted", jobs=len(batch), error=str(err))
+        try:
+            if err is not None and err.fatal():
+                raise KafkaException(err)
+            self.producer.abort_transaction(30)
+        except KafkaException:
+            # Fenced or fatal: a new producer under the same id finishes the abort for us.
+            self.producer = self._new_producer()
+        for st, n in batch:
+            if self.parts.get((st.topic, st.partition)) is st:
+                st.index.requeue(n.offset, n.due_ms)
