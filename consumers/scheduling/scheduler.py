@@ -72,6 +72,7 @@ class _Part:
     index: PendingIndex = field(default_factory=PendingIndex)
     near: list[_Near] = field(default_factory=list)
     restore_started: float = field(default_factory=time.monotonic)
+    read_until: int = 0  # entries due up to here have been read back
 
 
 def _headers(msg: Message) -> list[tuple[str, Any]]:
@@ -216,7 +217,9 @@ class Scheduler(threading.Thread):
         if msg.value() is None:
             st.index.remove(key_hash(key))  # dispatched or cancelled
         else:
-            st.index.add(key_hash(key), off, due_of(wire.decode_headers(_headers(msg))))
+            due = due_of(wire.decode_headers(_headers(msg)))
+            st.index.add(key_hash(key), off, due)
+            st.read_until = min(st.read_until, due)  # due within the window read: read again
         if not st.restored and st.position >= st.restore_to:
             self._restored(st)
 
@@ -230,10 +233,14 @@ class Scheduler(threading.Thread):
 
     def _prefetch(self) -> None:
         """Read back the records of the entries due within LOOKAHEAD_MS."""
-        until = now_ms() + LOOKAHEAD_MS
+        now = now_ms()
+        until = now + LOOKAHEAD_MS
         for st in self.parts.values():
-            if not st.restored:
+            # In half-window steps: a read costs a fetch round trip per partition, so reading
+            # every loop (each new second) starved the dispatches of the loop's time.
+            if not st.restored or st.read_until - now > LOOKAHEAD_MS // 2:
                 continue
+            st.read_until = until
             entries = st.index.take_until(until)
             if not entries:
                 continue
