@@ -32,5 +32,5 @@ def ui(
 
     mode = ("write actions need sign-in" if s.ui.auth.passwords or s.ui.auth.tokens
             else "read-only: no ui.auth credentials")
-    typer.echo(f"jobstream console on http://{h}:{p}/ ({mode})")
+    typer.echo(f"serving the console on http://{h}:{p}/ ({mode})")
     serve(s, h, p)

@@ -12,10 +12,10 @@ from collections import Counter
 from typing import Any
 
 from tests.chaos.books import SCALE, Books, Fleet, SinkTail, record, sized
-from tests.console.support import TOKEN, add_ui_settings, console_server, get, post
+from tests.console.support import TOKEN, add_ui_settings, console_server, free_port_from, get, post
 from tests.harness import Stack, runs_after_completion
 
-CONSOLE_PORT = 8413
+CONSOLE_PORTS = range(8413, 8415)
 BEARER = {"authorization": f"Bearer {TOKEN}"}
 
 
@@ -53,7 +53,7 @@ def test_console_replay_while_workers_are_killed(stack_factory: Any) -> None:
     sink = SinkTail(stack)
     kills = 0
     jt = stack.job_type
-    with console_server(stack, CONSOLE_PORT) as url:
+    with console_server(stack, free_port_from(CONSOLE_PORTS)) as url:
         status, body = _replay(url, jt, [("mode", "filtered")])  # the confirm step: a dry run
         assert status == 200 and _count(body, "dry-run-count") == n, body[:300]
         result: dict[str, Any] = {}

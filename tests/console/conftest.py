@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.console.support import add_ui_settings, browser, console_server
+from tests.console.support import add_ui_settings, browser, console_server, free_port_from
 from tests.harness import Stack, make_stack
 
-WORKER_PORT = 8415  # the worker's /metrics, scraped by the console (ui.workers)
+WORKER_PORTS = range(8415, 8418)  # the worker's /metrics, scraped by the console (ui.workers)
 N_OK, N_RETRIED, N_DEAD = 5, 3, 4
 
 
@@ -23,6 +23,7 @@ class Scenario:
     url: str
     dead_ids: list[str]
     dead_keys: list[str]
+    worker_port: int
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +38,11 @@ def driver() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory, bootstrap: str) -> Iterator[Scenario]:
     unique = uuid.uuid4().hex[:8]
+    port = free_port_from(WORKER_PORTS)
     stack = make_stack(tmp_path_factory.mktemp("console"), bootstrap, unique,
                        job={"partitions": 3, "retry_tiers": ["1s"], "max_attempts": 3},
-                       worker={"http_port": WORKER_PORT})
-    add_ui_settings(stack, workers=[f"http://127.0.0.1:{WORKER_PORT}/metrics"])
+                       worker={"http_port": port})
+    add_ui_settings(stack, workers=[f"http://127.0.0.1:{port}/metrics"])
     ok = [({"seq": i, "behaviour": "ok", "secret": f"ok-{i}"}, f"ok-{i}") for i in range(N_OK)]
     retried = [({"seq": i, "behaviour": "fail_until:2", "secret": f"r-{i}"}, f"retry-{i}")
                for i in range(N_RETRIED)]
@@ -54,8 +56,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, bootstrap: str) -> Iterat
         stack.wait_runs(N_OK + N_RETRIED, timeout=90)
         stack.wait_for(lambda: len(stack.read_topic(stack.topics.dlq)) == N_DEAD, 60,
                        f"{N_DEAD} dead letters")
-        with console_server(stack, 8410) as url:
-            yield Scenario(stack, url, dead_ids, dead_keys)
+        with console_server(stack, free_port_from(range(8410, 8412))) as url:
+            yield Scenario(stack, url, dead_ids, dead_keys, port)
     finally:
         stack.stop_all()
         stack.delete_topics()

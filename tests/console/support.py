@@ -28,6 +28,22 @@ ARTIFACTS = Path(os.environ.get("JOBSTREAM_TEST_ARTIFACTS")
 USER, PASSWORD, TOKEN = "alice", "s3cret-pw", "tok-7f3a9c"
 
 
+def free_port_from(candidates: range) -> int:
+    """The first port of this session's range that nothing listens on (another process
+    holding one must not fail the run)."""
+    import socket
+
+    for port in candidates:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise AssertionError(f"no free port in {candidates.start}-{candidates.stop - 1}")
+
+
 def basic(user: str = USER, password: str = PASSWORD) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from jobstream.config.settings import load_settings
-from tests.console.support import add_ui_settings, console_server, get
+from tests.console.support import add_ui_settings, console_server, free_port_from, get
 from tests.harness import ROOT, TEST_SCHEMAS, Stack
 
 
@@ -30,7 +30,7 @@ def test_unreachable_broker_gives_error_pages(tmp_path: Path) -> None:
         dead = f"127.0.0.1:{s.getsockname()[1]}"
     stack = _stack(tmp_path, dead)
     add_ui_settings(stack)
-    with console_server(stack, 8418) as url:
+    with console_server(stack, free_port_from(range(8418, 8419))) as url:
         for path in ("/", "/dlq/test.echo", "/audit"):
             status, body, _ = get(url + path)
             assert status == 502, (path, status)

@@ -11,7 +11,7 @@ from typing import Any
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from tests.console.conftest import N_DEAD, N_OK, N_RETRIED, WORKER_PORT, Scenario
+from tests.console.conftest import N_DEAD, N_OK, N_RETRIED, Scenario
 from tests.console.support import basic, screenshot, sign_in
 
 
@@ -56,7 +56,7 @@ def test_overview_shows_the_scenario(driver: Any, scenario: Scenario) -> None:
     assert _cell(driver, row, "workers") == "1"
     assert _cell(driver, row, "breaker") == "closed"
     assert _cell(driver, row, "in-flight") == "0"
-    assert f"127.0.0.1:{WORKER_PORT}" in driver.find_element(By.ID, "scrapes").text
+    assert f"127.0.0.1:{scenario.worker_port}" in driver.find_element(By.ID, "scrapes").text
     assert "read-only" in driver.find_element(By.CSS_SELECTOR, "header .who").text
     screenshot(driver, "overview")
 

@@ -20,7 +20,7 @@ from jobstream.config.settings import load_settings
 from jobstream.consumers.ops.topic_plan import apply, full_plan
 from jobstream.schemas import wire
 from jobstream.schemas.registry import SchemaRegistry
-from tests.console.support import add_ui_settings, console_server, get
+from tests.console.support import add_ui_settings, console_server, free_port_from, get
 from tests.harness import TEST_SCHEMAS, Stack
 
 N_TYPES, N_DEAD, BUDGET_S, COLD_BUDGET_S = 60, 10_000, 1.0, 3.0
@@ -87,7 +87,7 @@ def big(tmp_path_factory: pytest.TempPathFactory, bootstrap: str):  # type: igno
     add_ui_settings(stack)
     _fill_dlq(stack, stack.topics.dlq, N_DEAD)
     try:
-        with console_server(stack, 8412) as url:
+        with console_server(stack, free_port_from(range(8412, 8413))) as url:
             yield stack, url
     finally:
         from confluent_kafka.admin import AdminClient
@@ -108,18 +108,27 @@ def test_every_page_under_a_second(big) -> None:  # type: ignore[no-untyped-def]
              f"/dlq/{stack.job_type}?error_class=Error3&category=permanent&limit=200",
              f"/dlq/{stack.job_type}/1/2000", "/jobs/perf.j42", "/audit"]
     timings: dict[str, list[float]] = {}
+    stalls: list[str] = []
     for round_ in range(4):  # the first round may include the cold DLQ read
         for page in pages:
             t0 = time.perf_counter()
             status, body, _ = get(url + page)
+            if status == 502 and round_ == 0 and "broker unreachable" in body:
+                # The shared machine's broker stalled past the 6 s metadata timeout (seen
+                # once at load average 9): a broker stall, not a page time. Once, then real.
+                stalls.append(page)
+                time.sleep(2)
+                t0 = time.perf_counter()
+                status, body, _ = get(url + page)
             timings.setdefault(page, []).append(time.perf_counter() - t0)
             assert status == 200, (page, body[body.find('id="error-message"'):][:400])
             if round_ == 0 and page == "/":
                 assert body.count("data-job-type=") == N_TYPES + 2  # + the other test schemas
                 assert f">{N_DEAD:,}<" in body
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({p: [round(t, 3) for t in ts] for p, ts in timings.items()},
-                                  indent=1))
+    RESULTS.write_text(json.dumps({"pages": {p: [round(t, 3) for t in ts]
+                                             for p, ts in timings.items()},
+                                   "broker_stalls": stalls}, indent=1))
     # Round 0 may wait for the console's start-up read of every DLQ (it runs in the
     # background); the pages an operator loads afterwards are the bar.
     slow = {p: ts for p, ts in timings.items() if max(ts[1:]) >= BUDGET_S}
