@@ -7,17 +7,19 @@ from __future__ import annotations
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 from jobstream.consumers.ops.audit import list_audit
-from tests.harness import Stack, make_stack, run_cli
+from tests.harness import Stack, run_cli
 
 
 @pytest.fixture
-def stack(tmp_path: Path, bootstrap: str, unique: str) -> Stack:
-    return make_stack(tmp_path, bootstrap, unique)
+def stack(stack_factory: Any) -> Stack:
+    """Its workers are stopped and its topics deleted at the end (conftest.py)."""
+    s: Stack = stack_factory()
+    return s
 
 
 def test_cancelled_jobs_never_run_and_a_rescheduled_one_runs_once_later(stack: Stack) -> None:

@@ -9,19 +9,21 @@ import signal
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 from jobstream.producers.errors import InvalidJob
 from jobstream.schemas import wire
 from jobstream.schemas.partitioner import partition_for
-from tests.harness import Stack, make_stack, run_cli
+from tests.harness import Stack, run_cli
 
 
 @pytest.fixture
-def stack(tmp_path: Path, bootstrap: str, unique: str) -> Stack:
-    return make_stack(tmp_path, bootstrap, unique)
+def stack(stack_factory: Any) -> Stack:
+    """Its workers are stopped and its topics deleted at the end (conftest.py)."""
+    s: Stack = stack_factory()
+    return s
 
 
 def _publish_due(stack: Stack, n: int, lo_s: float, hi_s: float) -> dict[str, int]:

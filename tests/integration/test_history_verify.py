@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from jobstream.schemas import history
-from tests.harness import Stack, make_stack, run_cli
+from tests.harness import Stack, run_cli
 
 POLICY = history.Policy((1.0,), 2, 5.0)
 
@@ -33,8 +32,10 @@ def _sealed(stream: str, count: int) -> list[bytes]:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, bootstrap: str, unique: str) -> Stack:
-    return make_stack(tmp_path, bootstrap, unique)
+def stack(stack_factory: Any) -> Stack:
+    """Its workers are stopped and its topics deleted at the end (conftest.py)."""
+    s: Stack = stack_factory()
+    return s
 
 
 def _verify(stack: Stack, *args: str) -> tuple[int, dict[str, Any]]:

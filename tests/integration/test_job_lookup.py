@@ -42,8 +42,10 @@ def _write_history(stack: Stack, key: str, recs: list[dict[str, Any]]) -> None:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, bootstrap: str, unique: str) -> Stack:
-    return make_stack(tmp_path, bootstrap, unique)
+def stack(stack_factory: Any) -> Stack:
+    """Its workers are stopped and its topics deleted at the end (conftest.py)."""
+    s: Stack = stack_factory()
+    return s
 
 
 def test_status_folds_attempts_result_and_ledger(stack: Stack) -> None:

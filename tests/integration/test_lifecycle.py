@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import json
 import signal
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.harness import Stack, make_stack, run_cli
+from tests.harness import Stack, run_cli
 
 
 @pytest.fixture(params=["test.echo", "test.aecho"])
-def stack(request: pytest.FixtureRequest, tmp_path: Path, bootstrap: str, unique: str) -> Stack:
-    return make_stack(tmp_path, bootstrap, unique, job_type=request.param,
-                      job={"result_max_bytes": 1024})
+def stack(request: pytest.FixtureRequest, stack_factory: Any) -> Stack:
+    """Its workers are stopped and its topics deleted at the end (conftest.py)."""
+    s: Stack = stack_factory(job_type=request.param, job={"result_max_bytes": 1024})
+    return s
 
 
 def _wait_final(stack: Stack, job_id: str, key: str | None = None) -> object:

@@ -10,10 +10,11 @@ import signal
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.harness import Stack, free_port, make_stack, run_cli
+from tests.harness import Stack, free_port, run_cli
 
 
 def _children(sup_pid: int) -> list[int]:
@@ -43,8 +44,10 @@ def _ready(port: int) -> bool:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, bootstrap: str, unique: str) -> Stack:
-    return make_stack(tmp_path, bootstrap, unique, worker={"http_port": free_port()})
+def stack(stack_factory: Any) -> Stack:
+    """Its workers are stopped and its topics deleted at the end (conftest.py)."""
+    s: Stack = stack_factory(worker={"http_port": free_port()})
+    return s
 
 
 def test_two_processes_share_the_work_restart_and_drain(stack: Stack) -> None:
