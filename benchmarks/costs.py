@@ -71,7 +71,7 @@ def costs(b: Bench) -> list[Row]:
     finally:
         worker.executor.shutdown()
         worker.consumer.close()
-        worker.producer.flush(30)
+        worker.interval.producer.flush(30)
         log_file.close()
         Path(log_path).unlink(missing_ok=True)
         st.tidy()
@@ -116,8 +116,8 @@ def _measure(b: Bench, topic: str, ledger_topic: str, worker: Worker, calls: int
         pub.send(ledger_topic, key, ledger_value, [], partition=0)
 
     def produce_raw() -> None:
-        worker.producer.produce(ledger_topic, ledger_value, key, partition=0)
-        worker.producer.poll(0)
+        worker.interval.producer.produce(ledger_topic, ledger_value, key, partition=0)
+        worker.interval.producer.poll(0)
 
     pub.max_record_bytes(ledger_topic)  # cached after the first call, as in the worker
     avro = _best_us(lambda: worker.registry.decode("bench.noop", 1, value), calls)
@@ -167,7 +167,7 @@ def _measure(b: Bench, topic: str, ledger_topic: str, worker: Worker, calls: int
             f"{worker.ws.max_in_flight} threads",
         ),
     ]
-    worker.producer.flush(30)
+    worker.interval.producer.flush(30)
     per_job = None
     rate = b.shared.get(f"max_rate_{Mode.AT_LEAST_ONCE.value}")
     if rate:

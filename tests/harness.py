@@ -24,7 +24,8 @@ from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings, load_settings
 from jobstream.config.topics import job_topics
 from jobstream.consumers.ops.topic_plan import apply, full_plan
-from jobstream.consumers.runtime.ledger import HEAD_PREFIX, STARTED_PREFIX, SUCCEEDED, decode_entry
+from jobstream.consumers.runtime.heads import HEAD_PREFIX
+from jobstream.consumers.runtime.ledger import STARTED_PREFIX, SUCCEEDED, decode_entry
 from jobstream.producers import Publisher
 
 ROOT = Path(__file__).resolve().parent.parent

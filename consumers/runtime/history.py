@@ -23,8 +23,9 @@ from jobstream.config.settings import JobTypeSettings
 from jobstream.config.topics import JobTopics
 from jobstream.consumers.errors import Failure
 from jobstream.consumers.runtime.commit import CommitAborted, ProducerFenced
+from jobstream.consumers.runtime.heads import encode_head, head_key
 from jobstream.consumers.runtime.interval import Interval, State
-from jobstream.consumers.runtime.ledger import Ledger, encode_head, head_key
+from jobstream.consumers.runtime.ledger import Ledger
 from jobstream.consumers.runtime.parts import PartitionState
 from jobstream.consumers.runtime.types import Job
 from jobstream.schemas import history, wire

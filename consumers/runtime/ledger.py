@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Mode, Settings
+from jobstream.consumers.runtime.heads import HEAD_MARK, decode_head
 from jobstream.consumers.runtime.ledger_view import LedgerView
 from jobstream.schemas.registry import INTERNAL_DIR, avro_reader, avro_writer
 
@@ -51,11 +52,6 @@ _read_started = avro_reader(_STARTED_SCHEMA)
 STARTED_PREFIX = "!started/"
 ROUTED = {"retried": "retried", "dead_lettered": "dead_lettered"}  # outcome -> mark status
 
-# The T.history chain head of each source partition (consumers/runtime/history.py): its latest
-# value is the hash the partition's next history record links to.
-HEAD_PREFIX = "!history-head/"
-HEAD_MARK = b"!"  # a head value's first byte: never a status byte
-
 LedgerTP = tuple[str, int]
 RETAIN_S = 120.0  # how long the view of a partition given up is kept for a quick return
 
@@ -64,21 +60,6 @@ def routed_key(topic: str, partition: int, offset: int) -> str:
     """The ledger key marking a record as routed (a job id would have to spell out this very
     position to collide with it)."""
     return f"@{topic}/{partition}/{offset}"
-
-
-def head_key(topic: str, partition: int) -> str:
-    return f"{HEAD_PREFIX}{topic}/{partition}"
-
-
-def encode_head(digest: str) -> bytes:
-    return HEAD_MARK + digest.encode()
-
-
-def decode_head(value: bytes | None) -> str | None:
-    if not value or value[:1] != HEAD_MARK or len(value) != 65:
-        return None
-    text = value[1:].decode("ascii", "replace")
-    return text if all(c in "0123456789abcdef" for c in text) else None
 
 
 def started_key(topic: str, partition: int) -> str:

@@ -10,7 +10,6 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from jobstream.config.logging import flush_logs, get_logger
 from jobstream.config.settings import JobTypeSettings, Settings
@@ -97,10 +96,10 @@ class Worker:
             lambda err, tps: self.assignment.commit_failed(err, tps, log),
         ))  # fmt: skip
         conf = clients.producer_config(settings, self.group, self.worker_id, client_error)
-        self.interval = Interval(ws, self.consumer, lambda: Publisher(
+        self.interval = interval = Interval(ws, self.consumer, lambda: Publisher(
             settings, self.registry, producer_config=conf, make_producer=make_producer
         ), self.health, log)  # fmt: skip
-        self.ledger = Ledger(settings)
+        self.ledger = ledger = Ledger(settings)
         job_of_topic = {t: jt for jt, tt in self.topics.items() for t in tt.consumed}
         self.assignment = Assignment(self.consumer, self.ledger, self.metrics, job_of_topic)
         # Past the session the group has moved on: handler threads of a thawed zombie must not
@@ -113,8 +112,7 @@ class Worker:
             settings, self.worker_id, self.ledger, self.executor, self.assignment.parts, log
         )
         self.fetch_wake = FetchWaker(self.consumer)
-        self.history = HistoryWriter(self.topics, self.cfg, self.worker_id, self.interval,
-                                     self.ledger)
+        self.history = HistoryWriter(self.topics, self.cfg, self.worker_id, interval, ledger)
         self.deliver = Deliverer(
             ws, self.cfg, self.topics, self.worker_id, self.interval, self.assignment,
             self.ledger, self.hooks, self.freeze, self.history, log,
@@ -124,8 +122,7 @@ class Worker:
         self.dispatcher = Dispatcher(
             jobs, self.cfg, self.assignment, self.ledger, self.executor, self.crash_watch,
             self.metrics, log, self.hooks, self.history, succeed=self.deliver.succeed,
-            fail=self.deliver.fail,
-            finish=self.deliver.finish,
+            fail=self.deliver.fail, finish=self.deliver.finish,
         )  # fmt: skip
         self.recovery = Recovery(
             ws, self.consumer, self.assignment, self.interval, self.dispatcher, self.ledger,
@@ -154,10 +151,6 @@ class Worker:
     def publisher(self) -> Publisher:
         return self.interval.publisher
 
-    @property
-    def producer(self) -> Any:
-        return self.interval.producer
-
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -173,7 +166,7 @@ class Worker:
                 # new work (500 at a time kept 64 I/O-bound threads idle ~80 ms per batch).
                 msgs = self.consumer.consume(100, timeout=0)
                 if not msgs:
-                    busy = len(self.producer) > 0 or self.assignment.busy()
+                    busy = len(self.interval.producer) > 0 or self.assignment.busy()
                     quiet = time.monotonic() - self._last_event
                     msg = self.consumer.poll(poll_timeout(busy, quiet))
                     msgs = [msg] if msg is not None else []
@@ -263,8 +256,7 @@ class Worker:
     def _commit(self, wait: bool = True) -> None:
         """Commit what finished; wait=False: an at-least-once commit goes on in the background."""
         interval = self.interval
-        if not interval.broken:
-            self.history.write_heads()
+        self.history.write_heads()  # (nothing once the interval broke)
         if interval.committer.in_txn:
             # The commit makes every record so far visible: wait for their acks (which finish
             # their source offsets) first, or a DLQ record could commit and its offset not.
