@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from jobstream.config.settings import Settings
-from jobstream.consumers.cli.common import connected, fail, out, settings
+from jobstream.consumers.cli.common import connected, fail, settings
+from jobstream.consumers.cli.dlq import _print_table
 
 topics_app = typer.Typer(
     help="Create, check and show the topics of every job type.", no_args_is_help=True,
@@ -58,6 +59,7 @@ def topics_describe(job_type: JobTypesOpt = None) -> None:
 
 def _topic_table(states: list[Any]) -> None:
     t = Table("topic", "role", "partitions", "state", "config")
+    t.columns[0].no_wrap = True  # a topic name is copied from here: never cut or wrapped
     for st in states:
         parts = (
             f"{st.partitions}"
@@ -72,4 +74,4 @@ def _topic_table(states: list[Any]) -> None:
         if st.drift:
             cfg += "  drift: " + ", ".join(f"{k} {a}->{b}" for k, (a, b) in st.drift.items())
         t.add_row(st.spec.name, st.spec.role, parts, st.action, cfg)
-    out.print(t)
+    _print_table(t)
