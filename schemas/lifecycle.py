@@ -4,7 +4,9 @@ those live in producers/ (Publisher.status) and consumers/ops/ (jobstream jobs s
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 STATES: Final = ("unknown", "queued", "scheduled", "running", "retrying", "succeeded",
@@ -81,3 +83,32 @@ def fold(job_id: str, job_type: str, records: list[dict[str, Any]],
     if scheduled_at is not None and not st.final:
         st.state, st.due_at = "scheduled", scheduled_at
     return st
+
+
+def when(ms: Any) -> str:
+    """A record's millisecond timestamp as UTC text (empty when it has none)."""
+    if not isinstance(ms, int):
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def describe(rec: dict[str, Any], result_chars: int = 200) -> str:
+    """One line of what a history record says beyond its columns (the error, the next tier,
+    the result, the progress), as `jobs show` and the console's timeline print it."""
+    kind = rec.get("event")
+    if kind == "attempt":
+        parts = []
+        if isinstance(rec.get("error"), dict):
+            e = rec["error"]
+            parts.append(f"{e.get('category')}: {e.get('class')}: {e.get('message')}")
+        if isinstance(rec.get("retry"), dict):
+            parts.append(f"next {rec['retry'].get('tier')} at {when(rec['retry'].get('due_at'))}")
+        if "result" in rec:
+            parts.append("result " + json.dumps(rec["result"], ensure_ascii=False)[:result_chars])
+        return "; ".join(parts)
+    if kind == "progress":
+        return f"{rec.get('fraction')} {rec.get('message') or ''}".strip()
+    if kind == "enqueued":
+        return f"child {rec.get('child_job_type', '')} {rec.get('child_job_id')}"
+    return " ".join(f"{k}={v}" for k, v in rec.items()
+                    if k in ("user", "reason", "from", "to", "dlq_offset"))

@@ -8,8 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -19,7 +18,7 @@ from jobstream.config.durations import parse_duration
 from jobstream.config.settings import Settings
 from jobstream.consumers.cli.common import err, out
 from jobstream.consumers.cli.dlq import _errors, _print_table, _settings
-from jobstream.schemas.lifecycle import JobStatus
+from jobstream.schemas.lifecycle import JobStatus, describe, when
 
 # `jobs wait` exit codes besides 0 (succeeded) and 1 (an error): scripts tell them apart.
 EXIT_FAILED = 3  # dead-lettered or cancelled
@@ -121,32 +120,6 @@ def jobs_cancel(job_type: JobType, job_id: JobId, key: Key = None) -> None:
     out.print(Text(f"{job_type} {job_id}: cancelled (if it was still scheduled)"))
 
 
-def _when(ms: Any) -> str:
-    if not isinstance(ms, int):
-        return ""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def _detail(rec: dict[str, Any]) -> str:
-    kind = rec.get("event")
-    if kind == "attempt":
-        parts = []
-        if isinstance(rec.get("error"), dict):
-            e = rec["error"]
-            parts.append(f"{e.get('category')}: {e.get('class')}: {e.get('message')}")
-        if isinstance(rec.get("retry"), dict):
-            parts.append(f"next {rec['retry'].get('tier')} at {_when(rec['retry'].get('due_at'))}")
-        if "result" in rec:
-            parts.append("result " + json.dumps(rec["result"], ensure_ascii=False)[:200])
-        return "; ".join(parts)
-    if kind == "progress":
-        return f"{rec.get('fraction')} {rec.get('message') or ''}".strip()
-    if kind == "enqueued":
-        return f"child {rec.get('child_job_type', '')} {rec.get('child_job_id')}"
-    return " ".join(f"{k}={v}" for k, v in rec.items()
-                    if k in ("user", "reason", "from", "to", "dlq_offset"))
-
-
 def _print(st: JobStatus, as_json: bool) -> None:
     if as_json:
         data = asdict(st)
@@ -157,7 +130,7 @@ def _print(st: JobStatus, as_json: bool) -> None:
     if st.attempts:
         line += f" after {st.attempts} attempt{'s' if st.attempts > 1 else ''}"
     if st.due_at:
-        line += f", next run at {_when(st.due_at)} UTC"
+        line += f", next run at {when(st.due_at)} UTC"
     out.print(Text(line))
     if st.state == "unknown":
         out.print("  no record of it: a wrong id or key, or older than the history retention "
@@ -177,7 +150,7 @@ def _print(st: JobStatus, as_json: bool) -> None:
                   title="history")
     for rec in st.events:
         table.add_row(*(Text(str(v)) for v in (
-            _when(rec.get("at")), rec.get("event", ""), rec.get("attempt", ""),
+            when(rec.get("at")), rec.get("event", ""), rec.get("attempt", ""),
             rec.get("outcome", ""), rec.get("worker", ""), rec.get("duration_ms", ""),
-            _detail(rec))))
+            describe(rec))))
     _print_table(table)

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from jobstream.consumers.ui.web import PageError, console, render
+from jobstream.schemas.lifecycle import describe
 
 _MAX_ID = 200
 
@@ -22,21 +22,6 @@ def _text(request: Request, name: str) -> str | None:
     if len(value) > _MAX_ID or not value.isprintable():
         raise PageError(400, f"{name} must be printable text of 1-{_MAX_ID} characters")
     return value
-
-
-def _detail(rec: dict[str, Any]) -> str:
-    parts = []
-    err = rec.get("error")
-    if isinstance(err, dict):
-        parts.append(f"{err.get('category')}: {err.get('class')}: {err.get('message')}")
-    retry = rec.get("retry")
-    if isinstance(retry, dict):
-        parts.append(f"next in {retry.get('tier')}")
-    if "result" in rec:
-        parts.append("result " + json.dumps(rec["result"], ensure_ascii=False)[:300])
-    if rec.get("event") == "progress":
-        parts.append(f"{rec.get('fraction')} {rec.get('message') or ''}".strip())
-    return "; ".join(parts)
 
 
 def lookup_page(request: Request) -> HTMLResponse:
@@ -58,7 +43,8 @@ def lookup_page(request: Request) -> HTMLResponse:
             raise PageError(400, str(e)) from None
         except JobLookupError as e:
             raise PageError(502, f"cannot look the job up: {e}") from None
-    events = [{"rec": r, "detail": _detail(r)} for r in (found.events if found else [])]
+    events = [{"rec": r, "detail": describe(r, result_chars=300)}
+              for r in (found.events if found else [])]
     result = json.dumps(found.result, ensure_ascii=False, indent=2) \
         if found is not None and found.has_result else None
     return render(request, "job.html", job_types=sorted(job_types), job_type=job_type,
