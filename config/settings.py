@@ -22,17 +22,19 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from jobstream.config.sections import (
+from jobstream.config.jobtypes import (
     DEFAULT_TIERS,
-    Assignment,
-    BrokerSettings,
     CircuitBreakerSettings,
     DlqGuardSettings,
     JobTypeSettings,
+    Ordering,
+)
+from jobstream.config.sections import (
+    Assignment,
+    BrokerSettings,
     KafkaSettings,
     LogSettings,
     Mode,
-    Ordering,
     SecurityProtocol,
     WorkerSettings,
 )

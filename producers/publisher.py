@@ -11,8 +11,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka import KafkaError, Message, Producer
 
 from jobstream.config.kafka import client_config
 from jobstream.config.logging import get_logger
@@ -32,6 +31,7 @@ from jobstream.producers.errors import (
     check_key,
     user_headers,
 )
+from jobstream.producers.limits import RecordLimits
 from jobstream.schemas import wire
 from jobstream.schemas.lifecycle import JobStatus
 from jobstream.schemas.partitioner import partition_for
@@ -96,14 +96,13 @@ class Publisher:
         )
         # Rejected credentials are retried for ever by librdkafka: remember why, to say so.
         self.errors = ErrorWatch(settings.kafka)
+        self._limits = RecordLimits(settings.kafka, self.errors)
         conf["error_cb"] = self.errors
         conf.update(producer_config or {})
         self.producer = (make_producer or Producer)(conf)
         self.producer_name = f"{settings.kafka.client_id}@{socket.gethostname()}:{os.getpid()}"
-        self._max_bytes: dict[str, int] = {}
         self._fixed: dict[tuple[str, int], tuple[str, wire.HeaderList]] = {}
         self._partitions: dict[str, int] = {}
-        self._lock = threading.Lock()
         self._deliveries = DeliveryWatch()
         self._closed = False
         # One "published" event per job only at DEBUG: publishing is a service's hot path.
@@ -326,36 +325,7 @@ class Publisher:
 
     def max_record_bytes(self, topic: str) -> int:
         """The topic's max.message.bytes (cached); the producer's limit if it cannot be read."""
-        limit = self._max_bytes.get(topic)
-        if limit is not None:
-            return limit
-        with self._lock:
-            if topic not in self._max_bytes:
-                self._max_bytes[topic] = self._describe_limit(topic)
-            return self._max_bytes[topic]
-
-    def _describe_limit(self, topic: str) -> int:
-        producer_limit = 1_000_000
-        admin = AdminClient(client_config(self.settings.kafka, log_level=3, error_cb=self.errors))
-        res = ConfigResource(ConfigResource.Type.TOPIC, topic)
-        try:
-            configs = admin.describe_configs([res], request_timeout=10)[res].result(timeout=15)
-            return min(int(configs["max.message.bytes"].value), producer_limit)
-        except KafkaException as e:
-            err = e.args[0] if e.args else None
-            if isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise PublishError(
-                    f"topic {topic} does not exist; create it with `jobstream topics apply`"
-                ) from None
-            if isinstance(err, KafkaError) and err.code() == KafkaError._TIMED_OUT:
-                admin.poll(0)  # serves error_cb: a rejected password is the likely cause
-                raise PublishError(
-                    f"broker unreachable at {self.settings.kafka.bootstrap_servers}"
-                    f"{self.errors.explain()}"
-                ) from None
-            return producer_limit  # e.g. no describe rights: fall back to the producer's limit
-        except (KeyError, ValueError):
-            return producer_limit
+        return self._limits.max_record_bytes(topic)
 
     # -- looking a job up (producers/status.py) --------------------------------------------
 

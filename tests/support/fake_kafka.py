@@ -378,6 +378,7 @@ DEFAULT_MODULES = (
     "jobstream.consumers.ops.replay",
     "jobstream.consumers.ops.audit",
     "jobstream.producers.publisher",
+    "jobstream.producers.limits",
     "jobstream.producers.connection",
 )
 

@@ -31,6 +31,7 @@ MODULES = (
     "jobstream.consumers.runtime.crashes",
     "jobstream.consumers.ops.topic_plan",
     "jobstream.producers.publisher",
+    "jobstream.producers.limits",
     "jobstream.producers.connection",
 )
 

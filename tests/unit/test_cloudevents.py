@@ -11,7 +11,7 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
-from jobstream.config.sections import HeaderFormat, JobTypeSettings
+from jobstream.config.jobtypes import HeaderFormat, JobTypeSettings
 from jobstream.consumers.context import context_for
 from jobstream.consumers.runtime.decode import decode_record
 from jobstream.consumers.runtime.types import Category, Job

@@ -80,7 +80,8 @@ def test_the_publisher_and_the_ledger_restore_run_against_the_fake(
     patch_clients(
         monkeypatch,
         cluster,
-        ["jobstream.producers.publisher", "jobstream.consumers.runtime.ledger"],
+        ["jobstream.producers.publisher", "jobstream.producers.limits",
+         "jobstream.consumers.runtime.ledger"],
     )
     settings = Settings.model_validate({
         "kafka": {"bootstrap_servers": "fake:9092"},
