@@ -7,9 +7,6 @@ import contextlib
 import itertools
 import json
 import math
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,16 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings, load_settings
-from jobstream.config.topics import job_topics
 from jobstream.consumers.ops.topic_plan import apply, full_plan
-from jobstream.producers import Publisher
+from tests.support.stack import (  # noqa: F401  (imported from here by the benchmarks)
+    ROOT,
+    BaseStack,
+    child_env,
+    end_offsets,
+    free_port,
+    reader,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 BENCH_SCHEMAS = ROOT / "benchmarks" / "schemas" / "avro"
 PAYLOAD_BYTES = 100
 PARTITIONS = 6
@@ -165,7 +167,7 @@ class Bench:
         path.write_text(yaml.safe_dump(data))
         settings = load_settings(**data)
         apply(settings, full_plan(settings, [job_type]))
-        stack = Stack(self, name, settings, path, d, job_type)
+        stack = Stack(settings, path, d, job_type, bench=self, name=name)
         self._stacks.append(stack)
         return stack
 
@@ -208,24 +210,13 @@ class Bench:
 
 
 @dataclass
-class Stack:
-    bench: Bench
-    name: str
-    settings: Settings
-    config_path: Path
-    dir: Path
-    job_type: str
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    ports: list[int] = field(default_factory=list)
-    profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+class Stack(BaseStack):
+    """A benchmark's stack: its directory holds the settings, worker logs, marks and sink."""
 
-    @property
-    def topics(self) -> Any:
-        return job_topics(self.job_type, self.settings.job(self.job_type))
-
-    @property
-    def group(self) -> str:
-        return self.settings.worker.group_id
+    bench: Bench = field(kw_only=True)
+    name: str = field(kw_only=True)
+    ports: list[int] = field(default_factory=list, kw_only=True)
+    profilers: list[subprocess.Popen[bytes]] = field(default_factory=list, kw_only=True)
 
     @property
     def marks(self) -> Path:
@@ -234,9 +225,6 @@ class Stack:
     @property
     def sink(self) -> Path:
         return self.dir / "sink.txt"
-
-    def publisher(self, **producer_config: Any) -> Publisher:
-        return Publisher(self.settings, producer_config=producer_config or None)
 
     def fill(self, n: int, payload: Callable[[int], dict[str, Any]] | None = None) -> None:
         """Publish n jobs with the real Publisher (each its own job id and key)."""
@@ -253,32 +241,14 @@ class Stack:
     ) -> subprocess.Popen[bytes]:
         port = free_port() if http else 0
         n = len(self.procs)
-        child_env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
-        child_env.update(
-            {
-                "JOBSTREAM_CONFIG": str(self.config_path),
-                "JOBSTREAM_BENCH_MARKS": str(self.marks),
-                "JOBSTREAM_BENCH_SINK": str(self.sink),
-                "JOBSTREAM_WORKER__HTTP_PORT": str(port),
-                "PYTHONPATH": str(ROOT),
-                **env,
-            }
+        env = child_env(
+            JOBSTREAM_CONFIG=str(self.config_path),
+            JOBSTREAM_BENCH_MARKS=str(self.marks),
+            JOBSTREAM_BENCH_SINK=str(self.sink),
+            JOBSTREAM_WORKER__HTTP_PORT=str(port),
+            **env,
         )
-        cmd = [
-            sys.executable,
-            "-m",
-            "jobstream",
-            "worker",
-            "--app",
-            "benchmarks.jobs",
-            "--job-type",
-            self.job_type,
-            *args,
-        ]
-        with open(self.dir / f"worker-{n}.log", "ab") as err:  # the child keeps its copy
-            proc = subprocess.Popen(
-                cmd, env=child_env, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT
-            )
+        proc = self.spawn_worker("benchmarks.jobs", args, self.dir / f"worker-{n}.log", env, False)
         if self.bench.profile_dir is not None:
             # Attached by pid, so SIGTERM reaches the worker; py-spy writes when it exits.
             out = self.bench.profile_dir / f"profile-{self.name}-{n}.txt"
@@ -302,7 +272,6 @@ class Stack:
                     stderr=subprocess.DEVNULL,
                 )
             )
-        self.procs.append(proc)
         self.ports.append(port)
         return proc
 
@@ -352,15 +321,7 @@ class Stack:
         return sorted(owned, reverse=True) if sum(owned) == PARTITIONS else None
 
     def stop_workers(self, timeout: float = 60) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
+        self.stop_all(timeout=timeout)
         for spy in self.profilers:
             try:
                 spy.wait(30)
@@ -371,9 +332,6 @@ class Stack:
         self.profilers.clear()
 
     # -- offsets and timing --------------------------------------------------------------
-
-    def end_offsets(self, topic: str | None = None) -> dict[int, int]:
-        return end_offsets(self.settings, topic or self.topics.main)
 
     def wait_committed(
         self, ends: dict[int, int], timeout: float, topic: str | None = None
@@ -429,24 +387,6 @@ def retry_payload(seq: int, delay_s: int) -> dict[str, Any]:
 # -- broker helpers --------------------------------------------------------------------------
 
 
-def reader(settings: Settings, group: str = "bench-reader", **extra: Any) -> Consumer:
-    return Consumer(
-        client_config(settings.kafka, **{"group.id": group, "enable.auto.commit": False, **extra})
-    )
-
-
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    c = reader(settings)
-    try:
-        md = c.list_topics(topic, timeout=10).topics[topic]
-        return {
-            p: int(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
-            for p in md.partitions
-        }
-    finally:
-        c.close()
-
-
 def wait_committed(
     settings: Settings,
     group: str,
@@ -473,12 +413,6 @@ def wait_committed(
     finally:
         c.close()
     raise BenchError(f"group {group}: offsets of {topic} not committed to {ends} in {timeout}s")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ready(port: int) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 from benchmarks.common import percentile
 from jobstream.consumers.scheduling import Scheduler
 from jobstream.schemas import wire
-from tests.harness import Stack, make_stack
+from tests.support.harness import Stack, make_stack
 
 
 def _publish(stack: Stack, n: int, lo_s: float, hi_s: float) -> dict[str, int]:

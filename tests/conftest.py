@@ -69,7 +69,7 @@ def env(bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 @pytest.fixture
 def stack_factory(tmp_path, bootstrap, unique):  # type: ignore[no-untyped-def]
     """make(job={...}, worker={...}) -> an isolated Stack; its workers are stopped at the end."""
-    from tests.harness import make_stack
+    from tests.support.harness import make_stack
 
     made = []
 

@@ -23,7 +23,6 @@ import shutil
 import signal
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
@@ -246,19 +245,8 @@ class SecureBroker(LocalBroker):
     def format_with_scram(self, java: str) -> None:
         """Format the KRaft storage with the SCRAM user in the bootstrap metadata, so the
         credential exists before any client connects (no admin round trip needed)."""
-        jars = self.ensure_jars()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        props = self._write_config()
-        self._java(
+        self.format_storage(
             java,
-            jars,
-            "kafka.tools.StorageTool",
-            "format",
-            "--standalone",
-            "-t",
-            uuid.uuid4().hex[:22],
-            "-c",
-            str(props),
             "--add-scram",
             f"SCRAM-SHA-512=[name={SCRAM_USER},password={self.scram_password}]",
         )

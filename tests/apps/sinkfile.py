@@ -1,5 +1,5 @@
 """The test sink: one JSON line per handler run appended to the file named by
-JOBSTREAM_TEST_SINK (tests/harness.py reads it)."""
+JOBSTREAM_TEST_SINK (tests/support/harness.py reads it)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Test job module for the wire-format job type `test.wire` (docs/wire-format.md): each run
-appends one JSON line to JOBSTREAM_TEST_SINK (the fields tests/harness.py reads, and the
+appends one JSON line to JOBSTREAM_TEST_SINK (the fields tests/support/harness.py reads, and the
 payload as the handler got it, to see v1 jobs read with v2's defaults)."""
 
 from __future__ import annotations

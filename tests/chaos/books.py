@@ -7,7 +7,7 @@ The books of a scenario, checked after quiescence against what was published:
   designed to fail (the poison) is in the DLQ, once, with its designed error category;
 - lost = jobs neither succeeded nor dead-lettered, once the fleet is quiet (when it got
   stuck, after a fresh worker had a last chance to finish them); must be 0;
-- runs after a recorded completion (tests.harness.runs_after_completion); must be 0;
+- runs after a recorded completion (tests.support.harness.runs_after_completion); must be 0;
 - the DLQ holds exactly the poison: nothing else, nothing twice;
 - no worker exited in a way the scenario did not cause.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from jobstream.schemas import wire
-from tests.harness import Stack, runs_after_completion
+from tests.support.harness import Stack, runs_after_completion
 
 SCALES = ("short", "medium", "full")
 SCALE = os.environ.get("JOBSTREAM_CHAOS_SCALE", "short")

@@ -17,7 +17,7 @@ import pytest
 
 from tests.chaos.books import RECORDED, SCALE, SCALES, results_path
 from tests.chaos.proxy import FlakyProxy
-from tests.harness import Stack, free_port, make_stack
+from tests.support.harness import Stack, free_port, make_stack
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -22,7 +22,7 @@ from tests.chaos.books import (
     sized,
     wait_quiescent,
 )
-from tests.harness import Stack
+from tests.support.harness import Stack
 
 KINDS = ["random_bytes", "truncated", "unknown_version", "missing_headers", "unknown_job_type"]
 REQUIRED = [wire.JOB_ID, wire.JOB_TYPE, wire.SCHEMA_VERSION]

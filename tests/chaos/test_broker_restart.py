@@ -20,7 +20,7 @@ from tests.chaos.books import (
     wait_quiescent,
 )
 from tests.chaos.conftest import Dedicated
-from tests.harness import Stack, free_port
+from tests.support.harness import Stack, free_port
 
 WORKERS = 2
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.chaos.books import SCALE, Books, Fleet, SinkTail, record, sized
 from tests.console.support import TOKEN, add_ui_settings, console_server, free_port_from, get, post
-from tests.harness import Stack, runs_after_completion
+from tests.support.harness import Stack, runs_after_completion
 
 CONSOLE_PORTS = range(8413, 8415)
 BEARER = {"authorization": f"Bearer {TOKEN}"}

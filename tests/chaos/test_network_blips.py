@@ -21,7 +21,7 @@ from tests.chaos.books import (
 )
 from tests.chaos.conftest import Dedicated
 from tests.chaos.test_broker_restart import Feed
-from tests.harness import Stack
+from tests.support.harness import Stack
 
 WORKERS = 2
 

@@ -19,7 +19,7 @@ from tests.chaos.books import (
     sized,
     wait_quiescent,
 )
-from tests.harness import Stack
+from tests.support.harness import Stack
 
 
 def test_rebalance_storm_scaling_between_1_and_4_workers(stack_factory) -> None:  # type: ignore[no-untyped-def]

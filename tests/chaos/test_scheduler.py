@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from jobstream.schemas import wire
 from tests.chaos.books import Fleet, SinkTail, Workload, balanced, conclude, sized, wait_quiescent
-from tests.harness import Stack
+from tests.support.harness import Stack
 
 WORKERS = 2
 

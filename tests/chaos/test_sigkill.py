@@ -17,7 +17,7 @@ from tests.chaos.books import (
     sized,
     wait_quiescent,
 )
-from tests.harness import Stack
+from tests.support.harness import Stack
 
 WORKERS = 3
 

@@ -20,7 +20,7 @@ from tests.chaos.books import (
     sized,
     wait_quiescent,
 )
-from tests.harness import Stack
+from tests.support.harness import Stack
 
 TIMEOUT_S = 1.0
 ABANDON_AFTER_S = 3.0

@@ -10,7 +10,12 @@ import time
 from typing import Any
 
 from tests.chaos.proxy import FlakyProxy
-from tests.harness import free_port, pid_of_worker, recorded_completions, runs_after_completion
+from tests.support.harness import (
+    free_port,
+    pid_of_worker,
+    recorded_completions,
+    runs_after_completion,
+)
 
 
 def run(job: str, pid: int, attempt: int, start: float, end: float) -> dict[str, Any]:

@@ -24,10 +24,10 @@ from tests.chaos.books import (
     sized,
     wait_quiescent,
 )
-from tests.harness import Stack
+from tests.support.harness import Stack
 
 WORKERS = 3
-SESSION_TIMEOUT_S = 6  # tests.harness.make_stack
+SESSION_TIMEOUT_S = 6  # tests.support.harness.make_stack
 TRANSACTION_TIMEOUT_S = 10  # consumers/runtime/clients.py (producer transaction.timeout.ms)
 
 

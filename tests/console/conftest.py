@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.console.support import add_ui_settings, browser, console_server, free_port_from
-from tests.harness import Stack, make_stack
+from tests.support.harness import Stack, make_stack
 
 WORKER_PORTS = range(8415, 8418)  # the worker's /metrics, scraped by the console (ui.workers)
 N_OK, N_RETRIED, N_DEAD = 5, 3, 4

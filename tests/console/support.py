@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness import ROOT, Stack
+from tests.support.harness import ROOT, Stack
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -13,7 +13,7 @@ import yaml
 
 from jobstream.config.settings import load_settings
 from tests.console.support import add_ui_settings, console_server, free_port_from, get
-from tests.harness import ROOT, TEST_SCHEMAS, Stack
+from tests.support.harness import ROOT, TEST_SCHEMAS, Stack
 
 
 def _stack(tmp_path: Path, bootstrap: str) -> Stack:
@@ -21,7 +21,7 @@ def _stack(tmp_path: Path, bootstrap: str) -> Stack:
             "log": {"format": "json"}}
     path = tmp_path / "jobstream.yaml"
     path.write_text(yaml.safe_dump(data))
-    return Stack(load_settings(**data), path, tmp_path / "sink.jsonl", tmp_path, "test.echo")
+    return Stack(load_settings(**data), path, tmp_path, "test.echo")
 
 
 def test_unreachable_broker_gives_error_pages(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ def _books(scenario: Scenario) -> tuple[dict[int, int], dict[int, int], int]:
     from confluent_kafka import Consumer, TopicPartition
 
     from jobstream.config.kafka import client_config
-    from tests.harness import _watermark  # the harness's retried watermark read
+    from tests.support.harness import _watermark  # the harness's retried watermark read
 
     c = Consumer(client_config(s.settings.kafka, **{"group.id": "test-reader"}))
     try:

@@ -21,7 +21,7 @@ from jobstream.consumers.ops.topic_plan import apply, full_plan
 from jobstream.schemas import wire
 from jobstream.schemas.registry import SchemaRegistry
 from tests.console.support import add_ui_settings, console_server, free_port_from, get
-from tests.harness import TEST_SCHEMAS, Stack
+from tests.support.harness import TEST_SCHEMAS, Stack
 
 N_TYPES, N_DEAD, BUDGET_S, COLD_BUDGET_S = 60, 10_000, 1.0, 3.0
 RESULTS = Path(__file__).parent / "artifacts" / "speed.json"
@@ -83,7 +83,7 @@ def big(tmp_path_factory: pytest.TempPathFactory, bootstrap: str):  # type: igno
     types = list(jobs)
     apply(settings, full_plan(settings, types), timeout=120)
     _wait_for_leaders(settings, [t.name for t in full_plan(settings, types)])
-    stack = Stack(settings, path, tmp / "sink.jsonl", tmp, "test.echo")
+    stack = Stack(settings, path, tmp, "test.echo")
     add_ui_settings(stack)
     _fill_dlq(stack, stack.topics.dlq, N_DEAD)
     try:

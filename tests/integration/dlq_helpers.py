@@ -24,7 +24,7 @@ from jobstream.config.topics import job_topics
 from jobstream.consumers.ops.topic_plan import apply, full_plan
 from jobstream.producers.publisher import Publisher
 from jobstream.schemas import wire
-from tests.harness import ROOT
+from tests.support.harness import ROOT
 
 JT = "orders.confirmation"
 NOW_MS = int(time.time() * 1000)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Stack
+from tests.support.harness import Stack
 
 
 def _owned(log: Path) -> set[str]:

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.harness import Stack
-from tests.harness import set_max_message_bytes as _set_max_bytes
+from tests.support.harness import Stack
+from tests.support.harness import set_max_message_bytes as _set_max_bytes
 
 
 @pytest.mark.parametrize("mode", ["at_least_once", "transactional"])

@@ -14,7 +14,7 @@ from jobstream.config.settings import Settings
 from jobstream.consumers.ops.audit import write_audit
 from jobstream.consumers.ops.audit_chain import append, verify
 from jobstream.schemas.chain import seal
-from tests.harness import run_cli
+from tests.support.harness import run_cli
 
 
 def _scratch_topic(settings: Settings, name: str) -> str:

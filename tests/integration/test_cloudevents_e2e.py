@@ -13,7 +13,7 @@ from jobstream.schemas import wire
 from jobstream.schemas.registry import SchemaRegistry
 from tests import wire_cloudevents as wce
 from tests import wire_vectors as wv
-from tests.harness import TEST_SCHEMAS, Stack
+from tests.support.harness import TEST_SCHEMAS, Stack
 
 ACCEPT = {"accept": ["jobstream", "cloudevents"]}
 

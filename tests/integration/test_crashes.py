@@ -9,7 +9,7 @@ import time
 import pytest
 
 from jobstream.schemas import wire
-from tests.harness import Stack
+from tests.support.harness import Stack
 
 CRASH_EXIT = 6  # consumers/errors.py EXIT_HANDLER_ENDED_PROCESS
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from jobstream.consumers.ops.audit import list_audit
-from tests.harness import Stack, run_cli
+from tests.support.harness import Stack, run_cli
 
 
 @pytest.fixture

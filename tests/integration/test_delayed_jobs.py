@@ -16,7 +16,7 @@ import pytest
 from jobstream.producers.errors import InvalidJob
 from jobstream.schemas import wire
 from jobstream.schemas.partitioner import partition_for
-from tests.harness import Stack, run_cli
+from tests.support.harness import Stack, run_cli
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.harness import ROOT, Stack
+from tests.support.harness import ROOT, Stack
 
 
 def _replay(stack: Stack) -> subprocess.CompletedProcess[str]:

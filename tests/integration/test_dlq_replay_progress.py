@@ -18,7 +18,6 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from jobstream.config.kafka import client_config
 from jobstream.producers.publisher import Publisher
-from tests.harness import ROOT
 from tests.integration.dlq_helpers import (
     JT,
     NOW_MS,
@@ -33,6 +32,7 @@ from tests.integration.dlq_helpers import (
     record_count,
     run,
 )
+from tests.support.harness import ROOT
 
 
 @pytest.fixture

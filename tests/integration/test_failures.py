@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from jobstream.consumers.runtime.ledger import routed_key
 from jobstream.schemas import wire
 from jobstream.schemas.registry import DecodeError
-from tests.harness import Stack
+from tests.support.harness import Stack
 
 JT = "test.echo"
 Record = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]] | None]

@@ -15,7 +15,7 @@ import pytest
 
 from jobstream.producers import PayloadTooLarge
 from jobstream.schemas import PayloadError, SchemaRegistry, UnknownJobType, wire
-from tests.harness import ROOT, Stack
+from tests.support.harness import ROOT, Stack
 
 
 def test_publish_and_read_back_with_all_headers(stack_factory) -> None:

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.harness import ROOT
+from tests.support.harness import ROOT
 
 PAGE = ROOT / "docs" / "getting-started.md"
 BLOCK = re.compile(r'```(\w+)(?: title="([^"]+)")?\n(.*?)```', re.S)

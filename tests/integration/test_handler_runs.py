@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from jobstream.schemas import wire
-from tests.harness import Stack, free_port
+from tests.support.harness import Stack, free_port
 
 
 def _hdrs(msg: Any) -> dict[str, str]:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from jobstream.schemas import history
-from tests.harness import Stack, run_cli
+from tests.support.harness import Stack, run_cli
 
 POLICY = history.Policy((1.0,), 2, 5.0)
 

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from jobstream.schemas import wire
-from tests.harness import Stack
+from tests.support.harness import Stack
 
 ECHO, AECHO = "test.echo", "test.aecho"
 

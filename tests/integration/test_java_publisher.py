@@ -23,7 +23,7 @@ from jobstream.schemas import cloudevents as ce
 from jobstream.schemas import wire
 from tests import wire_cloudevents as wce
 from tests import wire_vectors as wv
-from tests.harness import ROOT, TEST_SCHEMAS, Stack
+from tests.support.harness import ROOT, TEST_SCHEMAS, Stack
 
 JAVA_DIR = ROOT / "examples" / "java"
 GOOD = '{"seq": {i}, "customer": "c-{i}", "amount_cents": {i}}'

@@ -19,7 +19,7 @@ from jobstream.producers.status import JobLookupError, WaitTimeout
 from jobstream.schemas import history
 from jobstream.schemas.partitioner import partition_for
 from jobstream.schemas.registry import UnknownJobType
-from tests.harness import Stack, make_stack, run_cli
+from tests.support.harness import Stack, make_stack, run_cli
 
 POLICY = history.Policy((1.0, 2.0), 4, 10.0)
 

@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, To
 from confluent_kafka.admin import AdminClient
 
 from jobstream.config.kafka import client_config
-from tests.harness import Stack, free_port
+from tests.support.harness import Stack, free_port
 
 
 def _kafka_lag(stack: Stack, topics: list[str]) -> dict[str, int]:

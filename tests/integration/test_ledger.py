@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 from jobstream.config.settings import load_settings
 from jobstream.consumers.runtime.ledger import decode_entry, restore_partitions
 from jobstream.consumers.runtime.ledger_view import LedgerView
-from tests.harness import Stack
+from tests.support.harness import Stack
 
 
 def test_same_job_id_published_five_times_runs_once(stack_factory) -> None:

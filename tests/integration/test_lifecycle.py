@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Stack, run_cli
+from tests.support.harness import Stack, run_cli
 
 
 @pytest.fixture(params=["test.echo", "test.aecho"])

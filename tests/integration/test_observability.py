@@ -18,7 +18,7 @@ from jobstream.config.settings import LogSettings
 from jobstream.consumers.health import Health, HealthServer
 from jobstream.producers import Publisher
 from jobstream.schemas import wire
-from tests.harness import ROOT, Stack
+from tests.support.harness import ROOT, Stack
 
 
 def _free_port() -> int:

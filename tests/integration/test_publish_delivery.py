@@ -13,7 +13,7 @@ from jobstream.config.settings import BrokerSettings
 from jobstream.consumers.broker import LocalBroker
 from jobstream.producers import DeliveryError, Publisher
 from jobstream.schemas import wire
-from tests.harness import Stack, free_port, make_stack, set_max_message_bytes
+from tests.support.harness import Stack, free_port, make_stack, set_max_message_bytes
 
 BIG = {"seq": 2, "secret": "x" * 20_000}
 

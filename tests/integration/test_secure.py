@@ -26,8 +26,8 @@ import yaml
 
 from jobstream.config.settings import SettingsError, load_settings
 from jobstream.producers.publisher import Publisher, PublishError
-from tests.harness import ROOT, Stack, make_stack
 from tests.secure_broker import SCRAM_USER, Pki, SecureBroker, secure_broker
+from tests.support.harness import ROOT, Stack, make_stack
 
 # Generous bound for a failing command: the check itself answers in about a second, the rest
 # is interpreter start-up on a busy machine. Without the check these hung or took 30 s+.

@@ -6,7 +6,7 @@ import signal
 import time
 from collections import defaultdict
 
-from tests.harness import Stack
+from tests.support.harness import Stack
 
 
 def _assert_key_order(runs: list[dict]) -> None:

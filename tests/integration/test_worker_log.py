@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from tests.harness import Stack, free_port
+from tests.support.harness import Stack, free_port
 
 RAW_LIBRDKAFKA = re.compile(r"%\d\|")
 

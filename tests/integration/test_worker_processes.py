@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Stack, free_port, run_cli
+from tests.support.harness import Stack, free_port, run_cli
 
 
 def _children(sup_pid: int) -> list[int]:

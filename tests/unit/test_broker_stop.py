@@ -20,7 +20,7 @@ import pytest
 
 from jobstream.config.settings import BrokerSettings
 from jobstream.consumers.broker import BrokerError, LocalBroker
-from tests.harness import free_port, run_cli
+from tests.support.harness import free_port, run_cli
 
 _LISTEN = (
     "import socket, sys, time\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import free_port, run_cli
+from tests.support.harness import free_port, run_cli
 
 
 def _worker(tmp_path: Path, source: str, *, app: str = "userjobs") -> tuple[int, str]:

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from jobstream.consumers.cli import app
-from tests.harness import ROOT
 from tests.support.cli import Command, parses, walk
+from tests.support.harness import ROOT
 
 COMMANDS = walk()
 

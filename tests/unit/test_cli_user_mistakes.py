@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import pytest
 
 from jobstream.consumers.ops import dlq
-from tests.harness import free_port, run_cli
+from tests.support.harness import free_port, run_cli
 
 PAYLOAD = {"order_id": "o-1", "email": "a@example.com", "total_cents": 100}
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT
 from tests.support.cli import parses
+from tests.support.harness import ROOT
 
 BLOCK = re.compile(r"```(\w*)[^\n]*\n(.*?)```", re.S)
 _ENV = r"(?:[A-Z_][A-Z0-9_]*=\S*\s+)*"

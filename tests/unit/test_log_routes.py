@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 from jobstream.config.kafka import client_config
 from jobstream.config.logging import LogThrottle, configure_logging, kafka_logger
 from jobstream.config.settings import KafkaSettings, LogSettings
-from tests.harness import free_port
+from tests.support.harness import free_port
 
 
 @pytest.fixture

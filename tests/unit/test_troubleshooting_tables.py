@@ -14,7 +14,7 @@ from jobstream.consumers.cli.worker import worker
 from jobstream.consumers.errors import ExitCode
 from jobstream.consumers.runtime import retry
 from jobstream.consumers.runtime.types import Category
-from tests.harness import ROOT
+from tests.support.harness import ROOT
 
 PAGE = ROOT / "docs" / "troubleshooting.md"
 

@@ -12,7 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.harness import ROOT
+from tests.support.harness import ROOT
 
 _STUB = """#!/usr/bin/env bash
 echo "$1 $2 ${JOBSTREAM_BROKER__DATA_DIR:-<unset>}" >> "$STUB_LOG"

@@ -6,13 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,48 +19,38 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from jobstream.config.kafka import client_config
-from jobstream.config.settings import Settings, load_settings
-from jobstream.config.topics import job_topics
+from jobstream.config.settings import load_settings
 from jobstream.consumers.ops.topic_plan import apply, full_plan
 from jobstream.consumers.runtime.heads import HEAD_PREFIX
 from jobstream.consumers.runtime.ledger import STARTED_PREFIX, SUCCEEDED, decode_entry
-from jobstream.producers import Publisher
+from tests.support.stack import (  # noqa: F401  (free_port: imported from here by tests)
+    ROOT,
+    BaseStack,
+    child_env,
+    free_port,
+    watermark,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 TEST_SCHEMAS = ROOT / "tests" / "schemas"
 
 
 @dataclass
-class Stack:
-    settings: Settings
-    config_path: Path
-    sink: Path
-    tmp: Path
-    job_type: str
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+class Stack(BaseStack):
+    """A test's stack: its scratch directory holds the settings, the worker logs and the sink
+    (tests/apps/sink.py appends a line per handler run)."""
 
     @property
-    def topics(self) -> Any:
-        return job_topics(self.job_type, self.settings.job(self.job_type))
+    def tmp(self) -> Path:
+        return self.dir
 
     @property
-    def group(self) -> str:
-        return self.settings.worker.group_id
+    def sink(self) -> Path:
+        return self.dir / "sink.jsonl"
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
-        env.update(
-            {
-                "JOBSTREAM_CONFIG": str(self.config_path),
-                "JOBSTREAM_TEST_SINK": str(self.sink),
-                "PYTHONPATH": str(ROOT),
-            }
+        return child_env(
+            JOBSTREAM_CONFIG=str(self.config_path), JOBSTREAM_TEST_SINK=str(self.sink), **extra
         )
-        env.update(extra)
-        return env
-
-    def publisher(self) -> Publisher:
-        return Publisher(self.settings)
 
     def publish_many(
         self, payloads: list[tuple[dict[str, Any], str | None]], **kw: Any
@@ -111,26 +99,7 @@ class Stack:
     ) -> subprocess.Popen[bytes]:
         """stdout: write the worker's stdout to its log file too (else it is discarded)."""
         log = self.tmp / (log_name or f"worker-{len(self.procs)}.log")
-        with open(log, "ab") as err:  # the child keeps its own copy of the descriptor
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "jobstream",
-                    "worker",
-                    "--app",
-                    "tests.apps.sink",
-                    "--job-type",
-                    self.job_type,
-                    *args,
-                ],
-                env=self.env(**env),
-                stdout=err if stdout else subprocess.DEVNULL,
-                stderr=err,
-                cwd=ROOT,
-            )
-        self.procs.append(proc)
-        return proc
+        return self.spawn_worker("tests.apps.sink", args, log, self.env(**env), stdout)
 
     def runs(self) -> list[dict[str, Any]]:
         if not self.sink.exists():
@@ -178,7 +147,7 @@ class Stack:
         )
         md = c.list_topics(topic, timeout=10).topics[topic]
         parts = [TopicPartition(topic, p, 0) for p in md.partitions]
-        ends = {p.partition: _watermark(c, p) for p in parts}
+        ends = {p.partition: watermark(c, p) for p in parts}
         c.assign(parts)
         out: list[Any] = []
         pending = {p for p, end in ends.items() if end > 0}
@@ -212,21 +181,6 @@ class Stack:
                 out.append((m.key().decode(), entry))
         return out
 
-    def committed(self, topic: str) -> dict[int, int]:
-        c = Consumer(client_config(self.settings.kafka, **{"group.id": self.group}))
-        n = self.settings.job(self.job_type).partitions
-        res = c.committed([TopicPartition(topic, p) for p in range(n)], timeout=10)
-        c.close()
-        return {tp.partition: tp.offset for tp in res}
-
-    def end_offsets(self, topic: str) -> dict[int, int]:
-        c = Consumer(client_config(self.settings.kafka, **{"group.id": "test-reader"}))
-        n = self.settings.job(self.job_type).partitions
-        try:
-            return {p: _watermark(c, TopicPartition(topic, p)) for p in range(n)}
-        finally:
-            c.close()
-
     def delete_topics(self) -> None:
         """Drop the job type's topics: a suite creates thousands of partitions, and a broker
         that keeps them all slows down and, at its default heap, ran out of memory."""
@@ -236,19 +190,6 @@ class Stack:
         for fut in admin.delete_topics(names, operation_timeout=30).values():
             with contextlib.suppress(Exception):  # gone already, or the broker is down
                 fut.result(30)
-
-    def stop_all(self, sig: int = signal.SIGTERM, timeout: float = 40) -> list[int | None]:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(sig)
-        codes = []
-        for p in self.procs:
-            try:
-                codes.append(p.wait(timeout))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                codes.append(None)
-        return codes
 
 
 def make_stack(
@@ -295,19 +236,7 @@ def make_stack(
     settings = load_settings(**{k: v for k, v in data.items()})
     if create:
         apply(settings, full_plan(settings, [job_type]))
-    return Stack(settings, path, tmp / "sink.jsonl", tmp, job_type)
-
-
-def _watermark(c: Consumer, tp: TopicPartition) -> int:
-    """High watermark, retried: right after topic creation a leader may not be known yet."""
-    for attempt in range(20):
-        try:
-            return int(c.get_watermark_offsets(tp, timeout=10)[1])
-        except Exception:
-            if attempt == 19:
-                raise
-            time.sleep(0.25)
-    raise AssertionError("unreachable")
+    return Stack(settings, path, tmp, job_type)
 
 
 def set_max_message_bytes(bootstrap: str, topic: str, value: str | None) -> None:
@@ -332,13 +261,6 @@ def set_max_message_bytes(bootstrap: str, topic: str, value: str | None) -> None
             time.sleep(0.5)  # described by the controller's view; let the leader catch up
             return
         time.sleep(0.2)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pid_of_worker(worker_id: str) -> int | None:
@@ -391,13 +313,12 @@ def run_cli(
     *args: str | bytes, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """`python -m consumers.cli ARGS` with no JOBSTREAM_* variable of the caller's, only `env`."""
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("JOBSTREAM_")}
     return subprocess.run(
         [sys.executable, "-m", "jobstream", *args],
         capture_output=True,
         text=True,
         errors="replace",
-        env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
+        env=child_env(**(env or {})),
         cwd=cwd,
         timeout=timeout,
     )
