@@ -3,7 +3,11 @@ keeps only offsets, the records (payloads) stay in Kafka."""
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 import time
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
@@ -74,3 +78,48 @@ class OffsetReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+class ReadAhead(threading.Thread):
+    """The OffsetReader on a thread of its own: a read back takes fetch round trips (a seek
+    each), and done on the scheduler's thread it held every partition's dispatch up behind it.
+    The scheduler submits (token, topic, partition, offsets) and collects (token, found, left);
+    the pending index stays the scheduler thread's alone."""
+
+    def __init__(self, settings: Settings, group: str) -> None:
+        super().__init__(name="jobstream-scheduler-reader", daemon=True)
+        self._reader = OffsetReader(settings, group)
+        self._todo: queue.Queue[tuple[Any, str, int, list[int]] | None] = queue.Queue()
+        self._done: queue.Queue[tuple[Any, dict[int, Message], list[int]]] = queue.Queue()
+        self.error: BaseException | None = None
+
+    def submit(self, token: Any, topic: str, partition: int, offsets: list[int]) -> None:
+        self._todo.put((token, topic, partition, offsets))
+
+    def results(self) -> list[tuple[Any, dict[int, Message], list[int]]]:
+        """The reads finished since the last call; raises what stopped the reader, if any."""
+        if self.error is not None:
+            raise self.error
+        out = []
+        while True:
+            try:
+                out.append(self._done.get_nowait())
+            except queue.Empty:
+                return out
+
+    def run(self) -> None:
+        try:
+            while (item := self._todo.get()) is not None:
+                token, topic, partition, offsets = item
+                found, left = self._reader.read(topic, partition, offsets)
+                self._done.put((token, found, left))
+        except BaseException as e:
+            self.error = e
+        finally:
+            with contextlib.suppress(Exception):
+                self._reader.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._todo.put(None)
+        if self.is_alive():
+            self.join(timeout)

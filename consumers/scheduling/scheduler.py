@@ -40,7 +40,7 @@ from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings
 from jobstream.config.topics import job_topics
 from jobstream.consumers.scheduling.index import PendingIndex, key_hash
-from jobstream.consumers.scheduling.reader import OffsetReader
+from jobstream.consumers.scheduling.reader import ReadAhead
 from jobstream.schemas import wire
 
 # Records of jobs due within this window are read back ahead of time, so the dispatch at the
@@ -73,6 +73,8 @@ class _Part:
     near: list[_Near] = field(default_factory=list)
     restore_started: float = field(default_factory=time.monotonic)
     read_until: int = 0  # entries due up to here have been read back
+    restore_s: float = 0.0  # assignment -> restored
+    reading: dict[int, int] | None = None  # offset -> due of the read back under way
 
 
 def _headers(msg: Message) -> list[tuple[str, Any]]:
@@ -80,12 +82,17 @@ def _headers(msg: Message) -> list[tuple[str, Any]]:
     return list(raw)
 
 
-def due_of(headers: dict[str, str]) -> int:
-    """A record's due time; a missing or malformed js-run-at is due now (0)."""
-    try:
-        return max(0, int(headers.get(wire.RUN_AT, "0")))
-    except ValueError:
-        return 0
+def due_of(headers: list[tuple[str, Any]]) -> int:
+    """A record's due time; a missing or malformed js-run-at is due now (0). Scans the raw
+    headers for that one (decoding all of them was most of a restore's time per entry); the
+    last one wins, as in wire.decode_headers."""
+    for name, value in reversed(headers):
+        if name == wire.RUN_AT:
+            try:
+                return max(0, int(value))
+            except (TypeError, ValueError):
+                return 0
+    return 0
 
 
 class Scheduler(threading.Thread):
@@ -111,7 +118,7 @@ class Scheduler(threading.Thread):
         }))
         self.txn_id = f"jobstream-{self.group}-{worker_id}"
         self.producer = self._new_producer()
-        self.reader = OffsetReader(settings, f"{self.group}-reader")
+        self.reader = ReadAhead(settings, f"{self.group}-reader")
         self.parts: dict[tuple[str, int], _Part] = {}
         self._stopping = threading.Event()
         self.dispatched = 0
@@ -137,6 +144,7 @@ class Scheduler(threading.Thread):
 
     def run(self) -> None:
         try:
+            self.reader.start()
             self.consumer.subscribe(list(self.main_of), on_assign=self._on_assign,
                                     on_revoke=self._on_revoke, on_lost=self._on_revoke)
             self.log.info("scheduler_started", topics=sorted(self.main_of), group=self.group)
@@ -157,7 +165,7 @@ class Scheduler(threading.Thread):
             self._close()
 
     def _close(self) -> None:
-        for closer in (self.consumer.close, self.reader.close):
+        for closer in (self.consumer.close, self.reader.stop):
             with contextlib.suppress(Exception):
                 closer()
         self.producer.flush(5)
@@ -217,7 +225,7 @@ class Scheduler(threading.Thread):
         if msg.value() is None:
             st.index.remove(key_hash(key))  # dispatched or cancelled
         else:
-            due = due_of(wire.decode_headers(_headers(msg)))
+            due = due_of(msg.headers() or [])
             st.index.add(key_hash(key), off, due)
             st.read_until = min(st.read_until, due)  # due within the window read: read again
         if not st.restored and st.position >= st.restore_to:
@@ -225,33 +233,40 @@ class Scheduler(threading.Thread):
 
     def _restored(self, st: _Part) -> None:
         st.restored = True
+        st.restore_s = time.monotonic() - st.restore_started
         self.log.info("scheduler_restored", topic=st.topic, partition=st.partition,
                       pending=len(st.index), offsets=st.restore_to,
-                      seconds=round(time.monotonic() - st.restore_started, 3))
+                      seconds=round(st.restore_s, 3))
 
     # -- dispatch ------------------------------------------------------------------------------
 
     def _prefetch(self) -> None:
-        """Read back the records of the entries due within LOOKAHEAD_MS."""
-        now = now_ms()
-        until = now + LOOKAHEAD_MS
-        for st in self.parts.values():
-            # In half-window steps: a read costs a fetch round trip per partition, so reading
-            # every loop (each new second) starved the dispatches of the loop's time.
-            if not st.restored or st.read_until - now > LOOKAHEAD_MS // 2:
-                continue
-            st.read_until = until
-            entries = st.index.take_until(until)
-            if not entries:
-                continue
-            due_of_off = {off: due for due, off in entries}
-            found, left = self.reader.read(st.topic, st.partition, list(due_of_off))
+        """Have the records of the entries due within LOOKAHEAD_MS read back (on the reader's
+        thread, one read per partition at a time), and take the reads that finished."""
+        for token, found, left in self.reader.results():
+            st: _Part = token
+            due_of_off, st.reading = st.reading or {}, None
+            if self.parts.get((st.topic, st.partition)) is not st:
+                continue  # revoked meanwhile: the next owner reads its own
             for off in left:
                 st.index.requeue(off, due_of_off[off])  # read again next time
             for off, msg in found.items():
                 if st.index.current(key_hash(msg.key() or b"")) == off:
                     st.near.append(_Near(due_of_off[off], off, msg))
             st.near.sort(key=lambda n: n.due_ms)
+        now = now_ms()
+        until = now + LOOKAHEAD_MS
+        for st in self.parts.values():
+            # In half-window steps: a read costs a fetch round trip per partition (a seek per
+            # gap), so reading every loop (each new second) would read little at a time.
+            if (not st.restored or st.reading is not None
+                    or st.read_until - now > LOOKAHEAD_MS // 2):
+                continue
+            st.read_until = until
+            entries = st.index.take_until(until)
+            if entries:
+                st.reading = {off: due for due, off in entries}
+                self.reader.submit(st, st.topic, st.partition, list(st.reading))
 
     def _dispatch(self) -> None:
         now = now_ms()
