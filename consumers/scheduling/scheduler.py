@@ -225,7 +225,7 @@ class Scheduler(threading.Thread):
         if msg.value() is None:
             st.index.remove(key_hash(key))  # dispatched or cancelled
         else:
-            due = due_of(msg.headers() or [])
+            due = due_of(_headers(msg))
             st.index.add(key_hash(key), off, due)
             st.read_until = min(st.read_until, due)  # due within the window read: read again
         if not st.restored and st.position >= st.restore_to:
