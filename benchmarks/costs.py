@@ -18,10 +18,10 @@ from jobstream.consumers.context import context_for, log_fields
 from jobstream.consumers.jobs import load_app
 from jobstream.consumers.runtime.decode import decode_record
 from jobstream.consumers.runtime.executor import Executor, Task
-from jobstream.consumers.runtime.ledger import SUCCEEDED, encode_entry
 from jobstream.consumers.runtime.ledger_view import LedgerView
 from jobstream.consumers.runtime.loop import Worker
 from jobstream.consumers.runtime.types import Job
+from jobstream.schemas.ledger_entry import SUCCEEDED, encode_entry
 
 LEDGER_ENTRIES = 100_000
 

@@ -14,8 +14,9 @@ from benchmarks import raw
 from benchmarks.common import PARTITIONS, Bench, Row, limit_row, ratio_row, say
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings
-from jobstream.consumers.runtime.ledger import SUCCEEDED, encode_entry, restore_partitions
+from jobstream.consumers.runtime.ledger import restore_partitions
 from jobstream.consumers.runtime.ledger_view import LedgerView
+from jobstream.schemas.ledger_entry import SUCCEEDED, encode_entry
 
 MEMORY_ENTRIES = 1_000_000
 

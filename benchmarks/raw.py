@@ -21,7 +21,7 @@ from confluent_kafka import (
 
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Mode, Settings
-from jobstream.consumers.runtime.ledger import SUCCEEDED, encode_entry
+from jobstream.schemas.ledger_entry import SUCCEEDED, encode_entry
 
 # The worker's producer settings (Publisher defaults + the worker's overrides).
 WORKER_PRODUCER = {

@@ -13,8 +13,6 @@ the ledger TTL. A job older than both is `unknown`, which `jobs show` says in th
 
 from __future__ import annotations
 
-import io
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,9 +25,9 @@ from jobstream.config.settings import Settings
 from jobstream.config.topics import job_topics
 from jobstream.producers.errors import check_id, check_key
 from jobstream.schemas import history, wire
+from jobstream.schemas.ledger_entry import decode_entry
 from jobstream.schemas.lifecycle import JobStatus, fold
 from jobstream.schemas.partitioner import partition_for
-from jobstream.schemas.registry import INTERNAL_DIR, avro_reader
 
 T = TypeVar("T")
 # Answers while leaders and coordinators are elected (a new topic or group, a broker restart);
@@ -37,7 +35,6 @@ T = TypeVar("T")
 _ELECTING = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
              KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
              KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._WAIT_COORD)
-_read_entry = avro_reader(json.loads((INTERNAL_DIR / "ledger.avsc").read_text()))
 # The ledger keys these by job id; its retried/dead_lettered entries are position marks.
 _LEDGER_FINAL = ("succeeded", "cancelled")
 _QUEUED_SCAN = 200_000  # most records of T's unconsumed tail read to find a queued job
@@ -196,11 +193,8 @@ class JobLookup:
             if value is None:
                 self._found.ledger_state = None
                 return
-            try:
-                entry = _read_entry(io.BytesIO(value))
-            except Exception:
-                return
-            status = entry.get("status") if isinstance(entry, dict) else None
+            entry = decode_entry(value)
+            status = entry.get("status") if entry is not None else None
             self._found.ledger_state = status if status in _LEDGER_FINAL else None
         elif wire.decode_headers(headers).get(wire.JOB_ID) == self.job_id:
             self._found.queued_at = offset

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from jobstream.config.settings import JobTypeSettings, Ordering
 from jobstream.config.topics import JobTopics
 from jobstream.consumers.errors import Failure
-from jobstream.consumers.runtime.ledger import ROUTED, SUCCEEDED, encode_entry, routed_key
+from jobstream.consumers.runtime.ledger import ROUTED, routed_key
 from jobstream.consumers.runtime.retry import Decision, decide, not_before_ms
 from jobstream.consumers.runtime.types import TP, Job
 from jobstream.schemas import wire
+from jobstream.schemas.ledger_entry import SUCCEEDED, encode_entry
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from jobstream.config.topics import job_topics
-from jobstream.consumers.runtime.ledger import SUCCEEDED, encode_entry
 from jobstream.producers.status import JobLookupError, WaitTimeout
 from jobstream.schemas import history
+from jobstream.schemas.ledger_entry import SUCCEEDED, encode_entry
 from jobstream.schemas.partitioner import partition_for
 from jobstream.schemas.registry import UnknownJobType
 from tests.support.harness import Stack, make_stack, run_cli

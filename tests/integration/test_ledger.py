@@ -11,8 +11,9 @@ import time
 from confluent_kafka import Producer
 
 from jobstream.config.settings import load_settings
-from jobstream.consumers.runtime.ledger import decode_entry, restore_partitions
+from jobstream.consumers.runtime.ledger import restore_partitions
 from jobstream.consumers.runtime.ledger_view import LedgerView
+from jobstream.schemas.ledger_entry import decode_entry
 from tests.support.harness import Stack
 
 

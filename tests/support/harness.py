@@ -22,7 +22,8 @@ from jobstream.config.kafka import client_config
 from jobstream.config.settings import load_settings
 from jobstream.consumers.ops.topic_plan import apply, full_plan
 from jobstream.consumers.runtime.heads import HEAD_PREFIX
-from jobstream.consumers.runtime.ledger import STARTED_PREFIX, SUCCEEDED, decode_entry
+from jobstream.consumers.runtime.ledger import STARTED_PREFIX
+from jobstream.schemas.ledger_entry import SUCCEEDED, decode_entry
 from tests.support.stack import (  # noqa: F401  (free_port: imported from here by tests)
     ROOT,
     BaseStack,

@@ -10,15 +10,10 @@ import pytest
 from jobstream.config.settings import SettingsError, load_settings
 from jobstream.consumers.runtime.crashes import CrashWatch
 from jobstream.consumers.runtime.executor import Task
-from jobstream.consumers.runtime.ledger import (
-    decode_started,
-    encode_entry,
-    encode_started,
-    entry_finished_at,
-    started_key,
-)
+from jobstream.consumers.runtime.ledger import decode_started, encode_started, started_key
 from jobstream.consumers.runtime.parts import PartitionState
 from jobstream.consumers.runtime.types import Category, Job
+from jobstream.schemas.ledger_entry import encode_entry, entry_finished_at
 
 TP = ("jobs.x", 2)
 LTP = ("jobs.x.ledger", 2)

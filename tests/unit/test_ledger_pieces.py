@@ -2,8 +2,9 @@
 acquired, so no restore runs), and reading an entry's finished_at as the restore does."""
 
 from jobstream.config.settings import load_settings
-from jobstream.consumers.runtime.ledger import Ledger, decode_entry, encode_entry, entry_finished_at
+from jobstream.consumers.runtime.ledger import Ledger
 from jobstream.consumers.runtime.ledger_view import LedgerView
+from jobstream.schemas.ledger_entry import decode_entry, encode_entry, entry_finished_at
 
 TP = ("t.ledger", 0)
 
