@@ -14,6 +14,7 @@ from selenium.webdriver.common.by import By
 from jobstream.config.topics import AUDIT_TOPIC
 from tests.console.conftest import Scenario
 from tests.console.support import TOKEN, basic, get, post, sign_in
+from tests.support.stack import end_offsets
 
 
 def _first_position(scenario: Scenario) -> tuple[int, int]:
@@ -33,16 +34,7 @@ def _csrf(url: str, authorization: str) -> str:
 def _books(scenario: Scenario) -> tuple[dict[int, int], dict[int, int], int]:
     """What a write would change: the main topic, the DLQ, the audit trail."""
     s = scenario.stack
-    from confluent_kafka import Consumer, TopicPartition
-
-    from jobstream.config.kafka import client_config
-    from tests.support.harness import _watermark  # the harness's retried watermark read
-
-    c = Consumer(client_config(s.settings.kafka, **{"group.id": "test-reader"}))
-    try:
-        audit = _watermark(c, TopicPartition(AUDIT_TOPIC, 0))
-    finally:
-        c.close()
+    audit = end_offsets(s.settings, AUDIT_TOPIC)[0]
     return s.end_offsets(s.topics.main), s.end_offsets(s.topics.dlq), audit
 
 
