@@ -172,12 +172,13 @@ class Fleet:
         return self.unexpected
 
     def stop_all(self, timeout: float = 45) -> None:
-        """SIGTERM every live worker; one still running after `timeout` has hung in its
-        shutdown: it gets SIGABRT (Python's faulthandler writes every thread's stack to its
-        log) and is recorded."""
+        """SIGTERM every live worker (exit 0, or -15 for one still starting up); one still
+        running after `timeout` has hung in its shutdown: it gets SIGABRT (Python's
+        faulthandler writes every thread's stack to its log) and is recorded."""
         alive = self.alive()
         for p in alive:
-            self.allowed[p.pid].add(0)
+            # As in term(): one still starting up has no handler yet and dies of the signal.
+            self.allowed[p.pid].update((0, -signal.SIGTERM))
             p.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for p in alive:
