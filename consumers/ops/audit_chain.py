@@ -29,7 +29,8 @@ def writer_id(topic: str) -> str:
     """One transactional id for every writer of a topic: that is what serialises them."""
     return f"jobstream.chain-writer.{topic}"
 
-ATTEMPTS = 6
+# Writers fence each other in turn: three appending at once on a loaded machine used up six.
+ATTEMPTS = 12
 TIMEOUT_S = 30.0
 
 
