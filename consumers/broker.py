@@ -205,7 +205,7 @@ class LocalBroker:
                     "set JOBSTREAM_BROKER__PORT to a free port or stop that process"
                 )
         jars = self.ensure_jars()
-        props = self.format_storage(java)
+        props = self.format_storage(java, jars)
         log4j = self.data_dir / "log4j2.properties"
         log4j.write_text(_LOG4J.format(log=self.log_file, level="INFO"))
         cmd = [
@@ -295,10 +295,9 @@ class LocalBroker:
         props.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
         return props
 
-    def format_storage(self, java: str, *extra: str) -> Path:
+    def format_storage(self, java: str, jars: Path, *extra: str) -> Path:
         """Write the broker's config and, on first use of the data dir, format the KRaft
         storage (`extra`: more StorageTool arguments, e.g. a SCRAM user). Returns the config."""
-        jars = self.ensure_jars()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self._write_config()
         if not (self.data_dir / "logs" / "meta.properties").exists():

@@ -247,6 +247,7 @@ class SecureBroker(LocalBroker):
         credential exists before any client connects (no admin round trip needed)."""
         self.format_storage(
             java,
+            self.ensure_jars(),
             "--add-scram",
             f"SCRAM-SHA-512=[name={SCRAM_USER},password={self.scram_password}]",
         )
