@@ -2,7 +2,8 @@
 
 T (new jobs), T.retry.<delay> (one per tier), T.dlq (dead letters), T.ledger (dedup ledger),
 T.history (each job's lifecycle, hash-chained), T.scheduled (delayed jobs not yet due, keyed by
-job id, compacted: a tombstone once dispatched or cancelled).
+job id, compacted: a tombstone once dispatched or cancelled), T.scheduled.snapshots (snapshots
+of the scheduler's pending index, compacted).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ DLQ_SUFFIX = ".dlq"
 LEDGER_SUFFIX = ".ledger"
 HISTORY_SUFFIX = ".history"
 SCHEDULED_SUFFIX = ".scheduled"
+SNAPSHOTS_SUFFIX = ".scheduled.snapshots"
 AUDIT_TOPIC = "jobstream.audit"
 
 
@@ -44,12 +46,17 @@ def scheduled_topic(main: str) -> str:
     return main + SCHEDULED_SUFFIX
 
 
+def snapshots_topic(main: str) -> str:
+    return main + SNAPSHOTS_SUFFIX
+
+
 def base_of(topic: str) -> str:
     """The main topic a tier, DLQ, ledger or history topic belongs to (the topic itself
     otherwise)."""
     if RETRY_MARK in topic:
         return topic.rsplit(RETRY_MARK, 1)[0]
-    for suffix in (DLQ_SUFFIX, LEDGER_SUFFIX, HISTORY_SUFFIX, SCHEDULED_SUFFIX):
+    suffixes = (DLQ_SUFFIX, LEDGER_SUFFIX, HISTORY_SUFFIX, SCHEDULED_SUFFIX, SNAPSHOTS_SUFFIX)
+    for suffix in suffixes:
         if topic.endswith(suffix):
             return topic[: -len(suffix)]
     return topic
@@ -65,7 +72,7 @@ def tier_delay(topic: str) -> float | None:
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
-    role: str  # main | retry | dlq | ledger | history | scheduled
+    role: str  # main | retry | dlq | ledger | history | scheduled | snapshots
     partitions: int
     config: dict[str, str]
 
@@ -84,6 +91,7 @@ class JobTopics:
     ledger: str
     history: str
     scheduled: str
+    snapshots: str
 
     @property
     def consumed(self) -> tuple[str, ...]:
@@ -103,6 +111,7 @@ def job_topics(job_type: str, cfg: JobTypeSettings) -> JobTopics:
         ledger=ledger_topic(main),
         history=history_topic(main),
         scheduled=scheduled_topic(main),
+        snapshots=snapshots_topic(main),
     )
 
 
@@ -141,4 +150,9 @@ def topic_plan(job_type: str, settings: Settings) -> list[TopicSpec]:
     # Compacted only: a pending job must stay until dispatched or cancelled, however far ahead
     # (max_delay); its tombstone goes after delete.retention.ms (1 day by default).
     plan.append(TopicSpec(t.scheduled, "scheduled", n, {"cleanup.policy": "compact"}))
+    # Only the latest snapshot per partition matters: older ones are compacted away soon, as a
+    # restore reads the partition from its beginning.
+    plan.append(TopicSpec(t.snapshots, "snapshots", n, {
+        "cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1",
+    }))
     return plan
