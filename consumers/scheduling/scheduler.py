@@ -7,8 +7,9 @@ partitions of T.scheduled it owns.
 - Restore: on assignment, p's latest snapshot is loaded (consumers/scheduling/snapshot.py) and
   p is read from the offset it covers up to, or, without a usable snapshot, from its beginning
   (the topic is compacted: what is left is each job id's latest record), up to the high
-  watermark seen at assignment. The owner writes a snapshot once SNAPSHOT_CHANGES records were
-  read since the last one (at most every SNAPSHOT_EVERY_S) and when it stops. The end is reached
+  watermark seen at assignment. The owner writes a snapshot once `worker.scheduler_snapshot_changes`
+  records were read since the last one (at most every `scheduler_snapshot_every_s`) and when it
+  stops. The end is reached
   only once every transaction open at assignment has ended (read_committed stops at the last
   stable offset), so a dispatch of the previous owner is known, committed or aborted, before
   this owner dispatches anything.
@@ -52,8 +53,6 @@ from jobstream.schemas import wire
 LOOKAHEAD_MS = 5000
 BATCH = 500  # jobs per dispatch transaction
 TXN_TIMEOUT_MS = 10_000
-SNAPSHOT_CHANGES = 10_000  # records read since the last snapshot before the next one
-SNAPSHOT_EVERY_S = 60.0
 SNAPSHOT_AT_STOP = 1_000  # a stopping owner leaves a snapshot past this many changes
 
 
@@ -131,8 +130,10 @@ class Scheduler(threading.Thread):
         self.producer = self._new_producer()
         self.reader = ReadAhead(settings, f"{self.group}-reader")
         self.snapshots = Snapshots(settings, f"{self.group}-snapshots")
-        self.snapshot_changes, self.snapshot_every_s = SNAPSHOT_CHANGES, SNAPSHOT_EVERY_S
-        self.snapshot_at_stop = SNAPSHOT_AT_STOP
+        # 0 changes: no snapshots (none written, none loaded)
+        self.snapshot_changes = ws.scheduler_snapshot_changes
+        self.snapshot_every_s = ws.scheduler_snapshot_every_s
+        self.snapshot_at_stop = min(SNAPSHOT_AT_STOP, self.snapshot_changes)
         self.parts: dict[tuple[str, int], _Part] = {}
         self._stopping = threading.Event()
         self.dispatched = 0
@@ -180,7 +181,7 @@ class Scheduler(threading.Thread):
             self._close()
 
     def _close(self) -> None:
-        if self.error is None:
+        if self.error is None and self.snapshot_changes:
             for st in list(self.parts.values()):
                 if st.restored and st.changed >= self.snapshot_at_stop:
                     self._snapshot(st)
@@ -205,7 +206,7 @@ class Scheduler(threading.Thread):
             st.restored = high <= 0
             self.parts[(tp.topic, tp.partition)] = st
             tp.offset = OFFSET_BEGINNING  # the whole partition: every pending entry
-            if high > low:
+            if high > low and self.snapshot_changes:
                 spans.setdefault(tp.topic, {})[tp.partition] = (low, high)
         # All partitions' snapshots read side by side (a read is mostly round trips).
         loaded = {t: self.snapshots.load(self.snapshots_of[t], sp) for t, sp in spans.items()}
@@ -286,7 +287,7 @@ class Scheduler(threading.Thread):
     def _snapshot_due(self) -> None:
         now = time.monotonic()
         for st in self.parts.values():
-            if (st.restored and st.changed >= self.snapshot_changes
+            if (self.snapshot_changes and st.restored and st.changed >= self.snapshot_changes
                     and now - st.snapped_at >= self.snapshot_every_s):
                 self._snapshot(st)
 
