@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from jobstream.config.durations import DurationText, Millis, Seconds, parse_duration
+from jobstream.config.lane_rules import check_priorities, check_weights, default_weights
 from jobstream.config.model import _Model
 
 DEFAULT_TIERS = ("10s", "1m", "10m")
@@ -145,6 +146,17 @@ class JobTypeSettings(_Model):
         description="Largest handler return value, as JSON, stored as the job's result; a "
         "bigger one fails the attempt as permanent, naming the limit.",
     )
+    priorities: tuple[str, ...] = Field(
+        (),
+        description="Priority lanes, highest first, e.g. `[high, default, low]`; must include "
+        "`default` (the main topic T); the others are `T.priority.<name>`. Default: no lanes "
+        "(docs/priorities.md).",
+    )
+    lane_weights: tuple[int, ...] | None = Field(
+        None,
+        description="Share of starts of each lane while all have work, one positive integer "
+        "per lane in `priorities` order; default 8:3:1 style (highest lane weighs most).",
+    )
     accept: tuple[HeaderFormat, ...] = Field(
         (HeaderFormat.JOBSTREAM,), min_length=1,
         description="Header formats the job type's records may use: `jobstream` (`js-*` "
@@ -166,6 +178,25 @@ class JobTypeSettings(_Model):
         if len(set(v)) != len(v):
             raise ValueError(f"each format at most once, got {[str(f) for f in v]}")
         return v
+
+    @field_validator("priorities")
+    @classmethod
+    def _priorities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_priorities(v)
+
+    @model_validator(mode="after")
+    def _weights(self) -> JobTypeSettings:
+        check_weights(self.priorities, self.lane_weights)
+        return self
+
+    @property
+    def lanes(self) -> tuple[str, ...]:
+        """The lanes, highest first; `("default",)` when the job type declares none."""
+        return self.priorities or ("default",)
+
+    @property
+    def weights(self) -> tuple[int, ...]:
+        return self.lane_weights or default_weights(len(self.lanes))
 
     @property
     def tier_seconds(self) -> tuple[float, ...]:
