@@ -25,7 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from jobstream.config.durations import format_duration, parse_duration
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings
-from jobstream.config.topics import RETRY_MARK, retry_topic
+from jobstream.config.topics import PRIORITY_MARK, RETRY_MARK, retry_topic
 from jobstream.consumers.ops import interrupt
 from jobstream.consumers.ops.dlq import DeadLetter, DlqError, Filters, Result
 from jobstream.consumers.ops.dlq_reader import (
@@ -39,6 +39,7 @@ from jobstream.consumers.ops.dlq_reader import (
     unreachable,
 )
 from jobstream.consumers.runtime.protection import RateLimiter, acquire_blocking
+from jobstream.producers.lanes import lane_destination
 from jobstream.schemas import wire
 from jobstream.schemas.registry import SchemaRegistry
 
@@ -169,6 +170,9 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
         pub = None if dry_run else Publisher(settings, registry,
                                              producer_config={"logger": QUIET})
         run = _Run(r, pub, plan, filters, delay, result, on_skip)
+        if canon == "origin":  # each job back to its own priority lane (docs/priorities.md)
+            mark = t.main + PRIORITY_MARK
+            run.lanes = tuple(n for n in topics if n.startswith(mark))
         run.go(limit, rate, progress)
         finished = True
         return result
@@ -211,6 +215,7 @@ class _Run:
         self.held_back: set[int] = set()  # partitions whose progress an `until` record holds
         self.sent = 0  # since the last checkpoint
         self.covered: dict[int, tuple[int, int]] = {}  # first, last offset handled per partition
+        self.lanes: tuple[str, ...] = ()  # the main topic's lane topics (to origin only)
 
     def go(self, limit: int | None, rate: float | None, progress: ProgressCb | None) -> None:
         # burst=1: evenly spaced sends, no burst after a pause.
@@ -253,8 +258,11 @@ class _Run:
         from jobstream.producers.publisher import PayloadTooLarge
 
         not_before = None if self.delay is None else int((time.time() + self.delay) * 1000)
+        dest = self.plan.destination
+        if self.lanes:
+            dest = lane_destination(dest, self.lanes, dl.raw_headers)
         try:
-            self.pub.send(self.plan.destination, dl.key, dl.value,
+            self.pub.send(dest, dl.key, dl.value,
                           replay_headers(dl.raw_headers, dl.ref, not_before),
                           partition=dl.partition, on_delivery=self._delivered(dl))
         except PayloadTooLarge as e:
@@ -265,7 +273,7 @@ class _Run:
         # the audit record covers the run as a whole.
         log.debug("replayed", job_id=dl.job_id, job_type=dl.job_type,
                   trace_id=wire.trace_id(dl.headers.get(wire.TRACEPARENT)),
-                  replayed_from=dl.ref, topic=self.plan.destination, partition=dl.partition)
+                  replayed_from=dl.ref, topic=dest, partition=dl.partition)
 
     def _delivered(self, dl: DeadLetter) -> Callable[[KafkaError | None, Message], None]:
         ref, job_id = dl.ref, dl.job_id
