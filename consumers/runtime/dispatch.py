@@ -21,6 +21,7 @@ from jobstream.consumers.runtime.executor import Executor, Task
 from jobstream.consumers.runtime.history import HistoryWriter
 from jobstream.consumers.runtime.hook_defaults import Gates
 from jobstream.consumers.runtime.hooks import Finished, Hooks, Refuse, Verdict
+from jobstream.consumers.runtime.lane_gate import LaneGate
 from jobstream.consumers.runtime.ledger import Ledger
 from jobstream.consumers.runtime.parts import PartitionState
 from jobstream.consumers.runtime.types import TP, Job, Outcome
@@ -45,6 +46,7 @@ class Dispatcher:
         succeed: Callable[[PartitionState, Job, float, Any], None],
         fail: Callable[[PartitionState, Job, Failure, float | None], None],
         finish: Callable[[PartitionState, int], None],
+        lanes: LaneGate | None = None,
     ) -> None:
         self.jobs = jobs
         self.cfg = cfg
@@ -69,8 +71,24 @@ class Dispatcher:
         self.waiting: list[tuple[float, int, Job]] = []  # (due monotonic, seq, job) in place
         self.deferred: list[tuple[PartitionState, Job]] = []  # rate-limited, ready to start
         self._seq = 0
+        # Jobs of job types with priority lanes wait there for a slot (lane_gate.py).
+        self.lanes = lanes if lanes else None
 
     def start(self, ps: PartitionState, job: Job) -> None:
+        """A job ready to start (its key's head): now, or in its lane's turn."""
+        if self.lanes is not None and self.lanes.hold(ps, job):
+            return
+        self.begin(ps, job)
+
+    def start_lanes(self) -> None:
+        """Start lane jobs in the lanes' weighted order while handler slots are free."""
+        lanes = self.lanes
+        if lanes is None or not lanes.queued():
+            return
+        for ps, job in lanes.release(sum(p.running for p in self.assignment)):
+            self.begin(ps, job)
+
+    def begin(self, ps: PartitionState, job: Job) -> None:
         if self.ledger.is_done(ps.ledger_tp, job.job_id):
             self.hooks.after_outcome(Finished(job, job.job_type, Outcome.DEDUPLICATED))
             self.history.attempt(ps, job, "deduplicated", None)
@@ -135,12 +153,12 @@ class Dispatcher:
             _, _, job = heapq.heappop(self.waiting)
             ps = self.assignment.get(job.tp)
             if ps is not None:
-                self.start(ps, job)
+                self.begin(ps, job)
         if self.deferred:
             deferred, self.deferred = self.deferred, []
             for ps, job in deferred:
                 if job.tp in self.assignment:
-                    self.start(ps, job)
+                    self.begin(ps, job)
 
     def held_types(self, now: float) -> set[str]:
         """Job types whose partitions stay paused: jobs deferred, or the gate not accepting."""
@@ -153,6 +171,8 @@ class Dispatcher:
         still waiting for a slot of their job type's concurrency. Their offsets stay
         uncommitted."""
         owned = None if tps is None else set(tps)
+        if self.lanes is not None:
+            self.lanes.forget(owned)
         for ps in self.assignment:
             if owned is None or ps.tp in owned:
                 ps.queues.drain()
