@@ -89,7 +89,10 @@ class LaneGate:
     def release(self, running: int) -> Iterator[tuple[PartitionState, Job]]:
         """The queued jobs that may start now, in the lanes' weighted order: as many as there
         are free handler slots (`running`: jobs started and not finished)."""
-        free = self.max_in_flight - running
+        # A few more than the slots: a handler thread that ends takes the next job at once,
+        # not once the poll thread has collected its result (a loop pass, ms under load); a
+        # high job released later waits behind at most these few.
+        free = self.max_in_flight + max(1, self.max_in_flight // 8) - running
         now_ms = int(time.time() * 1000)
         n = len(self._order)
         idle = 0
