@@ -100,3 +100,36 @@ def test_high_starts_ahead_of_low_through_a_rebalance_and_a_restart(stack_factor
     assert by_seq[0].endswith(".priority.low") and by_seq[100_000].endswith(".priority.high")
     stack.wait_for(lambda: stack.committed(stack.topics.lanes[2]) ==
                    stack.end_offsets(stack.topics.lanes[2]), 30, "low committed to its end")
+
+
+def test_weights_hold_when_every_lane_is_backlogged_and_a_lone_lane_gets_the_full_rate(
+    stack_factory,
+) -> None:
+    stack: Stack = stack_factory(job=LANES, worker=WORKER)
+    n = 3000
+    stack.publish_many([({"seq": i, "behaviour": "sleep_ms:20"}, f"l{i}") for i in range(n)],
+                       priority="low")
+    stack.start_worker()
+    stack.wait_runs(200)
+    t0 = time.time()
+    time.sleep(3)
+    alone = sum(1 for r in stack.runs() if t0 <= r["start"] < t0 + 3) / 3
+    for lane, base in (("high", 10_000), ("default", 20_000)):
+        stack.publish_many([({"seq": base + i, "behaviour": "sleep_ms:20"}, f"{lane}{i}")
+                            for i in range(n)], priority=lane)
+    time.sleep(1.5)  # both fetched and queued
+    t1 = time.time()
+    time.sleep(6)
+    window = [r for r in stack.runs() if t1 <= r["start"] < t1 + 6]
+    lane_of = {t: name for t, name in zip(stack.topics.lanes, ("high", "default", "low"),
+                                           strict=True)}
+    got = {name: sum(1 for r in window if lane_of[r["topic"]] == name)
+           for name in ("high", "default", "low")}
+    total = sum(got.values())
+    print(f"alone {alone:.0f}/s; all backlogged {total / 6:.0f}/s: {got}")
+    assert n - got["high"] > 0 and n - got["default"] > 0, "a lane ran out inside the window"
+    for name, weight in (("high", 8), ("default", 3), ("low", 1)):
+        share = got[name] / total
+        assert abs(share - weight / 12) <= 0.1 * weight / 12, (got, stack.tmp)
+    # the lane alone ran at the worker's full rate: the same as all three together
+    assert alone >= 0.8 * total / 6, (alone, total / 6)
