@@ -8,7 +8,12 @@ from enum import StrEnum
 from pydantic import Field, field_validator, model_validator
 
 from jobstream.config.durations import DurationText, Millis, Seconds, parse_duration
-from jobstream.config.lane_rules import check_priorities, check_weights, default_weights
+from jobstream.config.lane_rules import (
+    check_fair_by,
+    check_priorities,
+    check_weights,
+    default_weights,
+)
 from jobstream.config.model import _Model
 
 DEFAULT_TIERS = ("10s", "1m", "10m")
@@ -157,6 +162,17 @@ class JobTypeSettings(_Model):
         description="Share of starts of each lane while all have work, one positive integer "
         "per lane in `priorities` order; default 8:3:1 style (highest lane weighs most).",
     )
+    fair_by: str | None = Field(
+        None,
+        description="Fair sharing inside each lane: `key` or `header:<name>` names a job's "
+        "tenant, and the worker starts the jobs it has fetched round robin across tenants "
+        "(docs/priorities.md). Default off: first in first out.",
+    )
+    max_in_flight_per_tenant: int | None = Field(
+        None, ge=1,
+        description="With `fair_by`: most jobs of one tenant running at once in one worker; "
+        "default no limit.",
+    )
     accept: tuple[HeaderFormat, ...] = Field(
         (HeaderFormat.JOBSTREAM,), min_length=1,
         description="Header formats the job type's records may use: `jobstream` (`js-*` "
@@ -184,9 +200,16 @@ class JobTypeSettings(_Model):
     def _priorities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return check_priorities(v)
 
+    @field_validator("fair_by")
+    @classmethod
+    def _fair_by(cls, v: str | None) -> str | None:
+        return check_fair_by(v)
+
     @model_validator(mode="after")
     def _weights(self) -> JobTypeSettings:
         check_weights(self.priorities, self.lane_weights)
+        if self.max_in_flight_per_tenant is not None and self.fair_by is None:
+            raise ValueError("max_in_flight_per_tenant needs fair_by (what a tenant is)")
         return self
 
     @property

@@ -47,3 +47,11 @@ def check_weights(priorities: tuple[str, ...], weights: tuple[int, ...] | None) 
         )
     if any(isinstance(w, bool) or w < 1 for w in weights):
         raise ValueError(f"lane_weights must be positive integers, got {list(weights)}")
+
+
+def check_fair_by(v: str | None) -> str | None:
+    if v is None or v == "key":
+        return v
+    if v.startswith("header:") and v[len("header:"):].strip():
+        return v
+    raise ValueError(f"fair_by is `key` or `header:<name>` (e.g. header:tenant), got {v!r}")

@@ -90,6 +90,7 @@ class Dispatcher:
 
     def begin(self, ps: PartitionState, job: Job) -> None:
         if self.ledger.is_done(ps.ledger_tp, job.job_id):
+            self._ended(job)
             self.hooks.after_outcome(Finished(job, job.job_type, Outcome.DEDUPLICATED))
             self.history.attempt(ps, job, "deduplicated", None)
             ps.release_hold(job)
@@ -98,6 +99,7 @@ class Dispatcher:
             return
         crashed = self.crash_watch.verdict(ps, job)
         if crashed is not None:  # took its worker down worker.max_crashes times
+            self._ended(job)
             self.fail(ps, job, crashed, None)
             return
         verdict = self.hooks.before_start(job, time.monotonic())
@@ -105,6 +107,7 @@ class Dispatcher:
             self.deferred.append((ps, job))  # rate limited or breaker open: started later
             return
         if isinstance(verdict, Refuse):
+            self._ended(job)
             self.fail(ps, job, failure_of(verdict.category, "Refused", verdict.reason), None)
             return
         jd = self.jobs[job.job_type]
@@ -131,6 +134,11 @@ class Dispatcher:
                 abandon_after_s=cfg.abandon_after_s,
             ),
         )
+
+    def _ended(self, job: Job) -> None:
+        """The job will not run (now): its tenant's slot (fair sharing) is free again."""
+        if self.lanes is not None:
+            self.lanes.done(job)
 
     def next(self, ps: PartitionState, job: Job) -> None:
         nxt = ps.queues.done(job.order_key)
@@ -176,6 +184,12 @@ class Dispatcher:
         for ps in self.assignment:
             if owned is None or ps.tp in owned:
                 ps.queues.drain()
+        for _, _, job in self.waiting:
+            if owned is None or job.tp in owned:
+                self._ended(job)
+        for _, job in self.deferred:
+            if owned is None or job.tp in owned:
+                self._ended(job)
         if owned is None:
             self.waiting.clear()
             self.deferred.clear()
@@ -183,6 +197,7 @@ class Dispatcher:
             self.waiting = [w for w in self.waiting if w[2].tp not in owned]
             self.deferred = [d for d in self.deferred if d[0].tp not in owned]
         for gen, job in self.executor.withdraw(lambda t: owned is None or t[1].tp in owned):
+            self._ended(job)
             cur = self.assignment.current(job.tp, gen)
             if cur is not None:
                 cur.running -= 1
@@ -240,6 +255,8 @@ class Dispatcher:
                     "its key's next job",
                 )
             ps = self.assignment.current(job.tp, gen)
+            if ps is None or discard or not isinstance(error, NotAdmitted):
+                self._ended(job)
             if ps is None:
                 continue  # its partition was revoked while it ran: the new owner redoes it
             ps.running -= 1

@@ -10,7 +10,7 @@ retry tier, which the lanes share, is in the lane its js-priority header names."
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -19,7 +19,7 @@ from jobstream.config.settings import JobTypeSettings
 from jobstream.config.topics import JobTopics
 from jobstream.consumers.metrics import Metrics
 from jobstream.consumers.runtime.assignment import Assignment
-from jobstream.consumers.runtime.lanes import LaneFlow, LanePicker
+from jobstream.consumers.runtime.lanes import FairQueue, LaneFlow, LanePicker
 from jobstream.consumers.runtime.parts import PartitionState
 from jobstream.consumers.runtime.types import TP, Job
 from jobstream.schemas import wire
@@ -33,8 +33,20 @@ class _TypeLanes:
     names: tuple[str, ...]
     picker: LanePicker
     flow: LaneFlow
-    queues: list[deque[Waiting]] = field(default_factory=list)
+    fair_by: str | None  # None: one tenant, first in first out
+    limit: int | None  # max_in_flight_per_tenant
+    has_lanes: bool  # False: fair sharing only, on T
+    running: Counter[str] = field(default_factory=Counter)  # per tenant, with a limit
+    queues: list[FairQueue[Waiting]] = field(default_factory=list)
     paused: list[bool] = field(default_factory=list)
+
+    def tenant(self, job: Job) -> str:
+        fair = self.fair_by
+        if fair is None:
+            return ""
+        if fair == "key":
+            return job.order_key.decode("utf-8", "replace")
+        return job.headers.get(fair[len("header:"):], "")
 
     def index(self, name: str | None) -> int:
         try:
@@ -59,14 +71,16 @@ class LaneGate:
         self.types: dict[str, _TypeLanes] = {}
         self.lane_of_topic: dict[str, tuple[_TypeLanes, int]] = {}
         for jt, c in cfg.items():
-            if not c.priorities:
+            if not c.priorities and not c.fair_by:
                 continue
-            tl = _TypeLanes(jt, c.lanes, LanePicker(c.weights), LaneFlow(c.weights, buffer))
-            tl.queues = [deque() for _ in c.lanes]
+            tl = _TypeLanes(jt, c.lanes, LanePicker(c.weights), LaneFlow(c.weights, buffer),
+                            c.fair_by, c.max_in_flight_per_tenant, bool(c.priorities))
+            tl.queues = [FairQueue(tl.running, tl.limit) for _ in c.lanes]
             tl.paused = [False] * len(c.lanes)
             self.types[jt] = tl
-            for i, topic in enumerate(topics[jt].lanes):
+            for i, topic in enumerate(topics[jt].lanes or (topics[jt].main,)):
                 self.lane_of_topic[topic] = (tl, i)
+        self._started: dict[int, tuple[_TypeLanes, str]] = {}  # id(job) -> its tenant's count
         self._order = list(self.types.values())
         self._next_type = 0
 
@@ -80,7 +94,7 @@ class LaneGate:
             return False
         got = self.lane_of_topic.get(ps.tp[0])
         lane = got[1] if got is not None else tl.index(job.headers.get(wire.PRIORITY))
-        tl.queues[lane].append((ps, job, ps.gen))
+        tl.queues[lane].append(tl.tenant(job), (ps, job, ps.gen))
         return True
 
     def queued(self) -> int:
@@ -99,26 +113,34 @@ class LaneGate:
         while free > 0 and idle < n:
             tl = self._order[self._next_type % n]
             self._next_type += 1
-            lane = tl.picker.pick([bool(q) for q in tl.queues])
-            if lane is None:
+            lane = tl.picker.pick([q.ready() for q in tl.queues])
+            got = tl.queues[lane].pop() if lane is not None else None
+            if lane is None or got is None:
                 idle += 1
                 continue
             idle = 0
-            ps, job, gen = tl.queues[lane].popleft()
+            tenant, (ps, job, gen) = got
             if self.assignment.current(job.tp, gen) is None:
                 continue  # revoked or rewound meanwhile: its new state fetches it again
             free -= 1
+            if tl.limit is not None:
+                tl.running[tenant] += 1
+                self._started[id(job)] = (tl, tenant)
             self.metrics.lane_started(tl.job_type, tl.names[lane], job.enqueued_at_ms, now_ms)
             yield ps, job
+
+    def done(self, job: Job) -> None:
+        """A released job ended (ran, or never will: dropped, deduplicated): its tenant may
+        start another. Called more than once for a job, it counts once."""
+        got = self._started.pop(id(job), None)
+        if got is not None:
+            got[0].running[got[1]] -= 1
 
     def forget(self, tps: Iterable[TP] | None = None) -> None:
         owned = None if tps is None else set(tps)
         for tl in self._order:
-            for i, q in enumerate(tl.queues):
-                if owned is None:
-                    q.clear()
-                else:
-                    tl.queues[i] = deque(w for w in q if w[0].tp not in owned)
+            for q in tl.queues:
+                q.keep(lambda w: owned is not None and w[0].tp not in owned)
 
     def reconcile(self) -> None:
         """Each lane's pause decision from what its partitions hold fetched (LaneFlow); read
@@ -132,6 +154,8 @@ class LaneGate:
             if got is not None:
                 counts[id(got[0])][got[1]] += ps.in_flight
         for tl in self._order:
+            if not tl.has_lanes:
+                continue
             buffered = counts[id(tl)]
             tl.paused = tl.flow.step(buffered)
             for i, name in enumerate(tl.names):
@@ -142,4 +166,4 @@ class LaneGate:
         """Whether a lane partition's lane should not fetch now; None for any other partition
         (the worker's whole-buffer rule applies to it)."""
         got = self.lane_of_topic.get(ps.tp[0])
-        return None if got is None else got[0].paused[got[1]]
+        return None if got is None or not got[0].has_lanes else got[0].paused[got[1]]

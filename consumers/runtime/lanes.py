@@ -20,7 +20,11 @@ with the fetch wake-up, consumers/runtime/fetch_wake.py) to land before its jobs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class LanePicker:
@@ -69,3 +73,64 @@ class LaneFlow:
             elif total >= self.buffer and n >= reserve:
                 self.paused[i] = True
         return list(self.paused)
+
+
+class FairQueue(Generic[T]):
+    """One lane's ready jobs, first in first out per tenant, taken round robin across tenants
+    (fair sharing, `fair_by`): a tenant with 50,000 jobs fetched and one with 10 alternate, so
+    the small one is not kept behind the big one's burst. Without fair sharing every job has
+    the same tenant and this is a plain queue. `limit`: most jobs of one tenant running at
+    once (`max_in_flight_per_tenant`), counted in `running`, which the caller keeps."""
+
+    def __init__(self, running: Counter[str], limit: int | None = None) -> None:
+        self.running = running
+        self.limit = limit
+        self._by: dict[str, deque[T]] = {}
+        self._ring: deque[str] = deque()  # tenants with jobs, in turn order
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, tenant: str, item: T) -> None:
+        q = self._by.get(tenant)
+        if q is None:
+            q = self._by[tenant] = deque()
+            self._ring.append(tenant)
+        q.append(item)
+        self._n += 1
+
+    def ready(self) -> bool:
+        """A job that may start now: any at all, or with a limit, one of a tenant under it."""
+        if not self._n:
+            return False
+        limit = self.limit
+        return limit is None or any(self.running[t] < limit for t in self._ring)
+
+    def pop(self) -> tuple[str, T] | None:
+        """The next tenant's oldest job (None: none may start), its turn passed on."""
+        ring, limit = self._ring, self.limit
+        for _ in range(len(ring)):
+            tenant = ring[0]
+            ring.rotate(-1)
+            if limit is not None and self.running[tenant] >= limit:
+                continue
+            q = self._by[tenant]
+            item = q.popleft()
+            self._n -= 1
+            if not q:
+                del self._by[tenant]
+                ring.pop()  # it was just rotated to the end
+            return tenant, item
+        return None
+
+    def keep(self, wanted: Callable[[T], bool]) -> None:
+        """Drop the jobs that are not wanted (their partition went)."""
+        for tenant in list(self._by):
+            q = deque(x for x in self._by[tenant] if wanted(x))
+            self._n -= len(self._by[tenant]) - len(q)
+            if q:
+                self._by[tenant] = q
+            else:
+                del self._by[tenant]
+                self._ring.remove(tenant)
