@@ -8,7 +8,7 @@ Latency: LOW jobs queued in the `low` lane, one worker started on them, then HIG
 published at RATE/s in `high`; per high job its start minus its publish. Printed next to the
 same run without lanes (every job on T, the high ones behind the backlog of their partition).
 Shares: SHARES jobs in each of high, default, low; the starts per lane over WINDOW seconds
-against the weights 8:3:1, and the rate of one lane alone for comparison.
+against the weights 8:3:1. Fair sharing (--fair BIG): see fair().
 """
 
 from __future__ import annotations
@@ -133,6 +133,41 @@ def shares(tmp: Path, a: argparse.Namespace) -> None:
         stack.delete_topics()
 
 
+def fair(tmp: Path, a: argparse.Namespace, on: bool) -> dict[str, float]:
+    """One partition: BIG jobs of one tenant and SMALL tenants x 10 jobs at random places among
+    them, all queued, a buffer deep enough to fetch them all; per small job, its end minus the
+    worker's first start."""
+    import random
+
+    job: dict[str, Any] = {"partitions": 1, "timeout_s": 30}
+    if on:
+        job["fair_by"] = "header:tenant"
+    n = a.fair + a.small * 10
+    stack = make_stack(tmp, a.bootstrap, uuid.uuid4().hex[:8], job=job,
+                       worker={"max_in_flight": a.in_flight, "max_buffered": n})
+    behaviour = f"sleep_ms:{a.handler_ms}"
+    tenants = ["big"] * a.fair + [f"t{i}" for i in range(a.small) for _ in range(10)]
+    random.Random(1).shuffle(tenants)
+    try:
+        with stack.publisher() as pub:
+            for i, t in enumerate(tenants):
+                pub.publish_async(stack.job_type, {"seq": i, "behaviour": behaviour},
+                                  key=f"{t}-{i}", headers={"tenant": t})
+                if i % 1000 == 0:
+                    pub.producer.poll(0)
+        tail = Tail(stack.sink)
+        stack.start_worker()
+        _wait(tail, lambda r: sum(1 for x in r if not x["key"].startswith("big")) >= a.small * 10,
+              a.timeout, "every small tenant's job")
+        runs = tail.poll()
+        first = min(r["start"] for r in runs)
+        small = [(r["end"] - first) * 1000 for r in runs if not r["key"].startswith("big")]
+        return {"p50": percentile(small, 50), "p99": percentile(small, 99), "max": max(small)}
+    finally:
+        stack.stop_all(timeout=30)
+        stack.delete_topics()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bootstrap", default="127.0.0.1:9092")
@@ -145,6 +180,8 @@ def main() -> None:
     ap.add_argument("--shares", type=int, default=0, help="jobs per lane for the shares run")
     ap.add_argument("--window", type=float, default=30.0)
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--fair", type=int, default=0, help="jobs of the big tenant (fair run)")
+    ap.add_argument("--small", type=int, default=20, help="small tenants of 10 jobs each")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-lanes-"))
     if a.high:
@@ -160,6 +197,15 @@ def main() -> None:
         say(f"  target: p99 <= 100 ms + one handler ({100 + a.handler_ms} ms) with lanes")
     if a.shares:
         shares(tmp, a)
+    if a.fair:
+        got = {"fair_by": fair(tmp, a, True)}
+        if not a.skip_baseline:
+            got["first in first out"] = fair(tmp, a, False)
+        say(f"{a.small} small tenants x 10 jobs among {a.fair:,} of one big tenant, one "
+            f"partition, all queued; small jobs' end after the worker's first start:")
+        for name, r in got.items():
+            say(f"  {name:18s} p50 {r['p50']:8.0f} ms  p99 {r['p99']:8.0f} ms  "
+                f"max {r['max']:8.0f} ms")
 
 
 if __name__ == "__main__":

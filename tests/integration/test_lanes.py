@@ -4,6 +4,7 @@ lane pause state (the low lane is paused again wherever its backlog fills a buff
 
 from __future__ import annotations
 
+import random
 import signal
 import time
 import urllib.request
@@ -133,3 +134,29 @@ def test_weights_hold_when_every_lane_is_backlogged_and_a_lone_lane_gets_the_ful
         assert abs(share - weight / 12) <= 0.1 * weight / 12, (got, stack.tmp)
     # the lane alone ran at the worker's full rate: the same as all three together
     assert alone >= 0.8 * total / 6, (alone, total / 6)
+
+
+def test_fair_sharing_small_tenants_are_not_kept_behind_a_big_tenants_burst(
+    stack_factory,
+) -> None:
+    big, small = 3000, [f"t{i}" for i in range(5) for _ in range(10)]
+    tenants = ["big"] * big + small
+    random.Random(3).shuffle(tenants)
+    stack: Stack = stack_factory(job={"partitions": 1, "fair_by": "header:tenant"},
+                                 worker={"max_in_flight": 8, "max_buffered": 4000})
+    with stack.publisher() as pub:
+        for i, t in enumerate(tenants):
+            pub.publish_async(stack.job_type, {"seq": i, "behaviour": "sleep_ms:20"},
+                              key=f"{t}-{i}", headers={"tenant": t})
+    stack.start_worker()
+    stack.wait_for(lambda: sum(1 for r in stack.runs() if not r["key"].startswith("big"))
+                   == len(small), 60, "the small tenants' jobs")
+    runs = stack.runs()
+    first = min(r["start"] for r in runs)
+    last_small = max(r["end"] for r in runs if not r["key"].startswith("big")) - first
+    big_done = sum(1 for r in runs if r["key"].startswith("big"))
+    print(f"small tenants done {last_small:.2f}s after the first start, with {big_done} of "
+          f"the big tenant's {big} jobs run")
+    # first in first out they would finish with the burst: after most of its 3,000 (7.5 s)
+    assert big_done < big // 3, (big_done, stack.tmp)
+    stack.wait_runs(big + len(small), timeout=120)
