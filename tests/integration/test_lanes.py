@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 
-from tests.support.harness import Stack, free_port
+from jobstream.config.topics import AUDIT_TOPIC
+from jobstream.schemas import wire
+from tests.support.harness import ROOT, Stack, free_port
 
 LANES = {"priorities": ["high", "default", "low"], "partitions": 2}
 WORKER = {"max_in_flight": 8, "max_buffered": 200}
@@ -160,3 +164,44 @@ def test_fair_sharing_small_tenants_are_not_kept_behind_a_big_tenants_burst(
     # first in first out they would finish with the burst: after most of its 3,000 (7.5 s)
     assert big_done < big // 3, (big_done, stack.tmp)
     stack.wait_runs(big + len(small), timeout=120)
+
+
+def _replay(stack: Stack, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jobstream", "dlq", "replay", stack.job_type, "--yes",
+         "--from-start", *extra],
+        capture_output=True, text=True, env=stack.env(), cwd=ROOT, timeout=120)
+
+
+def test_a_replay_keeps_each_jobs_lane_and_priority_changes_it_audited(stack_factory) -> None:
+    stack: Stack = stack_factory(job=LANES)
+    high = stack.publish_many([({"seq": i, "behaviour": "permanent"}, f"h{i}")
+                               for i in range(3)], priority="high")
+    low = stack.publish_many([({"seq": 10 + i, "behaviour": "permanent"}, f"l{i}")
+                              for i in range(2)], priority="low")
+    stack.start_worker()
+    stack.wait_for(lambda: len(stack.read_topic(stack.topics.dlq)) == 5, 60, "5 dead letters")
+    assert stack.stop_all() == [0]
+    hi_topic, _, lo_topic = stack.topics.lanes
+
+    def ids(topic: str) -> list[str]:
+        return sorted(wire.decode_headers(m.headers())[wire.JOB_ID]
+                      for m in stack.read_topic(topic))
+
+    res = _replay(stack)
+    assert res.returncode == 0, res.stderr
+    stack.wait_for(lambda: len(ids(hi_topic)) == 6, 30, "high jobs back in high")
+    assert ids(hi_topic) == sorted(high * 2) and ids(lo_topic) == sorted(low * 2)
+
+    res = _replay(stack, "--priority", "low")
+    assert res.returncode == 0, res.stderr
+    stack.wait_for(lambda: len(ids(lo_topic)) == 9, 30, "every job now in low")
+    assert sorted(set(ids(lo_topic))) == sorted(high + low)
+    replayed = [wire.decode_headers(m.headers()) for m in stack.read_topic(lo_topic)][-5:]
+    assert {h[wire.PRIORITY] for h in replayed} == {"low"}
+    audit = [m.value() for m in stack.read_topic(AUDIT_TOPIC)
+             if stack.topics.dlq.encode() in (m.value() or b"")]
+    assert b'"priority": "low"' in audit[-1] or b'"priority":"low"' in audit[-1], audit[-1]
+
+    res = _replay(stack, "--priority", "urgent")
+    assert res.returncode != 0 and "no such lane (its lanes: default, high, low)" in res.stderr
