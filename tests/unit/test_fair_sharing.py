@@ -80,3 +80,53 @@ def test_small_tenants_are_not_kept_behind_a_big_tenants_burst(rig: Rig) -> None
     last_small = max(order.index(1000 + 10 * t + i) for t in range(5) for i in range(2))
     assert last_small < 40, order[:40]  # FIFO: after all 200 of the big tenant
     assert [s for s in order if s < 1000] == list(range(200))
+
+
+def test_the_per_tenant_limit_holds_and_frees_its_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each ended job (succeeded, retried, dead-lettered) frees its tenant's slot: a slot that
+    leaked would stall the tenant for good, and this run would not finish."""
+    import threading
+    import time as _time
+
+    lock = threading.Lock()
+    running: Counter[str] = Counter()
+    most: Counter[str] = Counter()
+    succeeded: set[int] = set()
+
+    def handler(payload: dict[str, Any], ctx: Any) -> None:
+        t = ctx.headers["tenant"]
+        with lock:
+            running[t] += 1
+            most[t] = max(most[t], running[t])
+        try:
+            _time.sleep(0.002)
+            if payload["behaviour"] == "fail_once" and ctx.attempt == 1:
+                raise ConnectionError("transient")
+            if payload["behaviour"] == "permanent":
+                from jobstream.consumers.errors import PermanentError
+
+                raise PermanentError("bad")
+            with lock:
+                succeeded.add(payload["seq"])
+        finally:
+            with lock:
+                running[t] -= 1
+
+    r = Rig(monkeypatch, partitions=2, handler=handler,
+            job={"fair_by": "header:tenant", "max_in_flight_per_tenant": 2,
+                 "retry_tiers": ["1s"], "max_attempts": 2},
+            worker={"max_in_flight": 8})
+    try:
+        behaviours = ["ok", "fail_once", "permanent", "ok"]
+        for i in range(60):
+            r.publisher.publish(JOB_TYPE, {"seq": i, "behaviour": behaviours[i % 4]},
+                                key=f"k{i}", headers={"tenant": f"t{i % 3}"})
+        r.start()
+        r.wait(r.committed_to_end, "every job finished", timeout=15)
+        r.wait(lambda: len(r.cluster.records(r.topics.dlq)) == 15, "the dead letters")
+        r.wait(lambda: len(succeeded) == 45, "45 successes", timeout=15)
+        assert max(most.values()) <= 2 and min(most.values()) == 2, most
+        gate = r.workers[0].lanes
+        assert all(n == 0 for tl in gate.types.values() for n in tl.running.values())
+    finally:
+        r.close()
