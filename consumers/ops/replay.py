@@ -25,7 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from jobstream.config.durations import format_duration, parse_duration
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings
-from jobstream.config.topics import RETRY_MARK, retry_topic
+from jobstream.config.topics import PRIORITY_MARK, RETRY_MARK, lane_topic, retry_topic
 from jobstream.consumers.ops import interrupt
 from jobstream.consumers.ops.dlq import DeadLetter, DlqError, Filters, Result
 from jobstream.consumers.ops.dlq_reader import (
@@ -39,6 +39,7 @@ from jobstream.consumers.ops.dlq_reader import (
     unreachable,
 )
 from jobstream.consumers.runtime.protection import RateLimiter, acquire_blocking
+from jobstream.producers.lanes import lane_destination
 from jobstream.schemas import wire
 from jobstream.schemas.registry import SchemaRegistry
 
@@ -90,6 +91,19 @@ def destination(spec: str, t: Target, topics: dict[str, int]) -> tuple[str, str,
     return canon, name, delay
 
 
+def lane_of_replay(priority: str, canon: str, main: str, topics: dict[str, int]) -> str:
+    """--priority: the lane's topic, which must exist; only with --to origin."""
+    if canon != "origin":
+        raise DlqError(f"--priority goes with --to origin, not --to {canon}")
+    name = lane_topic(main, priority)
+    if name not in topics:
+        mark = main + PRIORITY_MARK
+        lanes = ["default", *sorted(n[len(mark):] for n in topics if n.startswith(mark))]
+        raise DlqError(f"--priority {priority}: {main} has no such lane (its lanes: "
+                       f"{', '.join(lanes)})")
+    return name
+
+
 @dataclass(frozen=True)
 class ReplayPlan:
     """What a replay is about to do, shown to the operator before anything is sent."""
@@ -121,7 +135,7 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
            from_start: bool = False, progress: ProgressCb | None = None,
            confirm: Callable[[ReplayPlan], None] | None = None, on_skip: SkipCb | None = None,
            registry: SchemaRegistry | None = None, audit: bool = True,
-           audit_extra: dict[str, Any] | None = None) -> Result:
+           audit_extra: dict[str, Any] | None = None, priority: str | None = None) -> Result:
     """Republish matching dead letters to the main topic (or a retry tier), same partition.
 
     Bounded by the DLQ end offsets taken at start, so jobs that die again meanwhile are not
@@ -130,6 +144,8 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
     nothing. A record larger than the destination accepts is skipped, told to on_skip and
     counted (Result.too_large); progress moves past it, the record stays in the DLQ.
     audit_extra goes into the audit record (the console names its signed-in user there).
+    priority: send every job to that lane of the main topic (docs/priorities.md), audited;
+    without it each goes back to its own lane.
     """
     from jobstream.producers.publisher import Publisher
 
@@ -140,6 +156,9 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
     topics = list_topics(settings)
     t = resolve_target(settings, target, topics)
     canon, dest, delay = destination(to, t, topics)
+    if priority is not None:
+        dest = lane_of_replay(priority, canon, t.main, topics)
+        audit_extra = {**(audit_extra or {}), "priority": priority}
     group = replay_group(t.dlq, canon, filters)
     r = Reader(settings, t.dlq, group)
     result = Result("replay", t.dlq, dest, dry_run=dry_run)
@@ -169,6 +188,10 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
         pub = None if dry_run else Publisher(settings, registry,
                                              producer_config={"logger": QUIET})
         run = _Run(r, pub, plan, filters, delay, result, on_skip)
+        run.priority = priority
+        if canon == "origin" and priority is None:  # each job back to its own lane
+            mark = t.main + PRIORITY_MARK
+            run.lanes = tuple(n for n in topics if n.startswith(mark))
         run.go(limit, rate, progress)
         finished = True
         return result
@@ -211,6 +234,8 @@ class _Run:
         self.held_back: set[int] = set()  # partitions whose progress an `until` record holds
         self.sent = 0  # since the last checkpoint
         self.covered: dict[int, tuple[int, int]] = {}  # first, last offset handled per partition
+        self.lanes: tuple[str, ...] = ()  # the main topic's lane topics (to origin only)
+        self.priority: str | None = None  # --priority: every job's new lane
 
     def go(self, limit: int | None, rate: float | None, progress: ProgressCb | None) -> None:
         # burst=1: evenly spaced sends, no burst after a pause.
@@ -253,9 +278,15 @@ class _Run:
         from jobstream.producers.publisher import PayloadTooLarge
 
         not_before = None if self.delay is None else int((time.time() + self.delay) * 1000)
+        dest = self.plan.destination
+        if self.lanes:
+            dest = lane_destination(dest, self.lanes, dl.raw_headers)
+        hdrs = replay_headers(dl.raw_headers, dl.ref, not_before)
+        if self.priority is not None:
+            hdrs = [h for h in hdrs if h[0] != wire.PRIORITY] + [(wire.PRIORITY,
+                                                                 self.priority.encode())]
         try:
-            self.pub.send(self.plan.destination, dl.key, dl.value,
-                          replay_headers(dl.raw_headers, dl.ref, not_before),
+            self.pub.send(dest, dl.key, dl.value, hdrs,
                           partition=dl.partition, on_delivery=self._delivered(dl))
         except PayloadTooLarge as e:
             self._too_large(dl.ref, dl.job_id, str(e))
@@ -265,7 +296,7 @@ class _Run:
         # the audit record covers the run as a whole.
         log.debug("replayed", job_id=dl.job_id, job_type=dl.job_type,
                   trace_id=wire.trace_id(dl.headers.get(wire.TRACEPARENT)),
-                  replayed_from=dl.ref, topic=self.plan.destination, partition=dl.partition)
+                  replayed_from=dl.ref, topic=dest, partition=dl.partition)
 
     def _delivered(self, dl: DeadLetter) -> Callable[[KafkaError | None, Message], None]:
         ref, job_id = dl.ref, dl.job_id

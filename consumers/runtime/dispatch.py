@@ -21,6 +21,7 @@ from jobstream.consumers.runtime.executor import Executor, Task
 from jobstream.consumers.runtime.history import HistoryWriter
 from jobstream.consumers.runtime.hook_defaults import Gates
 from jobstream.consumers.runtime.hooks import Finished, Hooks, Refuse, Verdict
+from jobstream.consumers.runtime.lane_gate import LaneGate
 from jobstream.consumers.runtime.ledger import Ledger
 from jobstream.consumers.runtime.parts import PartitionState
 from jobstream.consumers.runtime.types import TP, Job, Outcome
@@ -45,6 +46,7 @@ class Dispatcher:
         succeed: Callable[[PartitionState, Job, float, Any], None],
         fail: Callable[[PartitionState, Job, Failure, float | None], None],
         finish: Callable[[PartitionState, int], None],
+        lanes: LaneGate | None = None,
     ) -> None:
         self.jobs = jobs
         self.cfg = cfg
@@ -69,9 +71,26 @@ class Dispatcher:
         self.waiting: list[tuple[float, int, Job]] = []  # (due monotonic, seq, job) in place
         self.deferred: list[tuple[PartitionState, Job]] = []  # rate-limited, ready to start
         self._seq = 0
+        # Jobs of job types with priority lanes wait there for a slot (lane_gate.py).
+        self.lanes = lanes if lanes else None
 
     def start(self, ps: PartitionState, job: Job) -> None:
+        """A job ready to start (its key's head): now, or in its lane's turn."""
+        if self.lanes is not None and self.lanes.hold(ps, job):
+            return
+        self.begin(ps, job)
+
+    def start_lanes(self) -> None:
+        """Start lane jobs in the lanes' weighted order while handler slots are free."""
+        lanes = self.lanes
+        if lanes is None or not lanes.queued():
+            return
+        for ps, job in lanes.release(sum(p.running for p in self.assignment)):
+            self.begin(ps, job)
+
+    def begin(self, ps: PartitionState, job: Job) -> None:
         if self.ledger.is_done(ps.ledger_tp, job.job_id):
+            self._ended(job)
             self.hooks.after_outcome(Finished(job, job.job_type, Outcome.DEDUPLICATED))
             self.history.attempt(ps, job, "deduplicated", None)
             ps.release_hold(job)
@@ -80,6 +99,7 @@ class Dispatcher:
             return
         crashed = self.crash_watch.verdict(ps, job)
         if crashed is not None:  # took its worker down worker.max_crashes times
+            self._ended(job)
             self.fail(ps, job, crashed, None)
             return
         verdict = self.hooks.before_start(job, time.monotonic())
@@ -87,6 +107,7 @@ class Dispatcher:
             self.deferred.append((ps, job))  # rate limited or breaker open: started later
             return
         if isinstance(verdict, Refuse):
+            self._ended(job)
             self.fail(ps, job, failure_of(verdict.category, "Refused", verdict.reason), None)
             return
         jd = self.jobs[job.job_type]
@@ -114,6 +135,11 @@ class Dispatcher:
             ),
         )
 
+    def _ended(self, job: Job) -> None:
+        """The job will not run (now): its tenant's slot (fair sharing) is free again."""
+        if self.lanes is not None:
+            self.lanes.done(job)
+
     def next(self, ps: PartitionState, job: Job) -> None:
         nxt = ps.queues.done(job.order_key)
         if nxt is not None:
@@ -135,12 +161,12 @@ class Dispatcher:
             _, _, job = heapq.heappop(self.waiting)
             ps = self.assignment.get(job.tp)
             if ps is not None:
-                self.start(ps, job)
+                self.begin(ps, job)
         if self.deferred:
             deferred, self.deferred = self.deferred, []
             for ps, job in deferred:
                 if job.tp in self.assignment:
-                    self.start(ps, job)
+                    self.begin(ps, job)
 
     def held_types(self, now: float) -> set[str]:
         """Job types whose partitions stay paused: jobs deferred, or the gate not accepting."""
@@ -153,9 +179,17 @@ class Dispatcher:
         still waiting for a slot of their job type's concurrency. Their offsets stay
         uncommitted."""
         owned = None if tps is None else set(tps)
+        if self.lanes is not None:
+            self.lanes.forget(owned)
         for ps in self.assignment:
             if owned is None or ps.tp in owned:
                 ps.queues.drain()
+        for _, _, job in self.waiting:
+            if owned is None or job.tp in owned:
+                self._ended(job)
+        for _, job in self.deferred:
+            if owned is None or job.tp in owned:
+                self._ended(job)
         if owned is None:
             self.waiting.clear()
             self.deferred.clear()
@@ -163,6 +197,7 @@ class Dispatcher:
             self.waiting = [w for w in self.waiting if w[2].tp not in owned]
             self.deferred = [d for d in self.deferred if d[0].tp not in owned]
         for gen, job in self.executor.withdraw(lambda t: owned is None or t[1].tp in owned):
+            self._ended(job)
             cur = self.assignment.current(job.tp, gen)
             if cur is not None:
                 cur.running -= 1
@@ -220,6 +255,8 @@ class Dispatcher:
                     "its key's next job",
                 )
             ps = self.assignment.current(job.tp, gen)
+            if ps is None or discard or not isinstance(error, NotAdmitted):
+                self._ended(job)
             if ps is None:
                 continue  # its partition was revoked while it ran: the new owner redoes it
             ps.running -= 1

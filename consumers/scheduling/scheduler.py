@@ -46,6 +46,7 @@ from jobstream.config.topics import job_topics
 from jobstream.consumers.scheduling.index import PendingIndex, key_hash
 from jobstream.consumers.scheduling.reader import ReadAhead
 from jobstream.consumers.scheduling.snapshot import SnapshotError, Snapshots
+from jobstream.producers.lanes import lane_destination
 from jobstream.schemas import wire
 
 # Records of jobs due within this window are read back ahead of time, so the dispatch at the
@@ -114,6 +115,7 @@ class Scheduler(threading.Thread):
         tops = [job_topics(jt, settings.job(jt)) for jt in job_types]
         self.main_of = {t.scheduled: t.main for t in tops}
         self.snapshots_of = {t.scheduled: t.snapshots for t in tops}
+        self.lanes_of = {t.scheduled: t.lanes for t in tops}  # a due job goes to its lane
         ws = settings.worker
         self.consumer = Consumer(client_config(settings.kafka, **{
             "group.id": self.group,
@@ -371,7 +373,8 @@ class Scheduler(threading.Thread):
                 raw = _headers(m)
                 hdrs = [(k, v) for k, v in raw if k not in (wire.RUN_AT, wire.KEY)]
                 key = dict(raw).get(wire.KEY) or m.key()
-                p.produce(st.main, m.value(), key, partition=st.partition, headers=hdrs)
+                dest = lane_destination(st.main, self.lanes_of.get(st.topic, ()), hdrs)
+                p.produce(dest, m.value(), key, partition=st.partition, headers=hdrs)
                 p.produce(st.topic, None, m.key(), partition=st.partition)
             offsets = [TopicPartition(st.topic, st.partition, st.position)
                        for st in {id(s): s for s, _ in batch}.values()]
