@@ -19,6 +19,7 @@ from jobstream.config.settings import Settings, load_settings
 from jobstream.config.topics import main_topic, scheduled_topic
 from jobstream.producers import delayed
 from jobstream.producers import status as job_status
+from jobstream.producers.cancel import CancelResult
 from jobstream.producers.connection import ErrorWatch
 from jobstream.producers.delivery import DeliveryWatch, given_up
 from jobstream.producers.errors import (
@@ -314,14 +315,16 @@ class Publisher:
         return delayed.partition_count(self.producer, topic, self._partitions)
 
     def cancel(self, job_type: str, job_id: str, key: str | None = None,
-               timeout: float = 30.0) -> None:
-        """Cancel a delayed job that is not yet due: its T.scheduled entry gets a tombstone,
-        so no scheduler dispatches it, and the cancel is audited (jobstream.audit). `key`: the
-        key it was published with, if any. A job already dispatched is not stopped by this."""
-        from jobstream.producers.delayed import cancel
+               timeout: float = 30.0, confirm_timeout: float = 10.0) -> CancelResult:
+        """Cancel a queued, scheduled or retrying job: a `cancelled` ledger entry makes the
+        workers skip it (a delayed job's T.scheduled entry gets its tombstone too); audited.
+        A job already succeeded, dead-lettered or cancelled is left as it is, and an unknown id
+        changes nothing: the result's `outcome` says which (producers/cancel.py). A running
+        attempt is not stopped. `key`: the key it was published with, if any."""
+        from jobstream.producers.cancel import cancel
 
         self.registry.latest(job_type)  # UnknownJobType before any write
-        cancel(self, job_type, job_id, key, timeout)
+        return cancel(self, job_type, job_id, key, timeout, confirm_timeout)
 
     def max_record_bytes(self, topic: str) -> int:
         """The topic's max.message.bytes (cached); the producer's limit if it cannot be read."""
