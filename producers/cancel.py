@@ -39,6 +39,9 @@ from jobstream.schemas.chain import GENESIS
 from jobstream.schemas.ledger_entry import cancel_key, encode_cancel
 from jobstream.schemas.lifecycle import FINAL
 
+# Audit appends are serialised by one transactional id (audit_chain.py): threads of one
+# process cancelling at once would fence each other; they take turns here instead.
+_AUDIT_LOCK = threading.Lock()
 _SCAN: Final = 200_000  # most records read of each tail (T.scheduled, a tier) to find the job
 CancelOutcome = Literal["cancelled", "already_final", "unknown"]
 
@@ -152,90 +155,162 @@ class _Reader:
 
 def _state(settings: Settings, topics: JobTopics, job_type: str, job_id: str,
            key: str | None, p: int, timeout: float) -> tuple[str, int, bool]:
-    """(state, attempts, waits in T.scheduled)."""
+    """(state, attempts, waits in T.scheduled). T.scheduled and the tiers are read only when
+    history, ledger and T's tail know nothing of the job (a delayed job not yet due, or a job
+    type without history)."""
     from jobstream.producers.status import status
 
     st = status(settings, job_type, job_id, key, timeout)
+    if st.state != "unknown":
+        return st.state, st.attempts, False
     reader = _Reader(settings, timeout)
     try:
-        scheduled = reader.scheduled(topics.scheduled, p, job_id)
-        state = st.state
-        if state == "unknown":
-            if scheduled:
-                state = "scheduled"
-            elif reader.waiting(topics.retries, p, job_id):
-                state = "retrying"
+        if reader.scheduled(topics.scheduled, p, job_id):
+            return "scheduled", st.attempts, True
+        if reader.waiting(topics.retries, p, job_id):
+            return "retrying", st.attempts, False
     finally:
         reader.close()
-    return state, st.attempts, scheduled
+    return "unknown", st.attempts, False
 
 
 def cancel(pub: Any, job_type: str, job_id: str, key: str | None = None,
            timeout: float = 30.0, confirm_timeout: float = 10.0) -> CancelResult:
     """Cancel the job unless it is final or unknown (see the module's docstring)."""
+    return cancel_many(pub, job_type, [(job_id, key)], timeout, confirm_timeout)[0]
+
+
+def cancel_many(pub: Any, job_type: str, jobs: list[tuple[str, str | None]],
+                timeout: float = 30.0, confirm_timeout: float = 10.0) -> list[CancelResult]:
+    """Cancel each (job id, key) unless it is final or unknown: looked up side by side, the
+    entries written together, one fence wait per partition and one audit record for them all
+    (the audit topic takes one writer at a time: a record per job made 100 cancels take a
+    minute)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from jobstream.producers.delayed import cancel as tombstone
     from jobstream.producers.errors import check_id, check_key
     from jobstream.schemas.partitioner import partition_for
 
-    check_id("job_id", job_id)
-    if key is not None:
-        check_key(key)
+    for job_id, key in jobs:
+        check_id("job_id", job_id)
+        if key is not None:
+            check_key(key)
+    if not jobs:
+        return []
     settings: Settings = pub.settings
     topics = job_topics(job_type, settings.job(job_type))
-    p = partition_for((key or job_id).encode("utf-8"), pub._partition_count(topics.main))
-    state, attempts, scheduled = _state(settings, topics, job_type, job_id, key, p, timeout)
-    if state in FINAL:
-        return CancelResult(job_type, job_id, "already_final", state, confirmed=True)
-    if state == "unknown":
-        return CancelResult(job_type, job_id, "unknown", state, confirmed=True)
-    by, now = _who(), int(time.time() * 1000)
-    offset = _send(pub, topics.ledger, p, cancel_key(job_id).encode(),
-                   encode_cancel(now, attempts, by), timeout, job_id)
-    if scheduled:
-        tombstone(pub, job_type, job_id, key, timeout, audit=False)
-    cancel_id = uuid.uuid4().hex
-    rec = history.event("cancelled", job_id=job_id, job_type=job_type, at=now, user=by,
-                        attempt=attempts or None, reason=f"jobs cancel (was {state})")
-    value, _ = history.encode(rec, GENESIS, f"{history.OPS_STREAM}:{cancel_id}")
-    _send(pub, topics.history, p, (key or job_id).encode(), value, timeout, job_id)
-    where = f"{topics.ledger}[{p}]@{offset}"
-    confirmed = wait_fence(settings, topics.consumed, p, offset, confirm_timeout)
-    _audit(settings, job_type, job_id, key, state, where, confirmed, cancel_id)
-    return CancelResult(job_type, job_id, "cancelled", state, confirmed, where)
+    n = pub._partition_count(topics.main)
+    parts = [partition_for((key or job_id).encode("utf-8"), n) for job_id, key in jobs]
+    with ThreadPoolExecutor(min(8, len(jobs)), thread_name_prefix="js-cancel") as pool:
+        states = list(pool.map(lambda i: _state(settings, topics, job_type, jobs[i][0],
+                                                jobs[i][1], parts[i], timeout), range(len(jobs))))
+    results: list[CancelResult | None] = [None] * len(jobs)
+    todo = []
+    for i, (state, _, _) in enumerate(states):
+        if state in FINAL:
+            results[i] = CancelResult(job_type, jobs[i][0], "already_final", state, True)
+        elif state == "unknown":
+            results[i] = CancelResult(job_type, jobs[i][0], "unknown", state, True)
+        else:
+            todo.append(i)
+    if not todo:
+        return [r for r in results if r is not None]
+    by, now, cancel_id = _who(), int(time.time() * 1000), uuid.uuid4().hex
+    rows = []
+    for i in todo:
+        job_id, key = jobs[i]
+        state, attempts, _ = states[i]
+        rows.append((topics.ledger, parts[i], cancel_key(job_id).encode(),
+                     encode_cancel(now, attempts, by)))
+        rec = history.event("cancelled", job_id=job_id, job_type=job_type, at=now, user=by,
+                            attempt=attempts or None, reason=f"jobs cancel (was {state})")
+        # A stream of its own per cancel and partition: operators cancelling at once never
+        # fork one chain (schemas/chain.py).
+        value, _ = history.encode(rec, GENESIS,
+                                  f"{history.OPS_STREAM}:{cancel_id}:{job_id}")
+        rows.append((topics.history, parts[i], (key or job_id).encode(), value))
+    offsets = _send_all(pub, rows, timeout)[::2]
+    for i in todo:
+        if states[i][2]:
+            tombstone(pub, job_type, jobs[i][0], jobs[i][1], timeout, audit=False)
+    last: dict[int, int] = {}
+    for i, off in zip(todo, offsets, strict=True):
+        last[parts[i]] = max(last.get(parts[i], -1), off)
+    deadline = time.monotonic() + confirm_timeout
+    confirmed = {p: wait_fence(settings, topics.consumed, p, off,
+                               max(0.0, deadline - time.monotonic()))
+                 for p, off in sorted(last.items())}
+    for i, off in zip(todo, offsets, strict=True):
+        results[i] = CancelResult(job_type, jobs[i][0], "cancelled", states[i][0],
+                                  confirmed[parts[i]], f"{topics.ledger}[{parts[i]}]@{off}")
+    done = [r for r in results if r is not None]
+    _audit(settings, job_type, [(jobs[i][0], jobs[i][1], results[i]) for i in todo], cancel_id)
+    return done
 
 
-def _send(pub: Any, topic: str, p: int, key: bytes, value: bytes, timeout: float,
-          job_id: str) -> int:
-    """Produce one record and wait for its acknowledgement; its offset."""
-    done = threading.Event()
-    got: list[Any] = []
+def _send_all(pub: Any, rows: list[tuple[str, int, bytes, bytes]], timeout: float
+              ) -> list[int]:
+    """Produce these (topic, partition, key, value) records and wait for every
+    acknowledgement; their offsets, in order."""
+    got: list[tuple[Any, int] | None] = [None] * len(rows)
+    left = [len(rows)]
 
-    def on_delivery(err: Any, msg: Any) -> None:
-        got.append((err, msg.offset() if msg is not None else None))
-        done.set()
+    def make_cb(i: int) -> Any:
+        def on_delivery(err: Any, msg: Any) -> None:
+            got[i] = (err, msg.offset() if msg is not None else -1)
+            left[0] -= 1
+        return on_delivery
 
-    pub.send(topic, key, value, [], partition=p, on_delivery=on_delivery, check_size=False)
+    for i, (topic, p, key, value) in enumerate(rows):
+        pub.send(topic, key, value, [], partition=p, on_delivery=make_cb(i), check_size=False,
+                 serve=False)
     deadline = time.monotonic() + timeout
-    while not done.is_set():
+    while left[0]:
         if time.monotonic() > deadline:
-            raise PublishError(f"cancel of job {job_id}: no acknowledgement from {topic} within "
-                               f"{timeout:g}s")
+            raise PublishError(f"cancel: {left[0]} of {len(rows)} records not acknowledged "
+                               f"within {timeout:g}s")
         pub.producer.poll(0.05)
-    err, offset = got[0]
-    if err is not None:
-        raise PublishError(f"cancel of job {job_id}: {topic}: {err.str()}")
-    return int(offset)
+    out = []
+    for (topic, _, key, _), g in zip(rows, got, strict=True):
+        assert g is not None
+        if g[0] is not None:
+            raise PublishError(f"cancel of {key.decode(errors='replace')}: {topic}: "
+                               f"{g[0].str()}")
+        out.append(int(g[1]))
+    return out
+
+
+def _owned(settings: Settings, tps: list[TopicPartition], timeout: float
+           ) -> list[TopicPartition]:
+    """The ones of `tps` a live member of the workers' group owns now; all of them when the
+    group cannot be described. One nobody owns needs no fence: whoever takes it restores the
+    ledger, cancel included, before it starts a job of it."""
+    from confluent_kafka.admin import AdminClient
+
+    group = settings.worker.group_id
+    try:
+        admin = AdminClient(client_config(settings.kafka))
+        desc = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(
+            timeout=timeout)
+        owned = {(tp.topic, tp.partition) for m in desc.members
+                 for tp in (m.assignment.topic_partitions if m.assignment else [])}
+    except Exception:
+        return tps
+    return [tp for tp in tps if (tp.topic, tp.partition) in owned]
 
 
 def wait_fence(settings: Settings, sources: tuple[str, ...], p: int, offset: int,
                timeout: float) -> bool:
     """Whether every worker owning partition p of these topics has read the ledger past
-    `offset` within `timeout` (ledger_tail.py)."""
+    `offset` (ledger_tail.py) within `timeout`."""
     from jobstream.consumers.runtime.ledger_tail import fence_group
 
+    tps = _owned(settings, [TopicPartition(t, p) for t in sources], min(timeout, 5.0) or 5.0)
+    if not tps:
+        return True
     consumer = Consumer(client_config(settings.kafka, **{
         "group.id": fence_group(settings.worker.group_id), "enable.auto.commit": False}))
-    tps = [TopicPartition(t, p) for t in sources]
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -252,24 +327,30 @@ def wait_fence(settings: Settings, sources: tuple[str, ...], p: int, offset: int
         consumer.close()
 
 
-def _audit(settings: Settings, job_type: str, job_id: str, key: str | None, state: str,
-           where: str, confirmed: bool, cancel_id: str) -> None:
+def _audit(settings: Settings, job_type: str,
+           done: list[tuple[str, str | None, CancelResult | None]], cancel_id: str) -> None:
     from jobstream.consumers.ops.audit import who, write_audit
 
-    write_audit(settings, {
+    record: dict[str, Any] = {
         "id": cancel_id,
         "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "user": who(),
         "host": socket.gethostname(),
         "command": "jobs cancel",
         "target": job_type,
-        "job_id": job_id,
-        "key": key,
-        "previous_state": state,
-        "destination": where,
-        "confirmed": confirmed,
         "status": "completed",
-    })
+    }
+    if len(done) == 1:
+        job_id, key, res = done[0]
+        assert res is not None
+        record.update(job_id=job_id, key=key, previous_state=res.state,
+                      destination=res.ledger, confirmed=res.confirmed)
+    else:
+        record["jobs"] = [{"job_id": j, "key": k, "previous_state": r.state,
+                           "destination": r.ledger, "confirmed": r.confirmed}
+                          for j, k, r in done if r is not None]
+    with _AUDIT_LOCK:
+        write_audit(settings, record)
 
 
 def describe(result: CancelResult) -> str:

@@ -316,15 +316,17 @@ class Publisher:
 
     def cancel(self, job_type: str, job_id: str, key: str | None = None,
                timeout: float = 30.0, confirm_timeout: float = 10.0) -> CancelResult:
-        """Cancel a queued, scheduled or retrying job: a `cancelled` ledger entry makes the
-        workers skip it (a delayed job's T.scheduled entry gets its tombstone too); audited.
-        A job already succeeded, dead-lettered or cancelled is left as it is, and an unknown id
-        changes nothing: the result's `outcome` says which (producers/cancel.py). A running
-        attempt is not stopped. `key`: the key it was published with, if any."""
-        from jobstream.producers.cancel import cancel
+        """Cancel a queued, scheduled or retrying job (producers/cancel.py): the workers skip
+        it; a running attempt is not stopped. The result says cancelled, already_final or
+        unknown. `key`: the key it was published with, if any."""
+        return self.cancel_many(job_type, [(job_id, key)], timeout, confirm_timeout)[0]
 
+    def cancel_many(self, job_type: str, jobs: list[tuple[str, str | None]],
+                    timeout: float = 30.0, confirm_timeout: float = 10.0) -> list[CancelResult]:
+        """cancel() of each (job id, key), looked up side by side; one audit record."""
+        from jobstream.producers.cancel import cancel_many
         self.registry.latest(job_type)  # UnknownJobType before any write
-        return cancel(self, job_type, job_id, key, timeout, confirm_timeout)
+        return cancel_many(self, job_type, jobs, timeout, confirm_timeout)
 
     def max_record_bytes(self, topic: str) -> int:
         """The topic's max.message.bytes (cached); the producer's limit if it cannot be read."""

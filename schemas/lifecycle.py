@@ -105,6 +105,8 @@ def describe(rec: dict[str, Any], result_chars: int = 200) -> str:
     the result, the progress), as `jobs show` and the console's timeline print it."""
     kind = rec.get("event")
     if kind == "attempt":
+        if rec.get("outcome") == "cancelled":
+            return "skipped: cancelled before it ran"
         parts = []
         if isinstance(rec.get("error"), dict):
             e = rec["error"]

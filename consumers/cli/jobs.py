@@ -108,18 +108,23 @@ def jobs_wait(
 @jobs_app.command("cancel", epilog="Example: jobstream jobs cancel reports.generate 0f8e5c1a "
                                    "--key customer-42")
 def jobs_cancel(
-    job_type: JobType, job_id: JobId, key: Key = None, as_json: AsJson = False,
+    job_type: JobType,
+    job_ids: Annotated[list[str], typer.Argument(help="The job ids publish returned.")],
+    key: Key = None, as_json: AsJson = False,
     confirm_timeout: Annotated[str, typer.Option(
         help="How long to wait for the workers to confirm they have read the cancel.")] = "10s",
 ) -> None:
-    """Cancel a queued, scheduled or retrying job: a cancel entry in its ledger makes every
-    worker skip it (a delayed job's T.scheduled entry also gets a tombstone); audited. A running
-    attempt is not stopped, but no further attempt runs. Exit 0: cancelled; 3: the job had
-    already succeeded, was dead-lettered or cancelled (nothing changed); 4: no record of it."""
+    """Cancel queued, scheduled or retrying jobs: a cancel entry in the ledger makes every
+    worker skip the job (a delayed job's T.scheduled entry also gets a tombstone); audited. A
+    running attempt is not stopped, but no further attempt runs. Exit 0: cancelled; 3: a job
+    had already succeeded, was dead-lettered or cancelled (nothing changed); 4: no record of a
+    job."""
     from jobstream.consumers.cli.errors import fail
     from jobstream.producers.errors import PublishError
     from jobstream.producers.publisher import Publisher
 
+    if key is not None and len(job_ids) > 1:
+        fail("--key: give one job id with it (each job's key picks its partition)")
     try:
         wait_s = parse_duration(confirm_timeout, allow_zero=True)
     except ValueError as e:
@@ -127,20 +132,23 @@ def jobs_cancel(
     with _lookup_errors():
         try:
             with Publisher.from_settings(_settings_for(job_type)) as pub:
-                result = pub.cancel(job_type, job_id, key, confirm_timeout=wait_s)
+                results = pub.cancel_many(job_type, [(j, key) for j in job_ids],
+                                          confirm_timeout=wait_s)
         except PublishError as e:
             err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
             sys.exit(1)
-    if as_json:
-        from jobstream.producers.cancel import describe
+    from jobstream.producers.cancel import describe
 
-        sys.stdout.write(describe(result) + "\n")
-    else:
-        out.print(Text(result.message))
-    if result.outcome == "already_final":
-        sys.exit(EXIT_ALREADY_FINAL)
-    if result.outcome == "unknown":
+    for result in results:
+        if as_json:
+            sys.stdout.write(describe(result) + "\n")
+        else:
+            out.print(Text(result.message))
+    outcomes = {r.outcome for r in results}
+    if "unknown" in outcomes:
         sys.exit(EXIT_UNKNOWN)
+    if "already_final" in outcomes:
+        sys.exit(EXIT_ALREADY_FINAL)
 
 
 def _print(st: JobStatus, as_json: bool) -> None:
@@ -158,6 +166,13 @@ def _print(st: JobStatus, as_json: bool) -> None:
     if st.state == "unknown":
         out.print("  no record of it: a wrong id or key, or older than the history retention "
                   "and the ledger TTL")
+    for rec in st.events:
+        if rec.get("event") == "cancelled":
+            out.print(Text(f"  cancelled by {rec.get('user')} at {when(rec.get('at'))} UTC"
+                           f" ({rec.get('reason', 'jobs cancel')})"))
+        elif rec.get("event") == "replayed":
+            out.print(Text(f"  replayed by {rec.get('user')} at {when(rec.get('at'))} UTC "
+                           f"from {rec.get('from')}"))
     if st.has_result:
         out.print(Text("  result: " + json.dumps(st.result, ensure_ascii=False)))
     if st.last_error and st.state != "succeeded":
