@@ -169,10 +169,10 @@ def _print(st: JobStatus, as_json: bool) -> None:
     for rec in st.events:
         if rec.get("event") == "cancelled":
             out.print(Text(f"  cancelled by {rec.get('user')} at {when(rec.get('at'))} UTC"
-                           f" ({rec.get('reason', 'jobs cancel')})"))
+                           f" ({rec.get('reason', 'jobs cancel')})"), soft_wrap=True)
         elif rec.get("event") == "replayed":
             out.print(Text(f"  replayed by {rec.get('user')} at {when(rec.get('at'))} UTC "
-                           f"from {rec.get('from')}"))
+                           f"from {rec.get('from')}"), soft_wrap=True)
     if st.has_result:
         out.print(Text("  result: " + json.dumps(st.result, ensure_ascii=False)))
     if st.last_error and st.state != "succeeded":
