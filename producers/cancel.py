@@ -202,7 +202,7 @@ def cancel_many(pub: Any, job_type: str, jobs: list[tuple[str, str | None]],
     topics = job_topics(job_type, settings.job(job_type))
     n = pub._partition_count(topics.main)
     parts = [partition_for((key or job_id).encode("utf-8"), n) for job_id, key in jobs]
-    with ThreadPoolExecutor(min(8, len(jobs)), thread_name_prefix="js-cancel") as pool:
+    with ThreadPoolExecutor(min(16, len(jobs)), thread_name_prefix="js-cancel") as pool:
         states = list(pool.map(lambda i: _state(settings, topics, job_type, jobs[i][0],
                                                 jobs[i][1], parts[i], timeout), range(len(jobs))))
     results: list[CancelResult | None] = [None] * len(jobs)

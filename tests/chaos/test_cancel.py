@@ -36,7 +36,7 @@ def _jobs(n: int, seed: int) -> list[tuple[dict[str, Any], str, str]]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        behaviour = "fail_until:2" if i % 5 == 4 else "sleep_ms:40"
+        behaviour = "fail_until:2" if i % 5 == 4 else "sleep_ms:80"
         out.append(({"seq": i, "behaviour": behaviour}, f"k{i % 400}", "ok"))
     rng.shuffle(out)
     return out
@@ -54,9 +54,13 @@ def _attempts(stack: Stack) -> dict[str, list[dict[str, Any]]]:
 
 
 def test_cancels_land_while_workers_are_sigkilled(stack_factory) -> None:  # type: ignore[no-untyped-def]
-    n = sized(3_000, 15_000, 50_000)
+    n = sized(2_000, 10_000, 40_000)
+    # max_crashes: this scenario kills at random, often while slow jobs run; a job caught in
+    # three kills would be dead-lettered as a crash suspect (tests/chaos/test_sigkill.py is
+    # where that is judged).
     stack: Stack = stack_factory(job={"retry_tiers": ["4s", "8s"]},
-                                 worker={"max_in_flight": 4, "commit_interval_ms": 100})
+                                 worker={"max_in_flight": 4, "commit_interval_ms": 100,
+                                         "max_crashes": 100})
     wl = Workload()
     started = time.monotonic()
     jobs = _jobs(n, seed=7)
@@ -64,7 +68,8 @@ def test_cancels_land_while_workers_are_sigkilled(stack_factory) -> None:  # typ
     keys = {jid: key for jid, (_, key, _) in zip(ids, jobs, strict=True)}
     wl.published = len(ids)
     rng = random.Random(7)
-    targets = rng.sample(ids, n // 10)
+    # From the later two thirds of the backlog: most are still waiting when their cancel comes.
+    targets = rng.sample(ids[n // 3:], n // 10)
     wl.ok = set(ids) - set(targets)  # the targets are settled below
     fleet = Fleet(stack)
     for _ in range(WORKERS):
@@ -74,15 +79,18 @@ def test_cancels_land_while_workers_are_sigkilled(stack_factory) -> None:  # typ
     final_before: set[str] = set()  # already succeeded when its cancel came: not cancelled
     unconfirmed: list[str] = []
     errors: list[str] = []
+    batch_s: list[float] = []
 
     def canceller() -> None:
         try:
             with stack.publisher() as pub:
-                for i in range(0, len(targets), 25):
-                    batch = targets[i:i + 25]
+                for i in range(0, len(targets), 50):
+                    batch = targets[i:i + 50]
+                    t0 = time.monotonic()
                     results: list[CancelResult] = pub.cancel_many(
-                        stack.job_type, [(j, keys[j]) for j in batch], confirm_timeout=15)
+                        stack.job_type, [(j, keys[j]) for j in batch], confirm_timeout=3)
                     now = time.time()
+                    batch_s.append(round(time.monotonic() - t0, 1))
                     for r in results:
                         if r.outcome == "cancelled":
                             acked[r.job_id] = now
@@ -99,7 +107,7 @@ def test_cancels_land_while_workers_are_sigkilled(stack_factory) -> None:  # typ
     t.start()
     kills, last_kill = 0, time.monotonic()
     sink = SinkTail(stack)
-    interval = rng.uniform(2, 4)
+    interval = rng.uniform(3, 5)
     deadline = time.monotonic() + sized(120, 400, 900)
     while (t.is_alive() or not (wl.ok <= sink.ran)) and time.monotonic() < deadline:
         sink.poll()
@@ -110,7 +118,7 @@ def test_cancels_land_while_workers_are_sigkilled(stack_factory) -> None:  # typ
             fleet.kill(rng.choice(fleet.alive()))
             fleet.start()
             kills += 1
-            last_kill, interval = time.monotonic(), rng.uniform(2, 4)
+            last_kill, interval = time.monotonic(), rng.uniform(3, 5)
         time.sleep(0.2)
     t.join(60)
     wl.ok |= final_before  # done before its cancel: it must have succeeded
@@ -142,8 +150,10 @@ def test_cancels_land_while_workers_are_sigkilled(stack_factory) -> None:  # typ
     extra = [*errors, *late]
     books = conclude("cancel", stack, fleet, wl, started,
                      {"sigkill": kills, "cancelled": len(cancelled), "raced": len(raced),
-                      "already_final": len(final_before), "unconfirmed": len(unconfirmed)},
+                      "already_final": len(final_before), "unconfirmed": len(unconfirmed),
+                      "cancel_batches_s": batch_s},
                      quiet, extra=extra)
     assert kills >= sized(3, 6, 10), f"only {kills} kills"
+    assert len(unconfirmed) < len(cancelled)  # confirmation works under kills, mostly
     assert len(cancelled) > len(targets) // 2, (len(cancelled), len(final_before))
     assert not books.violations, balanced(books)
