@@ -9,7 +9,8 @@ What it does, in order:
    own entries are), under `!cancel/<job id>`: a key of its own, so the entry never hides the
    `succeeded` entry of a run that raced the cancel. A delayed job still in T.scheduled also
    gets its tombstone there, as before. Then a `cancelled` record in T.history (stream
-   `ops:<cancel id>`), so `jobs show` prints who cancelled it, and the audit record.
+   `ops:<cancel id>:<job id>`), so `jobs show` prints who cancelled it, and one audit record
+   for the whole call.
 3. Waits for the fence (consumers/runtime/ledger_tail.py): each worker owning partition p of T
    or of a retry tier commits how far it has read the ledger. Once every one of them is past
    the cancel's offset, no attempt of the job starts any more (`confirmed`). A job already
@@ -217,20 +218,24 @@ def cancel_many(pub: Any, job_type: str, jobs: list[tuple[str, str | None]],
     if not todo:
         return [r for r in results if r is not None]
     by, now, cancel_id = _who(), int(time.time() * 1000), uuid.uuid4().hex
+    keeps_history = settings.job(job_type).history
     rows = []
     for i in todo:
         job_id, key = jobs[i]
         state, attempts, _ = states[i]
         rows.append((topics.ledger, parts[i], cancel_key(job_id).encode(),
                      encode_cancel(now, attempts, by)))
+        if not keeps_history:
+            continue
         rec = history.event("cancelled", job_id=job_id, job_type=job_type, at=now, user=by,
                             attempt=attempts or None, reason=f"jobs cancel (was {state})")
-        # A stream of its own per cancel and partition: operators cancelling at once never
+        # A chain stream of its own per cancel and job: operators cancelling at once never
         # fork one chain (schemas/chain.py).
         value, _ = history.encode(rec, GENESIS,
                                   f"{history.OPS_STREAM}:{cancel_id}:{job_id}")
         rows.append((topics.history, parts[i], (key or job_id).encode(), value))
-    offsets = _send_all(pub, rows, timeout)[::2]
+    sent = _send_all(pub, rows, timeout)
+    offsets = sent[::2] if keeps_history else sent
     for i in todo:
         if states[i][2]:
             tombstone(pub, job_type, jobs[i][0], jobs[i][1], timeout, audit=False)
