@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -83,19 +84,22 @@ def test_cancelled_jobs_in_retry_tiers_and_behind_a_slow_job_never_run(stack: St
                        if r["event"] == "attempt" and r["outcome"] != "cancelled")
     assert attempts == {1: N_RETRYING}  # the first attempt only, then the skip
 
-    with stack.publisher() as pub:
-        for j, key in targets[::10]:
-            st = pub.status(jt, j, key=key)
-            assert st.state == "cancelled" and st.final, st
-    j, key = targets[0]
-    shown = run_cli("jobs", "show", jt, j, "--key", key, env=stack.env())
-    assert shown.returncode == 0, shown.stderr
-    lines = shown.stdout.splitlines()
-    assert lines[0].startswith(f"{jt} {j}: cancelled"), shown.stdout
-    assert any("cancelled by" in ln for ln in lines), shown.stdout
-    rows = [ln for ln in lines if "│" in ln and ("attempt" in ln or "cancelled" in ln)]
-    assert any("retried" in ln for ln in rows) and any(
-        "attempt" in ln and "cancelled" in ln for ln in rows), shown.stdout
+    with stack.publisher() as pub, ThreadPoolExecutor(8) as pool:
+        states = list(pool.map(lambda t: pub.status(jt, t[0], key=t[1]), targets))
+    assert [(s.state, s.final) for s in states] == [("cancelled", True)] * 100
+    assert {s.attempts for s in states[:N_RETRYING]} == {1}  # the skip is no attempt
+    assert {s.attempts for s in states[N_RETRYING:]} == {0}
+    for (j, key), before in ((targets[0], "retrying"), (targets[-1], "queued")):
+        shown = run_cli("jobs", "show", jt, j, "--key", key, env=stack.env())
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert lines[0].startswith(f"{jt} {j}: cancelled"), shown.stdout
+        assert any(ln.strip().startswith("cancelled by ") and f"(was {before})" in ln
+                   for ln in lines), shown.stdout
+        rows = [ln for ln in lines if "│" in ln]
+        assert any("attempt" in ln and "cancelled" in ln and "skipped" in ln
+                   for ln in rows), shown.stdout
+        assert any("retried" in ln for ln in rows) == (before == "retrying"), shown.stdout
     # Counted by the worker (the metric) and audited (one record per cancel).
     audited = [j for r in list_audit(stack.settings, limit=1000)
                if r.get("command") == "jobs cancel" for j in r.get("jobs", [])
