@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from jobstream.consumers.runtime.ledger_view import LedgerView
 from jobstream.schemas.ledger_entry import (
     CANCELLED_BYTE,
@@ -19,6 +21,7 @@ from jobstream.schemas.ledger_entry import (
 )
 from jobstream.schemas.lifecycle import describe, fold
 from jobstream.schemas.registry import INTERNAL_DIR, avro_writer
+from tests.support.harness import free_port, run_cli
 
 
 def test_a_cancel_entry_reads_back_and_is_no_completion() -> None:
@@ -84,3 +87,15 @@ def test_jobs_show_describes_a_skip_and_a_cancel() -> None:
     assert describe(_attempt(2, "cancelled")) == "skipped: cancelled before it ran"
     assert "user=ops@host" in describe({"event": "cancelled", "job_id": "j", "at": 1,
                                         "user": "ops@host", "reason": "jobs cancel"})
+
+
+@pytest.mark.parametrize("args,named", [
+    (["a", "b", "--key", "k"], "--key"),
+    (["a", "--confirm-timeout", "soon"], "--confirm-timeout"),
+])
+def test_jobs_cancel_refuses_bad_options_in_one_line(args: list[str], named: str) -> None:
+    env = {"JOBSTREAM_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    proc = run_cli("jobs", "cancel", "orders.confirmation", *args, env=env)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and named in lines[0], proc.stderr
