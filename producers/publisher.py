@@ -19,6 +19,7 @@ from jobstream.config.settings import Settings, load_settings
 from jobstream.config.topics import base_of, main_topic, scheduled_topic
 from jobstream.producers import delayed, lanes
 from jobstream.producers import status as job_status
+from jobstream.producers.cancel import CancelResult
 from jobstream.producers.connection import ErrorWatch
 from jobstream.producers.delivery import DeliveryWatch, given_up
 from jobstream.producers.errors import (
@@ -311,14 +312,18 @@ class Publisher:
         return delayed.partition_count(self.producer, topic, self._partitions)
 
     def cancel(self, job_type: str, job_id: str, key: str | None = None,
-               timeout: float = 30.0) -> None:
-        """Cancel a delayed job that is not yet due: its T.scheduled entry gets a tombstone,
-        so no scheduler dispatches it, and the cancel is audited (jobstream.audit). `key`: the
-        key it was published with, if any. A job already dispatched is not stopped by this."""
-        from jobstream.producers.delayed import cancel
+               timeout: float = 30.0, confirm_timeout: float = 10.0) -> CancelResult:
+        """Cancel a queued, scheduled or retrying job (producers/cancel.py): the workers skip
+        it; a running attempt is not stopped. The result says cancelled, already_final or
+        unknown. `key`: the key it was published with, if any."""
+        return self.cancel_many(job_type, [(job_id, key)], timeout, confirm_timeout)[0]
 
+    def cancel_many(self, job_type: str, jobs: list[tuple[str, str | None]],
+                    timeout: float = 30.0, confirm_timeout: float = 10.0) -> list[CancelResult]:
+        """cancel() of each (job id, key), looked up side by side; one audit record."""
+        from jobstream.producers.cancel import cancel_many
         self.registry.latest(job_type)  # UnknownJobType before any write
-        cancel(self, job_type, job_id, key, timeout)
+        return cancel_many(self, job_type, jobs, timeout, confirm_timeout)
 
     def max_record_bytes(self, topic: str) -> int:
         """The topic's max.message.bytes (cached); the producer's limit if it cannot be read."""

@@ -15,7 +15,9 @@ the run then waits for what it sent, saves progress up to it and audits itself a
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -187,7 +189,8 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
         started = True
         pub = None if dry_run else Publisher(settings, registry,
                                              producer_config={"logger": QUIET})
-        run = _Run(r, pub, plan, filters, delay, result, on_skip)
+        run = _Run(r, pub, plan, filters, delay, result, on_skip,
+                   history=_history_of(settings, t, topics))
         run.priority = priority
         if canon == "origin" and priority is None:  # each job back to its own lane
             mark = t.main + PRIORITY_MARK
@@ -221,13 +224,31 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
                                  interrupted=stopped_by)
 
 
+def _history_of(settings: Settings, t: Target, topics: dict[str, int]) -> str | None:
+    """The target's T.history, when its job type keeps one and it exists."""
+    from jobstream.config.topics import history_topic, main_topic
+
+    name = history_topic(t.main)
+    jt = next((jt for jt in settings.jobs if main_topic(jt, settings.job(jt)) == t.main), None)
+    if name not in topics or (jt is not None and not settings.job(jt).history):
+        return None
+    return name
+
+
 class _Run:
     """One replay's sending loop and its bookkeeping: what was acknowledged, how far progress
     may move (per partition: the next offset to read), what was left in the DLQ."""
 
     def __init__(self, r: Reader, pub: Any, plan: ReplayPlan, filters: Filters,
-                 delay: float | None, result: Result, on_skip: SkipCb | None) -> None:
+                 delay: float | None, result: Result, on_skip: SkipCb | None,
+                 history: str | None = None) -> None:
         self.r, self.pub, self.plan, self.filters = r, pub, plan, filters
+        # T.history: a `replayed` record per job sent (None: the job type keeps no history).
+        # One chain stream per run and partition (`ops:replay:<run>:<p>`): runs at once
+        # never fork a chain.
+        self.history = history
+        self.run_id = uuid.uuid4().hex[:12]
+        self.heads: dict[int, str] = {}
         self.delay, self.result, self.on_skip = delay, result, on_skip
         self.failures: list[str] = []
         self.positions: dict[int, int] = {}
@@ -292,11 +313,39 @@ class _Run:
             self._too_large(dl.ref, dl.job_id, str(e))
             return
         self.sent += 1
+        if self.history is not None and dl.job_id:
+            self._record(dl)
         # DEBUG: an operator follows a job through a replay with log.level=DEBUG;
         # the audit record covers the run as a whole.
         log.debug("replayed", job_id=dl.job_id, job_type=dl.job_type,
                   trace_id=wire.trace_id(dl.headers.get(wire.TRACEPARENT)),
                   replayed_from=dl.ref, topic=dest, partition=dl.partition)
+
+    def _record(self, dl: DeadLetter) -> None:
+        """The job's `replayed` history record, in its partition, after the job itself (the
+        checkpoint waits for both: a run that cannot write history fails like one that cannot
+        replay)."""
+        from jobstream.consumers.ops.audit import who
+        from jobstream.schemas import history
+        from jobstream.schemas.chain import GENESIS
+
+        assert self.history is not None and dl.job_id
+        rec = history.event(
+            "replayed", job_id=dl.job_id, job_type=dl.job_type or "", at=int(time.time() * 1000),
+            user=f"{who()}@{socket.gethostname()}", dlq_offset=dl.offset,
+            trace_id=wire.trace_id(dl.headers.get(wire.TRACEPARENT)),
+            **{"from": dl.ref, "to": self.plan.destination})
+        stream = f"{history.OPS_STREAM}:replay:{self.run_id}:{dl.partition}"
+        value, digest = history.encode(rec, self.heads.get(dl.partition, GENESIS), stream)
+        self.heads[dl.partition] = digest
+        ref = dl.ref
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                self.failures.append(f"{ref}: its history record: {err.str()}")
+
+        self.pub.send(self.history, dl.key or dl.job_id.encode(), value, [],
+                      partition=dl.partition, on_delivery=on_delivery, check_size=False)
 
     def _delivered(self, dl: DeadLetter) -> Callable[[KafkaError | None, Message], None]:
         ref, job_id = dl.ref, dl.job_id

@@ -36,6 +36,11 @@ class Assignment:
         self._gen = 0
         self.full = False  # fetched-and-unfinished jobs reached the buffer limit
 
+    @property
+    def generation(self) -> int:
+        """Moves with every partition added or renewed."""
+        return self._gen
+
     def get(self, tp: TP) -> PartitionState | None:
         return self.parts.get(tp)
 
@@ -77,6 +82,7 @@ class Assignment:
     def drop(self, tp: TP) -> None:
         ps = self.parts.pop(tp, None)
         if ps is not None:
+            self._gen += 1
             self.ledger.release(ps.ledger_tp)
             self.metrics.drop_lag(*tp)
 

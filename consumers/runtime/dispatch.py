@@ -29,6 +29,26 @@ from jobstream.consumers.runtime.types import TP, Job, Outcome
 PROGRESS_S = 0.5  # most one progress record per running job this often
 
 
+class CancelCheck:
+    """A task's gate that also refuses it, just before its handler would run, when the job was
+    cancelled meanwhile (`jobs cancel` while it waited for a thread): it comes back NotAdmitted
+    and start() skips it. Wraps the job type's own gate (the breaker), if any."""
+
+    __slots__ = ("inner", "job_id", "ledger", "ledger_tp")
+
+    def __init__(self, inner: Any, ledger: Ledger, ledger_tp: TP, job_id: str) -> None:
+        self.inner, self.ledger, self.ledger_tp, self.job_id = inner, ledger, ledger_tp, job_id
+
+    def admit(self) -> bool:
+        if self.ledger.is_cancelled(self.ledger_tp, self.job_id):
+            return False
+        return self.inner is None or bool(self.inner.admit())
+
+    def done(self, error: BaseException | None) -> None:
+        if self.inner is not None:
+            self.inner.done(error)
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -97,6 +117,9 @@ class Dispatcher:
             self.finish(ps, job.offset)
             self.next(ps, job)
             return
+        if self.ledger.is_cancelled(ps.ledger_tp, job.job_id):
+            self.skip_cancelled(ps, job)
+            return
         crashed = self.crash_watch.verdict(ps, job)
         if crashed is not None:  # took its worker down worker.max_crashes times
             self._ended(job)
@@ -129,7 +152,8 @@ class Dispatcher:
                 jd.is_async,
                 cfg.timeout_s,
                 (ps.gen, job),
-                gate if gate is not None and gate.breaker is not None else None,
+                CancelCheck(gate if gate is not None and gate.breaker is not None else None,
+                            self.ledger, ps.ledger_tp, job.job_id),
                 kind=job.job_type if cfg.concurrency else None,
                 abandon_after_s=cfg.abandon_after_s,
             ),
@@ -139,6 +163,16 @@ class Dispatcher:
         """The job will not run (now): its tenant's slot (fair sharing) is free again."""
         if self.lanes is not None:
             self.lanes.done(job)
+
+    def skip_cancelled(self, ps: PartitionState, job: Job) -> None:
+        """A job `jobs cancel` cancelled: its handler does not run; counted, logged, one
+        `cancelled` history record, and its offset finishes (committed with the interval)."""
+        self._ended(job)
+        self.hooks.after_outcome(Finished(job, job.job_type, Outcome.CANCELLED))
+        self.history.attempt(ps, job, "cancelled", None)
+        ps.release_hold(job)
+        self.finish(ps, job.offset)
+        self.next(ps, job)
 
     def next(self, ps: PartitionState, job: Job) -> None:
         nxt = ps.queues.done(job.order_key)

@@ -100,7 +100,7 @@ class Worker:
         self.interval = interval = Interval(ws, self.consumer, lambda: Publisher(
             settings, self.registry, producer_config=conf, make_producer=make_producer
         ), self.health, log)  # fmt: skip
-        self.ledger = ledger = Ledger(settings)
+        self.ledger = ledger = Ledger(settings, self.group)
         job_of_topic = {t: jt for jt, tt in self.topics.items() for t in tt.consumed}
         self.assignment = Assignment(self.consumer, self.ledger, self.metrics, job_of_topic)
         # Past the session the group has moved on: handler threads of a thawed zombie must not
