@@ -3,6 +3,7 @@ tests/chaos/test_schedules.py): schedules in a stack's settings, the slots fired
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections import Counter
@@ -69,7 +70,7 @@ def seconds(slots: list[str]) -> list[int]:
 def gaps(slots: list[str]) -> list[tuple[int, int]]:
     """(after, before) of every hole in a run of per-second slots."""
     t = seconds(slots)
-    return [(a, b) for a, b in zip(t, t[1:], strict=False) if b - a > 1]
+    return [(a, b) for a, b in itertools.pairwise(t) if b - a > 1]
 
 
 def events(log: Path, event: str) -> list[dict[str, Any]]:
