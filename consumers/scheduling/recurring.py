@@ -137,7 +137,9 @@ class Firer(threading.Thread):
         soon = min((n for n in nxt if n is not None), default=None)
         if soon is None:
             return MAX_WAIT_S
-        return min(MAX_WAIT_S, max(0.0, (soon - now).total_seconds()))
+        # A few ms past the slot: the client counts whole ms (a wait cut to 0 ms before the
+        # slot woke up early, and the next one then waited the full 200 ms).
+        return min(MAX_WAIT_S, max(0.0, (soon - now).total_seconds()) + 0.003)
 
     # -- ownership -----------------------------------------------------------------------------
 
@@ -323,9 +325,8 @@ class Firer(threading.Thread):
 
 def start_firer(settings: Settings, group: str, worker_id: str, metrics: Metrics | None = None,
                 on_failure: Callable[[str], None] | None = None) -> Firer | None:
-    """The worker's firer thread, started; None when no schedule is defined here and none was
-    ever (no jobstream.schedules topic). A schedule whose payload its job type's schema refuses
-    is a SettingsError naming the schedule."""
+    """The worker's firer thread, started; None when no schedule is defined here. A schedule
+    whose payload its job type's schema refuses is a SettingsError naming the schedule."""
     from jobstream.config.settings import SettingsError
     from jobstream.consumers.jobs import declared_schedules
     from jobstream.consumers.scheduling.definitions import collect
@@ -342,7 +343,9 @@ def start_firer(settings: Settings, group: str, worker_id: str, metrics: Metrics
             problems.append(f"schedule {name!r}: job type {s.cfg.job_type!r}: {e}")
     if problems:
         raise SettingsError("invalid schedules:\n  " + "\n  ".join(problems))
-    if not schedules and not states.topic_exists(settings):
+    if not schedules:
+        # No thread (no group to join, no transactional id) in a worker without schedules:
+        # most have none. So a deploy that removes the last schedule marks nothing removed.
         return None
     states.ensure_topic(settings)
     f = Firer(settings, schedules, group, worker_id, metrics, on_failure)

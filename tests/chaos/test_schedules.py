@@ -21,6 +21,7 @@ from tests.support.schedules import (
     published,
     ran,
     seconds,
+    wait_owner,
 )
 
 WORKERS = 3
@@ -44,7 +45,9 @@ def test_schedules_owner_sigkilled_while_firing(stack_factory) -> None:  # type:
     while time.monotonic() < end or kills < min_kills:
         fleet.check()
         if time.monotonic() >= next_kill and kills < min_kills:
-            owners = [p for p in fleet.alive() if is_owner(fleet.logs[p.pid])]
+            alive = fleet.alive()
+            owner_log = wait_owner(stack, [fleet.logs[p.pid] for p in alive], 60)
+            owners = [p for p in alive if fleet.logs[p.pid] == owner_log]
             if owners:
                 fleet.kill(owners[0])
                 fleet.start()

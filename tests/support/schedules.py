@@ -52,6 +52,16 @@ def published(stack: Stack, name: str) -> Counter[str]:
     return c
 
 
+def lateness_ms(stack: Stack, name: str) -> dict[str, int]:
+    """Slot -> ms from the slot to its job's record on T (the broker's append time)."""
+    out: dict[str, int] = {}
+    for m in stack.read_topic(stack.topics.main, timeout=30):
+        s = slot_id_of(name, wire.decode_headers(m.headers()).get(wire.JOB_ID, ""))
+        if s:
+            out[s] = m.timestamp()[1] - seconds([s])[0] * 1000
+    return out
+
+
 def ran(stack: Stack, name: str) -> dict[str, list[dict[str, Any]]]:
     """Slot -> the sink's runs of its job."""
     out: dict[str, list[dict[str, Any]]] = {}
@@ -94,11 +104,15 @@ def is_owner(log: Path) -> bool:
 
 
 def wait_owner(stack: Stack, logs: list[Path], timeout: float = 60) -> Path:
+    """The log of the one worker that owns jobstream.schedules, once every worker of `logs`
+    has had its assignment (so no join still to come moves the partition) and the owner has
+    read the topic back."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for log in logs:
-            if is_owner(log) and events(log, "schedules_restored"):
-                return log
+        if all(events(log, "schedules_assigned") for log in logs):
+            owners = [log for log in logs if is_owner(log)]
+            if len(owners) == 1 and events(owners[0], "schedules_restored"):
+                return owners[0]
         time.sleep(0.2)
     raise AssertionError(f"no worker owns jobstream.schedules after {timeout}s; logs in "
                          f"{stack.tmp}")
