@@ -18,6 +18,7 @@ from tests.support.schedules import (
     every_second,
     gaps,
     is_owner,
+    lateness_ms,
     published,
     ran,
     seconds,
@@ -83,10 +84,15 @@ def test_schedules_owner_sigkilled_while_firing(stack_factory) -> None:  # type:
                    if any(r["start"] < seconds([s])[0] for r in rs))
     if early:
         extra.append(f"{len(early)} slots run before their time, e.g. {early[:5]}")
+    late = sorted(lateness_ms(stack, name).values())
+    on_time = [v for v in late if v < 2000]  # the catch-ups after a kill wait for the takeover
     span = seconds(list(on_t))
     faults = {"sigkill": kills, "sigterm": terms, "slots": len(on_t),
               "span_s": span[-1] - span[0] + 1 if span else 0, "published_twice": len(twice),
               "holes": len(holes), "early": len(early),
+              "on_time_ms_p50": on_time[len(on_time) // 2] if on_time else None,
+              "on_time_ms_p99": on_time[int(len(on_time) * 0.99)] if on_time else None,
+              "takeover_ms_max": late[-1] if late else None,
               "ended": datetime.now(UTC).strftime("%H:%M:%S")}
     books = conclude("schedules", stack, fleet, wl, started, faults, quiet, extra=extra)
     assert kills >= min_kills, f"only {kills} kills"
