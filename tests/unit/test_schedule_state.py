@@ -70,3 +70,16 @@ def test_bad_declared_cron_names_the_schedule_without_a_traceback(declared: dict
         collect(load_settings(), jobs.declared_schedules())
     assert "schedule 'reports.hourly'" in str(e.value) and "Bad hour" in str(e.value)
     assert "Traceback" not in str(e.value)
+
+
+def test_schedule_metrics() -> None:
+    from prometheus_client import generate_latest
+
+    from jobstream.consumers.metrics import Metrics
+
+    m = Metrics()
+    m.schedule_fired("billing.nightly", 3, 0)
+    m.schedule_fired("billing.nightly", 1, 5)
+    text = generate_latest(m.registry).decode()
+    assert 'jobstream_schedule_firings_total{schedule="billing.nightly"} 4.0' in text
+    assert 'jobstream_schedule_missed_slots_total{schedule="billing.nightly"} 5.0' in text
