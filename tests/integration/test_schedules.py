@@ -189,3 +189,18 @@ def test_cli_pause_resume_trigger_list(stack: Stack, unique: str) -> None:
         assert cmd in audit.stdout
     w.send_signal(signal.SIGTERM)
     assert w.wait(30) == 0
+
+
+@pytest.mark.parametrize("bad, says", [
+    ({"cron": "0 25 * * *"}, "schedules.{name}.cron: cron '0 25 * * *': Bad hour"),
+    ({"timezone": "Europe/Berlinn"}, "schedules.{name}.timezone: unknown time zone"),
+    ({"payload": {"seq": "x"}}, "schedule '{name}': job type 'test.echo': payload.seq"),
+])
+def test_bad_schedule_stops_the_worker_naming_it(stack: Stack, unique: str,
+                                                 bad: dict[str, Any], says: str) -> None:
+    name = f"bad-{unique}"
+    w, log = _start(stack, "w", **env_schedules({name: {**every_second(stack), **bad}}))
+    assert w.wait(60) == 1
+    text = log.read_text()
+    assert says.format(name=name) in text, text[-2000:]
+    assert "Traceback" not in text
