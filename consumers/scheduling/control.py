@@ -130,12 +130,16 @@ def set_paused(settings: Settings, schedules: dict[str, Schedule], name: str, gr
 
 def trigger(settings: Settings, schedules: dict[str, Schedule], name: str) -> str:
     """Publish one job of the schedule now, with its own id; the job id."""
+    from jobstream.producers.errors import PublishError
     from jobstream.producers.publisher import Publisher
 
     s = _known(schedules, name)
     jid = f"sched:{name}:manual:{uuid.uuid4().hex}"
-    with Publisher.from_settings(settings) as pub:
-        pub.publish(s.cfg.job_type, s.cfg.payload, key=s.cfg.key, job_id=jid)
+    try:
+        with Publisher.from_settings(settings) as pub:
+            pub.publish(s.cfg.job_type, s.cfg.payload, key=s.cfg.key, job_id=jid)
+    except (PublishError, ValueError, KeyError) as e:  # InvalidJob, UnknownJobType included
+        raise ScheduleError(f"schedule {name!r}: job type {s.cfg.job_type!r}: {e}") from None
     _audit(settings, "schedules trigger", name, job_id=jid, job_type=s.cfg.job_type,
            at_slot=slot_id(datetime.now(UTC)))
     return jid
