@@ -38,7 +38,7 @@ from confluent_kafka import (
 from jobstream.config.kafka import client_config
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings
-from jobstream.config.topics import SCHEDULES_TOPIC
+from jobstream.config.topics import SCHEDULES_TOPIC, main_topic
 from jobstream.consumers.metrics import Metrics
 from jobstream.consumers.scheduling import state as states
 from jobstream.consumers.scheduling.cron import plan, slot_id
@@ -86,6 +86,7 @@ class Firer(threading.Thread):
         self.dirty: set[str] = set()
         self.warned: set[str] = set()
         self.fired = 0
+        self.failures = 0  # transactions failed in a row: the wait before the next grows
         self._stopping = threading.Event()
         self.error: BaseException | None = None
         self._on_failure = on_failure
@@ -256,6 +257,7 @@ class Firer(threading.Thread):
         except KafkaException as e:
             self._failed(e)
             return
+        self.failures = 0
         self.states.update(out)
         self.dirty -= set(out)
         for name, (fired, missed) in counts.items():
@@ -301,14 +303,16 @@ class Firer(threading.Thread):
         """Nothing of the transaction is visible: the same slots are planned again next tick
         (or by the next owner)."""
         err: Any = e.args[0] if e.args else None
-        self.log.warning("schedules_fire_aborted", error=str(err))
+        self.failures += 1
+        self.log.warning("schedules_fire_aborted", error=str(err), failures=self.failures)
         try:
             if err is not None and err.fatal():
                 raise KafkaException(err)
             self.producer.abort_transaction(30)
         except KafkaException:
             self.producer = self._new_producer()
-        time.sleep(0.2)
+        # A lasting cause (a job type's topic missing): 0.2 s, then doubling up to 5 s.
+        self._stopping.wait(min(5.0, 0.2 * 2 ** (self.failures - 1)))
 
     def _say_superseded(self, newer: dict[str, str]) -> None:
         for name in self.schedules:
@@ -348,6 +352,16 @@ def start_firer(settings: Settings, group: str, worker_id: str, metrics: Metrics
         # most have none. So a deploy that removes the last schedule marks nothing removed.
         return None
     states.ensure_topic(settings)
+    # A firing to a missing topic would fail its transaction after a 10 s wait, every time,
+    # holding up every other schedule: refuse it here, naming the schedule.
+    have = states.topic_names(settings)
+    missing = sorted({f"schedule {name!r}: topic {topic} does not exist; create it with "
+                      "`jobstream topics apply`"
+                      for name, s in schedules.items() if s.enabled
+                      for topic in [main_topic(s.cfg.job_type, settings.jobs.get(s.cfg.job_type))]
+                      if topic not in have})
+    if missing:
+        raise SettingsError("invalid schedules:\n  " + "\n  ".join(missing))
     f = Firer(settings, schedules, group, worker_id, metrics, on_failure)
     f.start()
     return f

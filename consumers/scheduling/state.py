@@ -107,9 +107,13 @@ def now_text() -> str:
     return slot_id(datetime.now(UTC))
 
 
-def topic_exists(settings: Settings) -> bool:
+def topic_names(settings: Settings) -> set[str]:
     admin = AdminClient(client_config(settings.kafka))
-    return SCHEDULES_TOPIC in admin.list_topics(timeout=15).topics
+    return set(admin.list_topics(timeout=15).topics)
+
+
+def topic_exists(settings: Settings) -> bool:
+    return SCHEDULES_TOPIC in topic_names(settings)
 
 
 def ensure_topic(settings: Settings) -> None:
