@@ -29,6 +29,7 @@ from jobstream.config.jobtypes import (
     JobTypeSettings,
     Ordering,
 )
+from jobstream.config.schedules import ScheduleSettings, check_names
 from jobstream.config.sections import (
     Assignment,
     BrokerSettings,
@@ -100,6 +101,11 @@ class Settings(BaseSettings):
         "without dots; for others, the YAML file or the whole mapping as JSON in "
         "`JOBSTREAM_JOBS`.",
     )
+    schedules: dict[str, ScheduleSettings] = Field(
+        default_factory=dict,
+        description="Recurring (cron) schedules, by name (docs/scheduling.md); a name also "
+        "used by `@job(..., schedule=)` overrides that one.",
+    )
     # NoDecode: the environment gives a path list (os.pathsep), not JSON; see _schema_dirs.
     schema_dirs: Annotated[tuple[Path, ...], NoDecode] = Field(
         (),
@@ -142,6 +148,11 @@ class Settings(BaseSettings):
         raise ValueError(
             f"expected a list of directories, or one string of them separated by {os.pathsep!r}"
         )
+
+    @field_validator("schedules")
+    @classmethod
+    def _schedule_names(cls, v: dict[str, ScheduleSettings]) -> dict[str, ScheduleSettings]:
+        return check_names(v)
 
     def job(self, job_type: str) -> JobTypeSettings:
         """Settings of one job type; defaults when it is not configured."""

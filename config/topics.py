@@ -22,6 +22,7 @@ HISTORY_SUFFIX = ".history"
 SCHEDULED_SUFFIX = ".scheduled"
 SNAPSHOTS_SUFFIX = ".scheduled.snapshots"
 AUDIT_TOPIC = "jobstream.audit"
+SCHEDULES_TOPIC = "jobstream.schedules"
 
 
 def main_topic(job_type: str, cfg: JobTypeSettings | None = None) -> str:
@@ -87,6 +88,9 @@ class TopicSpec:
 
 # The audit log of dead-letter operations: one partition keeps it in order, kept forever.
 AUDIT_SPEC = TopicSpec(AUDIT_TOPIC, "audit", 1, {"cleanup.policy": "delete", "retention.ms": "-1"})
+# The state of the recurring schedules, one record per schedule name (last slot fired, paused,
+# version): one partition, whose owner fires every schedule; compacted, kept forever.
+SCHEDULES_SPEC = TopicSpec(SCHEDULES_TOPIC, "schedules", 1, {"cleanup.policy": "compact"})
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,21 @@ class JobDef:
 
 
 _REGISTRY: dict[str, JobDef] = {}
+# Recurring schedules declared with @job(..., schedule=): job type -> the schedule's settings,
+# checked when the worker starts (consumers/scheduling/definitions.py), naming the schedule.
+_SCHEDULES: dict[str, dict[str, Any]] = {}
 
 
 class AppError(RuntimeError):
     """The job module cannot be loaded or registers nothing usable."""
 
 
-def job(job_type: str) -> Callable[[Handler], Handler]:
-    """Register the decorated function as the handler of `job_type`."""
+def job(job_type: str, *, schedule: str | None = None, timezone: str = "UTC",
+        **schedule_options: Any) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of `job_type`. `schedule` (a cron
+    expression, read in `timezone`) also fires it on every slot, as a schedule named after the
+    job type; `schedule_options` are the other keys of a `schedules.<name>` setting (payload,
+    key, catch_up, max_catch_up, enabled)."""
     if not isinstance(job_type, str) or not job_type or any(c.isspace() for c in job_type):
         raise ValueError(f"job type must be a non-empty string without spaces, got {job_type!r}")
 
@@ -41,6 +48,9 @@ def job(job_type: str) -> Callable[[Handler], Handler]:
                 f"{func.__qualname__}"
             )
         _REGISTRY[job_type] = JobDef(job_type, func, inspect.iscoroutinefunction(func))
+        if schedule is not None:
+            _SCHEDULES[job_type] = {"job_type": job_type, "cron": schedule,
+                                    "timezone": timezone, **schedule_options}
         return func
 
     return register
@@ -48,6 +58,11 @@ def job(job_type: str) -> Callable[[Handler], Handler]:
 
 def registered() -> dict[str, JobDef]:
     return dict(_REGISTRY)
+
+
+def declared_schedules() -> dict[str, dict[str, Any]]:
+    """The schedules declared with @job(..., schedule=), by name (the job type), unchecked."""
+    return {name: dict(opts) for name, opts in _SCHEDULES.items()}
 
 
 def load_app(module: str) -> dict[str, JobDef]:

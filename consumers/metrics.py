@@ -96,6 +96,19 @@ class Metrics:
             "jobstream_lane_paused", "1 while the lane's partitions do not fetch (its share "
             "of the buffer is full).", ["job_type", "lane"], registry=r,
         )
+        self.schedule_firings = Counter(
+            "jobstream_schedule_firings_total",
+            "Jobs published by a recurring schedule's slots (catch-up included; not triggers).",
+            ["schedule"],
+            registry=r,
+        )
+        self.schedule_missed = Counter(
+            "jobstream_schedule_missed_slots_total",
+            "Slots of a recurring schedule not fired: missed while no worker fired them and "
+            "left out by its catch_up.",
+            ["schedule"],
+            registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._job_types: frozenset[str] | None = None  # None: any (until the worker says)
 
@@ -142,6 +155,14 @@ class Metrics:
     def retried(self, job_type: str, tier: str) -> None:
         if self.enabled:
             self._child(self.retries, self._jt(job_type), tier).inc()
+
+    def schedule_fired(self, schedule: str, fired: int, missed: int) -> None:
+        if not self.enabled:
+            return
+        if fired:
+            self._child(self.schedule_firings, schedule).inc(fired)
+        if missed:
+            self._child(self.schedule_missed, schedule).inc(missed)
 
     def set_breaker(self, job_type: str, state: str) -> None:
         self._child(self.breaker_open, self._jt(job_type)).set(0 if state == "closed" else 1)

@@ -21,6 +21,7 @@ from jobstream.consumers.metrics import Metrics
 from jobstream.consumers.runtime.handler_exit import guard_process_exit
 from jobstream.consumers.runtime.loop import Worker
 from jobstream.consumers.scheduling import start_scheduler
+from jobstream.consumers.scheduling.recurring import start_firer
 from jobstream.producers.connection import check_connection
 
 
@@ -41,7 +42,7 @@ def run_worker(
     health = Health()
     # Local problems (the module above, the port here) before any connection attempt.
     server = _bind_http(settings.worker, health, metrics.registry)
-    scheduler = None
+    scheduler = firer = None
     try:
         check_connection(settings.kafka)
         worker = Worker(settings, jobs, group=group, metrics=metrics, health=health)
@@ -55,8 +56,11 @@ def run_worker(
         _handle_signals(worker)
         scheduler = start_scheduler(settings, list(jobs), worker.group, worker.worker_id,
                                     on_failure=worker.stop)
+        firer = start_firer(settings, worker.group, worker.worker_id, metrics, worker.stop)
         return worker.run()
     finally:
+        if firer:
+            firer.stop()
         if scheduler:
             scheduler.stop()
         if server:

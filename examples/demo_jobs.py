@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 from typing import Any
 
+from examples import reconciliation  # noqa: F401  (registers billing.reconcile)
 from jobstream import JobContext, PermanentError, job
 
 

@@ -147,7 +147,9 @@ def settings_sections() -> list[Section]:
             sub = _model_of(info.annotation)
             if get_origin(info.annotation) is dict and _model_of(get_args(info.annotation)[1]):
                 sub = _model_of(get_args(info.annotation)[1])
-                nested.append((sub, f"{dotted}.<type>", info.description, f"{env}{key}__<TYPE>__"))
+                ph = "name" if key == "schedules" else "type"  # what the mapping is keyed by
+                nested.append((sub, f"{dotted}.<{ph}>", info.description,
+                               f"{env}{key}__<{ph.upper()}>__"))
             elif sub is not None:
                 nested.append((sub, dotted, info.description, f"{env}{key}__".upper()))
             else:

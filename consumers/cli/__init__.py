@@ -14,6 +14,7 @@ from jobstream.consumers.cli.dlq import dlq_app
 from jobstream.consumers.cli.errors import run_app
 from jobstream.consumers.cli.jobs import jobs_app
 from jobstream.consumers.cli.publish import publish
+from jobstream.consumers.cli.schedules import schedules_app
 from jobstream.consumers.cli.schemas import schemas_app
 from jobstream.consumers.cli.topics import topics_app
 from jobstream.consumers.cli.ui import ui
@@ -52,6 +53,7 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(schedules_app, name="schedules")
 app.command(
     "publish",
     epilog="Example: jobstream publish orders.confirmation --key o-1 "

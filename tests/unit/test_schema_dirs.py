@@ -14,7 +14,7 @@ from jobstream.schemas.registry import SchemaRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_SCHEMAS = ROOT / "examples" / "schemas"
-DEMO_TYPES = ["media.thumbnail", "orders.confirmation", "reports.generate"]
+DEMO_TYPES = ["billing.reconcile", "media.thumbnail", "orders.confirmation", "reports.generate"]
 
 
 def test_no_job_type_is_built_in() -> None:
