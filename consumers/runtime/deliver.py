@@ -5,6 +5,7 @@ aborted and redone from the last commit (a job is redone, never lost)."""
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,12 @@ from jobstream.config.settings import JobTypeSettings, Mode, WorkerSettings
 from jobstream.config.topics import JobTopics
 from jobstream.consumers.errors import Failure, ResultError, WorkerFenced, classify
 from jobstream.consumers.runtime.assignment import Assignment, now_ms
+from jobstream.consumers.runtime.children import (
+    ChildRecord,
+    Countdown,
+    children_of,
+    send_children,
+)
 from jobstream.consumers.runtime.commit import CommitAborted, ProducerFenced
 from jobstream.consumers.runtime.freeze import FreezeWatch
 from jobstream.consumers.runtime.history import HistoryWriter, result_digest
@@ -29,6 +36,7 @@ from jobstream.consumers.runtime.outcomes import (
 )
 from jobstream.consumers.runtime.parts import PartitionState
 from jobstream.consumers.runtime.types import Job, Outcome
+from jobstream.producers.errors import InvalidJob
 from jobstream.producers.publisher import PayloadTooLarge, Publisher
 from jobstream.schemas import wire
 from jobstream.schemas.history import result_bytes
@@ -77,11 +85,16 @@ class Deliverer:
             except ValueError as e:  # the side effect happened: say so, and never retry it
                 self.fail(ps, job, classify(ResultError(str(e))), duration)
                 return
+        try:  # its children (ctx.enqueue) and a chain's next step go with its success
+            kids = children_of(self.interval.publisher, job, result)
+        except InvalidJob as e:
+            self.fail(ps, job, classify(ResultError(str(e))), duration)
+            return
         finished = now_ms()
         self.ledger.add_pending(ps.ledger_tp, job.job_id, finished)
         digest = result_digest(raw) if raw is not None else None
         out = success_record(job, ps.ledger_tp, self.worker_id, finished, digest)
-        self.produce(ps, job, out, duration, result=(result, raw is not None))
+        self.produce(ps, job, out, duration, result=(result, raw is not None), children=kids)
         self.next_job(ps, job)
 
     def fail(self, ps: PartitionState, job: Job, failure: Failure, duration: float | None) -> None:
@@ -112,6 +125,8 @@ class Deliverer:
         if out.outcome == "retried":
             self.due_floors[(out.topic, out.partition)] = out.not_before_ms
         self.produce(ps, job, out, duration, failure=failure)
+        if dead:
+            self.history.chain_stopped(ps, job)
         if duration is not None or job.failure is None:
             self.next_job(ps, job)
 
@@ -120,7 +135,8 @@ class Deliverer:
         self.interval.finished += 1
 
     def produce(self, ps: PartitionState, job: Job, out: Outgoing, duration: float | None,
-                failure: Failure | None = None, result: tuple[Any, bool] = (None, False)) -> None:
+                failure: Failure | None = None, result: tuple[Any, bool] = (None, False),
+                children: list[ChildRecord] | None = None) -> None:
         """Send the outcome record (and its history record); the source offset finishes once
         the broker has it."""
         interval = self.interval
@@ -135,6 +151,8 @@ class Deliverer:
         mark_after = self.ws.mode is Mode.AT_LEAST_ONCE
         if out.outcome in ROUTED and not mark_after:
             self.mark_routed(ps, job, out.outcome)
+        # With children, the offset finishes once they and the outcome are all acknowledged.
+        gate = Countdown(len(children) + 1) if children else None
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
@@ -143,8 +161,11 @@ class Deliverer:
                 interval.break_(f"could not write {out.topic}: {err.str()}")
                 return
             cur = self.assignment.current(job.tp, gen)
-            if cur is not None:
+            if cur is not None and gate is None:
                 self.finish(cur, job.offset)
+            elif cur is not None and gate is not None:
+                gate.then = functools.partial(self.finish, cur, job.offset)
+                gate.done()
             if out.outcome == "succeeded":
                 self.ledger.acked(ps.ledger_tp, job.job_id)
             elif mark_after and out.outcome in ROUTED:
@@ -153,6 +174,8 @@ class Deliverer:
 
         try:
             interval.committer.before_produce()
+            if gate is not None:
+                send_children(interval, children or [], gate)
             send_outcome(interval.publisher, out, on_delivery, self.log)
         except (CommitAborted, ProducerFenced) as e:  # no transaction could be begun
             # (mid broker restart, or the producer is fenced: the redo renews it)
@@ -167,6 +190,8 @@ class Deliverer:
             ps, job, out.outcome, duration, failure=failure,
             retry=(out.topic, out.not_before_ms) if out.outcome == "retried" else None,
             result=result[0], has_result=result[1])
+        for child in children or ():
+            self.history.child(ps, job, child.job_id, child.job_type, child.due_ms)
 
     def write_marks(self) -> None:
         due, self.marks_due = self.marks_due, []
