@@ -18,6 +18,7 @@ the parent enqueues the same ids.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -37,13 +38,18 @@ if TYPE_CHECKING:
 
 # The namespace of derived child ids: uuid5(CHILD_NS, "<parent id>/<name or #index>").
 CHILD_NS = uuid.UUID("8a3c1f0e-6b2d-5e7a-9c41-2f5d0b7e9a13")
+_NS = CHILD_NS.bytes
 MAX_CHILDREN = 10_000  # per attempt: they are all in one interval
 
 
 def child_id(parent_job_id: str, name: str | None, index: int) -> str:
     """The child's job id: the same for the same parent and name (or index), on every run."""
     label = f"n:{name}" if name is not None else f"#{index}"
-    return uuid.uuid5(CHILD_NS, f"{parent_job_id}/{label}").hex
+    # uuid.uuid5(CHILD_NS, ...).hex, without building UUID objects (a third of the call)
+    b = bytearray(hashlib.sha1(_NS + f"{parent_job_id}/{label}".encode()).digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x50
+    b[8] = (b[8] & 0x3F) | 0x80
+    return b.hex()
 
 
 @dataclass(frozen=True)
@@ -156,7 +162,7 @@ def build_child(pub: Publisher, job_type: str, payload: Mapping[str, Any], job_i
         if key is not None:
             hdrs.append((wire.KEY, record_key))
         topic, record_key = scheduled_topic(topic), jid.encode("utf-8")
-    size = len(record_key) + len(value) + sum(len(k) + len(v) for k, v in hdrs)
+    size = len(record_key) + len(value) + sum([len(k) + len(v) for k, v in hdrs])
     limit = pub.max_record_bytes(topic) - 512
     if size > limit:
         raise InvalidJob(f"enqueue: the {job_type} record is {size} bytes; {topic} accepts at "

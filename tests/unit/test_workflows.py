@@ -5,13 +5,14 @@ failed attempt, a chain's results handed along, a dead-lettered step stopping it
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from jobstream import chain
-from jobstream.consumers.runtime.children import child_id
+from jobstream.consumers.runtime.children import CHILD_NS, child_id
 from jobstream.producers.errors import InvalidJob
 from jobstream.schemas import history, wire
 from jobstream.schemas.lifecycle import chain_stop, fold
@@ -75,6 +76,8 @@ def test_child_ids_are_derived_from_the_parent_and_the_name_or_index() -> None:
     assert len({a, child_id("p1", None, 1), child_id("p2", None, 0), child_id("p1", "x", 0),
                 child_id("p1", "0", 0)}) == 5
     assert child_id("p1", "x", 0) == child_id("p1", "x", 7), "a name does not depend on order"
+    assert child_id("p1", "x", 0) == uuid.uuid5(CHILD_NS, "p1/n:x").hex, "as documented"
+    assert child_id("p1", None, 2) == uuid.uuid5(CHILD_NS, "p1/#2").hex
 
 
 @pytest.mark.parametrize("mode", ["transactional", "at_least_once"])
