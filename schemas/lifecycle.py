@@ -127,5 +127,5 @@ def chain_stop(rec: dict[str, Any]) -> str:
     step: int = raw_step if isinstance(raw_step, int) else 0
     here = f" ({types[step - 1]})" if 0 < step <= len(types) else ""
     rest = ", ".join(str(t) for t in types[step:]) if step else ""
-    return (f"chain {rec.get('chain_id')} stopped at step {step} of {rec.get('of')}{here}"
+    return (f"{rec.get('chain_id')} stopped at step {step} of {rec.get('of')}{here}"
             + (f"; not run: {rest}" if rest else ""))
