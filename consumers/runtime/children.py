@@ -7,9 +7,9 @@ parent's commit interval when it delivers the parent's success (consumers/runtim
 
 - transactional mode: in the parent's transaction, visible only if the parent's completion
   commits;
-- at least once: produced before the parent's offset can commit (its offset finishes only once
-  the parent's record and every child are acknowledged); a redo may publish a child again, with
-  the same id, and the child's ledger drops the repeat.
+- at least once: produced before the parent's completion, which is written only once every
+  child is acknowledged (so before the parent's offset can commit); a redo may publish a child
+  again, with the same id, and the child's ledger drops the repeat.
 
 A failed attempt's children are never produced: they go with the attempt. A child's id is
 derived from the parent's id and the child's `name` (or the index of the call), so a re-run of
@@ -77,6 +77,12 @@ class Children:
         self._records: list[ChildRecord] = []
         self._names: set[str] = set()
         self._calls = 0
+        self._closed = False  # taken: the attempt ended
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidJob("enqueue after the job's attempt ended: call ctx.enqueue from "
+                             "the handler, before it returns")
 
     def add(self, job_type: str, payload: Mapping[str, Any], key: str | None = None,
             name: str | None = None, delay: str | float | None = None,
@@ -86,6 +92,7 @@ class Children:
         if name is not None:
             check_id("enqueue: name", name)
         with self._lock:
+            self._check_open()
             index = self._calls
             if name is not None and name in self._names:
                 raise InvalidJob(f"enqueue: name {name!r} was already used by this job: each "
@@ -98,6 +105,7 @@ class Children:
                           run_at=run_at, parent_job_id=self.parent_job_id,
                           traceparent=self.traceparent, headers=headers)
         with self._lock:
+            self._check_open()
             if name is not None:
                 self._names.add(name)
             self._records.append(rec)
@@ -110,6 +118,7 @@ class Children:
         if name is not None:
             check_id("chain: name", name)
         with self._lock:
+            self._check_open()
             index = self._calls
             if name is not None and name in self._names:
                 raise InvalidJob(f"chain: name {name!r} was already used by this job")
@@ -121,6 +130,7 @@ class Children:
                           traceparent=self.traceparent,
                           extra=chains.first_headers(jid, _keyed(ch, key)))
         with self._lock:
+            self._check_open()
             if name is not None:
                 self._names.add(name)
             self._records.append(rec)
@@ -129,6 +139,7 @@ class Children:
     def take(self) -> list[ChildRecord]:
         with self._lock:
             out, self._records = self._records, []
+            self._closed = True
         return out
 
     def append(self, rec: ChildRecord) -> None:
@@ -230,8 +241,8 @@ def send_children(interval: Any, records: list[ChildRecord], gate: Countdown) ->
 
 
 class Countdown:
-    """Runs `then` once `n` acknowledgements arrived (the parent's record and its children, at
-    least once: the parent's offset must not commit before its children are written)."""
+    """Runs `then` once `n` acknowledgements arrived (at least once, a parent's outcome waits
+    for its children's)."""
 
     def __init__(self, n: int) -> None:
         self.left = n

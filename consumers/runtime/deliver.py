@@ -5,7 +5,6 @@ aborted and redone from the last commit (a job is redone, never lost)."""
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Callable
 from typing import Any
@@ -75,6 +74,7 @@ class Deliverer:
         self.retry_in_place = retry_in_place
         self.rng = random.Random()
         self.marks_due: list[tuple[PartitionState, Job, str]] = []  # at least once: on the ack
+        self.outcomes_due: list[Callable[[], None]] = []  # at least once: children acknowledged
         self.due_floors: dict[tuple[str, int], int] = {}  # latest js-not-before per tier partition
 
     def succeed(self, ps: PartitionState, job: Job, duration: float, result: Any = None) -> None:
@@ -151,8 +151,6 @@ class Deliverer:
         mark_after = self.ws.mode is Mode.AT_LEAST_ONCE
         if out.outcome in ROUTED and not mark_after:
             self.mark_routed(ps, job, out.outcome)
-        # With children, the offset finishes once they and the outcome are all acknowledged.
-        gate = Countdown(len(children) + 1) if children else None
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
@@ -161,39 +159,63 @@ class Deliverer:
                 interval.break_(f"could not write {out.topic}: {err.str()}")
                 return
             cur = self.assignment.current(job.tp, gen)
-            if cur is not None and gate is None:
+            if cur is not None:
                 self.finish(cur, job.offset)
-            elif cur is not None and gate is not None:
-                gate.then = functools.partial(self.finish, cur, job.offset)
-                gate.done()
             if out.outcome == "succeeded":
                 self.ledger.acked(ps.ledger_tp, job.job_id)
             elif mark_after and out.outcome in ROUTED:
                 self.marks_due.append((ps, job, out.outcome))  # not from inside a callback
             self._record_outcome(job, out, duration)
 
+        def send() -> None:
+            if interval.broken or self.assignment.current(job.tp, gen) is None:
+                return  # (deferred) the interval broke or the partition was rewound meanwhile
+            try:
+                interval.committer.before_produce()
+                send_outcome(interval.publisher, out, on_delivery, self.log)
+            except (CommitAborted, ProducerFenced) as e:  # no transaction could be begun
+                # (mid broker restart, or the producer is fenced: the redo renews it)
+                interval.break_(str(e))
+                return
+            except (KafkaException, SystemError) as raised:
+                # The transaction went abortable (a write failed during a blip) or the
+                # producer is fenced: redo the interval (a frozen zombie stops there instead).
+                interval.producer_failed(raised, f"cannot produce {out.topic}")
+                return
+            self.history.attempt(
+                ps, job, out.outcome, duration, failure=failure,
+                retry=(out.topic, out.not_before_ms) if out.outcome == "retried" else None,
+                result=result[0], has_result=result[1])
+            for child in children or ():
+                self.history.child(ps, job, child.job_id, child.job_type, child.due_ms)
+
+        if not children:
+            send()
+            return
+        # Children first. In a transaction they commit or abort with the outcome. At least
+        # once, the outcome (the ledger entry) waits for every child's acknowledgement: an
+        # entry written before a child that then failed would have the redo skip the parent,
+        # and the child would be lost.
+        gate = Countdown(len(children))
+        gate.then = (lambda: self.outcomes_due.append(send)) if mark_after else None
         try:
             interval.committer.before_produce()
-            if gate is not None:
-                send_children(interval, children or [], gate)
-            send_outcome(interval.publisher, out, on_delivery, self.log)
-        except (CommitAborted, ProducerFenced) as e:  # no transaction could be begun
-            # (mid broker restart, or the producer is fenced: the redo renews it)
+            send_children(interval, children, gate)
+        except (CommitAborted, ProducerFenced) as e:
             interval.break_(str(e))
             return
         except (KafkaException, SystemError) as raised:
-            # The transaction went abortable (a write failed during a blip) or the producer is
-            # fenced: redo the interval (a frozen zombie stops there instead).
-            interval.producer_failed(raised, f"cannot produce {out.topic}")
+            interval.producer_failed(raised, "cannot produce a child job")
             return
-        self.history.attempt(
-            ps, job, out.outcome, duration, failure=failure,
-            retry=(out.topic, out.not_before_ms) if out.outcome == "retried" else None,
-            result=result[0], has_result=result[1])
-        for child in children or ():
-            self.history.child(ps, job, child.job_id, child.job_type, child.due_ms)
+        if not mark_after:
+            send()
 
     def write_marks(self) -> None:
+        """Marks (and outcomes whose children are all written, at least once) due since the
+        last call: written outside the delivery callbacks."""
+        sends, self.outcomes_due = self.outcomes_due, []
+        for send in sends:
+            send()
         due, self.marks_due = self.marks_due, []
         for ps, job, outcome in due:
             self.mark_routed(ps, job, outcome)

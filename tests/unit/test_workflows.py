@@ -248,3 +248,38 @@ def test_a_chain_is_checked_before_anything_is_sent(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ValueError, match="seq"):
         rig.publisher.publish_chain(chain((JOB_TYPE, {"seq": "x"}), (JOB_TYPE, {})))
     assert rig.values(rig.topics.main) == []
+
+
+@pytest.mark.parametrize("mode", ["transactional", "at_least_once"])
+def test_a_child_that_cannot_be_written_redoes_the_parent_with_the_same_ids(
+        monkeypatch: pytest.MonkeyPatch, rigs: list[Rig], mode: str) -> None:
+    from confluent_kafka import KafkaError
+
+    h = Parent(succeed_on=1)
+    rig = Rig(monkeypatch, handler=h, worker={"mode": mode})
+    rigs.append(rig)
+    pid = rig.publish(0)
+    rig.cluster.fail_next_produce(rig.topics.main, KafkaError.MSG_SIZE_TOO_LARGE)
+    rig.start()
+    rig.wait(lambda: len({r[1] for r in h.child_runs}) == 3, "the children ran", timeout=10)
+    rig.wait(rig.committed_to_end, "committed")
+    assert len(h.returned) == 2, "the parent was redone"
+    assert h.returned[0] == h.returned[1]
+    assert sorted({r[1] for r in h.child_runs}) == sorted(h.returned[0])
+    assert all(r[2] == pid for r in h.child_runs)
+
+
+def test_enqueue_after_the_handler_returned_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                        rigs: list[Rig]) -> None:
+    kept: list[Any] = []
+
+    def handler(payload: dict[str, Any], ctx: Any) -> None:
+        kept.append(ctx)
+
+    rig = Rig(monkeypatch, handler=handler)
+    rigs.append(rig)
+    rig.publish(0)
+    rig.start()
+    rig.wait(rig.committed_to_end, "committed")
+    with pytest.raises(InvalidJob, match="after the job's attempt ended"):
+        kept[0].enqueue(JOB_TYPE, {"seq": 1})
