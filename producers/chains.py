@@ -23,7 +23,7 @@ from jobstream.schemas import wire
 if TYPE_CHECKING:
     from jobstream.schemas.registry import SchemaRegistry
 
-CHAIN: Final = "js-chain"  # the header: the chain as the step that carries it sees it
+CHAIN: Final = wire.CHAIN  # the header: the chain as the step that carries it sees it
 MAX_HEADER_BYTES: Final = 64 * 1024
 VERSION: Final = 1
 

@@ -83,9 +83,14 @@ def test_a_chain_passes_results_along_and_resumes_after_a_retried_step(
     second = child_id(first, "~chain", 0)
     third = child_id(second, "~chain", 0)
     with stack.publisher() as pub:
-        st = pub.wait(stack.job_type, third, key="order-7", timeout=90)
+        try:
+            st = pub.wait(stack.job_type, third, key="order-7", timeout=120)
+        except TimeoutError as e:
+            steps = [pub.status(stack.job_type, j, key="order-7") for j in (first, second)]
+            log = (stack.tmp / "worker-0.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"the last step did not finish: {steps}\n{log}") from e
         assert st.state == "succeeded" and st.result == {"seq": 13}, st
-        mid = pub.wait(stack.job_type, second, key="order-7", timeout=10)
+        mid = pub.wait(stack.job_type, second, key="order-7", timeout=30)
     assert (mid.state, mid.attempts, mid.parent_job_id) == ("succeeded", 3, first)
     assert mid.children == [third]
     runs = {r["job_id"]: r for r in stack.runs()}
