@@ -6,7 +6,8 @@ enqueue children or return a result for a chain:
   attempt K (the children of the failed attempts are dropped with them);
 - `parent:N:permanent` enqueues N children, then fails as permanent (dead-lettered);
 - `step` returns {"seq": seq + 1}: a chain step handing its result on;
-- `step_fail_until:K` the same, failing until attempt K.
+- `step_fail_until:K` the same, failing until attempt K;
+- `step_permanent` the same, failing as permanent until JOBSTREAM_TEST_FIXED is set.
 The sink line carries the parent id and the trace id, so a test checks what each child saw.
 """
 
@@ -46,7 +47,9 @@ def echo(payload: dict[str, Any], ctx: JobContext) -> Any:
             time.sleep(int(parts[3]) / 1000)
     if parts[0] == "step_fail_until" and ctx.attempt < int(parts[1]):
         raise ConnectionError(f"step fails (attempt {ctx.attempt})")
+    if parts[0] == "step_permanent" and not os.environ.get("JOBSTREAM_TEST_FIXED"):
+        raise PermanentError("step rejected until the fix")
     _record(payload, ctx, started)
-    if parts[0] in ("step", "step_fail_until"):
+    if parts[0] in ("step", "step_fail_until", "step_permanent"):
         return {"seq": payload["seq"] + 1}
     return None

@@ -25,6 +25,7 @@ CHILDREN = 5
 def test_workflows_children_exactly_once_under_sigkill_and_rebalance(stack_factory) -> None:  # type: ignore[no-untyped-def]
     parents = sized(800, 4_000, 12_000)
     min_faults = sized(4, 8, 16)
+    max_faults = sized(8, 16, 32)  # a fault every 2-3.5 s until then: each restart costs time
     stack: Stack = stack_factory(worker={"max_in_flight": 64})
     wl = Workload()
     started = time.monotonic()
@@ -59,7 +60,7 @@ def test_workflows_children_exactly_once_under_sigkill_and_rebalance(stack_facto
     last, interval = time.monotonic(), rng.uniform(2, 3.5)
     for _ran in sink.running(wl, sized(150, 600, 1500)):
         fleet.check()
-        if time.monotonic() - last < interval:
+        if time.monotonic() - last < interval or kills + scale >= max_faults:
             continue
         if (kills + scale) % 3 == 2:  # a rebalance: a fourth worker joins, or leaves
             if extra_member is None or extra_member.poll() is not None:

@@ -10,12 +10,13 @@ from typing import Any
 from jobstream import chain
 from jobstream.consumers.runtime.children import child_id
 from jobstream.schemas import wire
-from tests.support.harness import Stack
+from tests.support.harness import Stack, run_cli
 
 
-def _start(stack: Stack) -> None:
+def _start(stack: Stack, **env: str) -> None:
     n = len(stack.procs)
-    stack.spawn_worker("tests.apps.flows", (), stack.tmp / f"worker-{n}.log", stack.env(), False)
+    stack.spawn_worker("tests.apps.flows", (), stack.tmp / f"worker-{n}.log", stack.env(**env),
+                       False)
 
 
 def _headers(m: Any) -> dict[str, str]:
@@ -96,3 +97,32 @@ def test_a_chain_passes_results_along_and_resumes_after_a_retried_step(
     runs = {r["job_id"]: r for r in stack.runs()}
     assert [runs[j]["seq"] for j in (first, second, third)] == [10, 11, 12]
     assert len({runs[j]["trace_id"] for j in (first, second, third)}) == 1, "one trace"
+
+
+def test_a_dead_lettered_step_stops_the_chain_and_a_replay_resumes_it(
+        stack_factory: Any) -> None:
+    stack: Stack = stack_factory()
+    _start(stack)
+    with stack.publisher() as pub:
+        first = pub.publish_chain(chain(
+            (stack.job_type, {"seq": 20, "behaviour": "step"}),
+            (stack.job_type, {"seq": 0, "behaviour": "step_permanent"}),
+            (stack.job_type, {"seq": 0, "behaviour": "step"})), key="order-8")
+        second = child_id(first, "~chain", 0)
+        third = child_id(second, "~chain", 0)
+        st = pub.wait(stack.job_type, second, key="order-8", timeout=90)
+        assert st.state == "dead_lettered" and st.chain is not None, st
+    shown = run_cli("jobs", "show", stack.job_type, second, "--key", "order-8",
+                    env={"JOBSTREAM_CONFIG": str(stack.config_path)})
+    assert f"stopped at step 2 of 3 ({stack.job_type}); not run: {stack.job_type}" in \
+        shown.stdout, shown.stdout + shown.stderr
+    assert stack.stop_all() == [0]
+    assert third not in {r["job_id"] for r in stack.runs()}, "the chain stopped"
+    stack.procs.clear()
+    _start(stack, JOBSTREAM_TEST_FIXED="1")  # the fix deployed, then the step replayed
+    res = run_cli("dlq", "replay", stack.job_type, "--yes", "--from-start",
+                  env={"JOBSTREAM_CONFIG": str(stack.config_path)})
+    assert res.returncode == 0, res.stderr
+    with stack.publisher() as pub:
+        st = pub.wait(stack.job_type, third, key="order-8", timeout=90)
+    assert st.state == "succeeded" and st.result == {"seq": 23}, st
