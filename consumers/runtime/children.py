@@ -89,8 +89,7 @@ class Children:
             run_at: datetime | None = None, headers: Mapping[str, str] | None = None) -> str:
         """Validate and encode one child; its id. Raises InvalidJob (or the payload's
         PayloadError, UnknownJobType) naming the problem."""
-        if name is not None:
-            check_id("enqueue: name", name)
+        _check_name("enqueue", name)
         with self._lock:
             self._check_open()
             index = self._calls
@@ -115,8 +114,7 @@ class Children:
         """The first step of a chain, as a child; the other steps follow it."""
         pub = self.publisher()
         chains.check(ch, pub.registry)
-        if name is not None:
-            check_id("chain: name", name)
+        _check_name("chain", name)
         with self._lock:
             self._check_open()
             index = self._calls
@@ -179,6 +177,14 @@ def build_child(pub: Publisher, job_type: str, payload: Mapping[str, Any], job_i
         raise InvalidJob(f"enqueue: the {job_type} record is {size} bytes; {topic} accepts at "
                          f"most {limit}")
     return ChildRecord(jid, job_type, topic, record_key, value, hdrs, partition, due)
+
+
+def _check_name(what: str, name: str | None) -> None:
+    if name is None:
+        return
+    check_id(f"{what}: name", name)
+    if name.startswith("~"):  # "~chain": a chain's next step
+        raise InvalidJob(f"{what}: name {name!r}: names starting with ~ are reserved")
 
 
 def _keyed(ch: Chain, key: str | None) -> Chain:

@@ -132,6 +132,10 @@ def test_named_children_keep_their_ids_and_a_repeated_name_is_refused(
             ctx.enqueue(JOB_TYPE, {"seq": "not a number"})
         except ValueError as e:
             errors.append(str(e))
+        try:
+            ctx.enqueue(JOB_TYPE, {"seq": 102}, name="~chain")
+        except InvalidJob as e:
+            errors.append(str(e))
 
     rig = Rig(monkeypatch, handler=handler)
     rigs.append(rig)
@@ -140,6 +144,7 @@ def test_named_children_keep_their_ids_and_a_repeated_name_is_refused(
     rig.wait(lambda: len(_children(rig)) == 1, "the child")
     assert _headers(_children(rig)[0])[wire.JOB_ID] == child_id(pid, "only", 0)
     assert "already used" in errors[0] and "seq" in errors[1], errors
+    assert "reserved" in errors[2], errors
 
 
 def test_a_delayed_child_goes_to_the_scheduled_topic(monkeypatch: pytest.MonkeyPatch,
