@@ -30,7 +30,7 @@ from typing import Any
 
 import confluent_kafka
 
-from benchmarks import costs, latency, ledger, publisher, retry, throughput
+from benchmarks import costs, delayed, latency, ledger, publisher, retry, throughput
 from benchmarks.common import ROOT, Bench, Row, say, scratch_dir
 from benchmarks.figures import fmt
 from jobstream.config.settings import load_settings
@@ -48,6 +48,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Bench], list[Row]]]] = {
     "scaling": ("7 scaling over 1, 2, 3 worker processes", throughput.scaling),
     "costs": ("8 per-job cost breakdown (in-process)", costs.costs),
     "processes": ("9 one pod, 1 and 2 worker processes", throughput.processes),
+    "delayed": ("10 delayed jobs: dispatch lateness, restore from a snapshot", delayed.delayed),
 }
 
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from jobstream.config.durations import DurationText, Millis, Seconds, parse_duration
+from jobstream.config.lane_rules import (
+    check_fair_by,
+    check_priorities,
+    check_weights,
+    default_weights,
+)
 from jobstream.config.model import _Model
 
 DEFAULT_TIERS = ("10s", "1m", "10m")
@@ -145,6 +151,28 @@ class JobTypeSettings(_Model):
         description="Largest handler return value, as JSON, stored as the job's result; a "
         "bigger one fails the attempt as permanent, naming the limit.",
     )
+    priorities: tuple[str, ...] = Field(
+        (),
+        description="Priority lanes, highest first, e.g. `[high, default, low]`; must include "
+        "`default` (the main topic T); the others are `T.priority.<name>`. Default: no lanes "
+        "(docs/priorities.md).",
+    )
+    lane_weights: tuple[int, ...] | None = Field(
+        None,
+        description="Share of starts of each lane while all have work, one positive integer "
+        "per lane in `priorities` order; default 8:3:1 style (highest lane weighs most).",
+    )
+    fair_by: str | None = Field(
+        None,
+        description="Fair sharing inside each lane: `key` or `header:<name>` names a job's "
+        "tenant, and the worker starts the jobs it has fetched round robin across tenants "
+        "(docs/priorities.md). Default off: first in first out.",
+    )
+    max_in_flight_per_tenant: int | None = Field(
+        None, ge=1,
+        description="With `fair_by`: most jobs of one tenant running at once in one worker; "
+        "default no limit.",
+    )
     accept: tuple[HeaderFormat, ...] = Field(
         (HeaderFormat.JOBSTREAM,), min_length=1,
         description="Header formats the job type's records may use: `jobstream` (`js-*` "
@@ -166,6 +194,32 @@ class JobTypeSettings(_Model):
         if len(set(v)) != len(v):
             raise ValueError(f"each format at most once, got {[str(f) for f in v]}")
         return v
+
+    @field_validator("priorities")
+    @classmethod
+    def _priorities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_priorities(v)
+
+    @field_validator("fair_by")
+    @classmethod
+    def _fair_by(cls, v: str | None) -> str | None:
+        return check_fair_by(v)
+
+    @model_validator(mode="after")
+    def _weights(self) -> JobTypeSettings:
+        check_weights(self.priorities, self.lane_weights)
+        if self.max_in_flight_per_tenant is not None and self.fair_by is None:
+            raise ValueError("max_in_flight_per_tenant needs fair_by (what a tenant is)")
+        return self
+
+    @property
+    def lanes(self) -> tuple[str, ...]:
+        """The lanes, highest first; `("default",)` when the job type declares none."""
+        return self.priorities or ("default",)
+
+    @property
+    def weights(self) -> tuple[int, ...]:
+        return self.lane_weights or default_weights(len(self.lanes))
 
     @property
     def tier_seconds(self) -> tuple[float, ...]:

@@ -177,6 +177,16 @@ class WorkerSettings(_Model):
         description="How long a job's recorded success keeps a duplicate of it from running: "
         "the ledger topics' retention and the views' expiry.",
     )
+    scheduler_snapshot_changes: int = Field(
+        10_000, ge=0,
+        description="The scheduler writes a snapshot of a T.scheduled partition's pending index "
+        "after reading this many records since its last one (and when it stops), so a new "
+        "owner restores from it (docs/scheduling.md); `0` turns snapshots off.",
+    )
+    scheduler_snapshot_every_s: Seconds = Field(
+        60.0, ge=0,
+        description="Least time between two snapshots of one T.scheduled partition.",
+    )
     dlq_guard: DlqGuardSettings | None = Field(
         None,
         description="Stops the worker (exit code 4) when most finished jobs are dead-lettered: "

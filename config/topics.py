@@ -1,8 +1,10 @@
 """The one place that names topics. For a job type whose main topic is T:
 
-T (new jobs), T.retry.<delay> (one per tier), T.dlq (dead letters), T.ledger (dedup ledger),
+T (new jobs; the `default` lane), T.priority.<lane> (a job type's other priority lanes),
+T.retry.<delay> (one per tier), T.dlq (dead letters), T.ledger (dedup ledger),
 T.history (each job's lifecycle, hash-chained), T.scheduled (delayed jobs not yet due, keyed by
-job id, compacted: a tombstone once dispatched or cancelled).
+job id, compacted: a tombstone once dispatched or cancelled), T.scheduled.snapshots (snapshots
+of the scheduler's pending index, compacted).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from jobstream.config.durations import format_duration, parse_duration
 from jobstream.config.settings import JobTypeSettings, Ordering, Settings
 
 RETRY_MARK = ".retry."
+PRIORITY_MARK = ".priority."
 DLQ_SUFFIX = ".dlq"
 LEDGER_SUFFIX = ".ledger"
 HISTORY_SUFFIX = ".history"
 SCHEDULED_SUFFIX = ".scheduled"
+SNAPSHOTS_SUFFIX = ".scheduled.snapshots"
 AUDIT_TOPIC = "jobstream.audit"
 
 
@@ -26,6 +30,11 @@ def main_topic(job_type: str, cfg: JobTypeSettings | None = None) -> str:
 
 def retry_topic(main: str, delay_s: float) -> str:
     return f"{main}{RETRY_MARK}{format_duration(delay_s)}"
+
+
+def lane_topic(main: str, lane: str) -> str:
+    """The topic of a priority lane: T itself for `default`, T.priority.<lane> otherwise."""
+    return main if lane == "default" else f"{main}{PRIORITY_MARK}{lane}"
 
 
 def dlq_topic(main: str) -> str:
@@ -44,12 +53,18 @@ def scheduled_topic(main: str) -> str:
     return main + SCHEDULED_SUFFIX
 
 
+def snapshots_topic(main: str) -> str:
+    return main + SNAPSHOTS_SUFFIX
+
+
 def base_of(topic: str) -> str:
     """The main topic a tier, DLQ, ledger or history topic belongs to (the topic itself
     otherwise)."""
-    if RETRY_MARK in topic:
-        return topic.rsplit(RETRY_MARK, 1)[0]
-    for suffix in (DLQ_SUFFIX, LEDGER_SUFFIX, HISTORY_SUFFIX, SCHEDULED_SUFFIX):
+    for mark in (RETRY_MARK, PRIORITY_MARK):
+        if mark in topic:
+            return topic.rsplit(mark, 1)[0]
+    suffixes = (DLQ_SUFFIX, LEDGER_SUFFIX, HISTORY_SUFFIX, SCHEDULED_SUFFIX, SNAPSHOTS_SUFFIX)
+    for suffix in suffixes:
         if topic.endswith(suffix):
             return topic[: -len(suffix)]
     return topic
@@ -65,7 +80,7 @@ def tier_delay(topic: str) -> float | None:
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
-    role: str  # main | retry | dlq | ledger | history | scheduled
+    role: str  # main | lane | retry | dlq | ledger | history | scheduled | snapshots
     partitions: int
     config: dict[str, str]
 
@@ -84,11 +99,13 @@ class JobTopics:
     ledger: str
     history: str
     scheduled: str
+    snapshots: str
+    lanes: tuple[str, ...] = ()  # lane topics (T among them), highest lane first; () no lanes
 
     @property
     def consumed(self) -> tuple[str, ...]:
         """Topics a worker reads jobs from."""
-        return (self.main, *self.retries)
+        return (*(self.lanes or (self.main,)), *self.retries)
 
 
 def job_topics(job_type: str, cfg: JobTypeSettings) -> JobTopics:
@@ -103,6 +120,8 @@ def job_topics(job_type: str, cfg: JobTypeSettings) -> JobTopics:
         ledger=ledger_topic(main),
         history=history_topic(main),
         scheduled=scheduled_topic(main),
+        snapshots=snapshots_topic(main),
+        lanes=tuple(lane_topic(main, n) for n in cfg.priorities),
     )
 
 
@@ -115,6 +134,9 @@ def topic_plan(job_type: str, settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             t.main, "main", n, {"cleanup.policy": "delete", "retention.ms": str(cfg.retention_ms)}
         )
+    ]
+    plan += [  # the other priority lanes: like T, same partition count (key order)
+        TopicSpec(name, "lane", n, plan[0].config) for name in t.lanes if name != t.main
     ]
     # A retry record must outlive its delay by a wide margin, whatever the main retention is.
     for name, delay in zip(t.retries, t.tier_seconds, strict=True):
@@ -141,4 +163,9 @@ def topic_plan(job_type: str, settings: Settings) -> list[TopicSpec]:
     # Compacted only: a pending job must stay until dispatched or cancelled, however far ahead
     # (max_delay); its tombstone goes after delete.retention.ms (1 day by default).
     plan.append(TopicSpec(t.scheduled, "scheduled", n, {"cleanup.policy": "compact"}))
+    # Only the latest snapshot per partition matters: older ones are compacted away soon, as a
+    # restore reads the partition from its beginning.
+    plan.append(TopicSpec(t.snapshots, "snapshots", n, {
+        "cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1",
+    }))
     return plan

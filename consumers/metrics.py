@@ -74,6 +74,28 @@ class Metrics:
             ["job_type"],
             registry=r,
         )
+        # Priority lanes (docs/priorities.md): only job types with lanes have these series.
+        self.lane_started_jobs = Counter(
+            "jobstream_lane_started_total", "Jobs started, by priority lane.",
+            ["job_type", "lane"], registry=r,
+        )
+        self.lane_wait = Histogram(
+            "jobstream_lane_start_latency_seconds",
+            "From enqueue (js-enqueued-at) to start, by priority lane.",
+            ["job_type", "lane"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.lane_buffered = Gauge(
+            "jobstream_lane_buffered", "Jobs of the lane fetched and not finished.",
+            ["job_type", "lane"], registry=r,
+        )
+        self.lane_queued = Gauge(
+            "jobstream_lane_queued", "Jobs of the lane ready and waiting for a handler slot.",
+            ["job_type", "lane"], registry=r,
+        )
+        self.lane_paused = Gauge(
+            "jobstream_lane_paused", "1 while the lane's partitions do not fetch (its share "
+            "of the buffer is full).", ["job_type", "lane"], registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._job_types: frozenset[str] | None = None  # None: any (until the worker says)
 
@@ -103,6 +125,19 @@ class Metrics:
             self._child(self.duration, job_type).observe(duration_s)
         if latency_s is not None and latency_s >= 0:
             self._child(self.latency, job_type).observe(latency_s)
+
+    def lane_started(self, job_type: str, lane: str, enqueued_ms: int, now_ms: int) -> None:
+        if self.enabled:
+            self._child(self.lane_started_jobs, job_type, lane).inc()
+            if enqueued_ms:
+                self._child(self.lane_wait, job_type, lane).observe(
+                    max(0, now_ms - enqueued_ms) / 1000)
+
+    def lane_state(self, job_type: str, lane: str, buffered: int, queued: int,
+                   paused: bool) -> None:
+        self._child(self.lane_buffered, job_type, lane).set(buffered)
+        self._child(self.lane_queued, job_type, lane).set(queued)
+        self._child(self.lane_paused, job_type, lane).set(1 if paused else 0)
 
     def retried(self, job_type: str, tier: str) -> None:
         if self.enabled:

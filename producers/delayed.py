@@ -70,8 +70,10 @@ def partition_count(producer: Any, topic: str, cache: dict[str, int], timeout: f
     return n
 
 
-def cancel(pub: Any, job_type: str, job_id: str, key: str | None, timeout: float) -> None:
-    """The tombstone of a delayed job on T.scheduled, acknowledged, then its audit record."""
+def cancel(pub: Any, job_type: str, job_id: str, key: str | None, timeout: float,
+           audit: bool = True) -> None:
+    """The tombstone of a delayed job on T.scheduled, acknowledged, then its audit record
+    (audit=False: the caller audits the whole cancel, producers/cancel.py)."""
     import socket
     import threading
     import uuid
@@ -104,6 +106,8 @@ def cancel(pub: Any, job_type: str, job_id: str, key: str | None, timeout: float
         pub.producer.poll(0.05)
     if errors[0] is not None:
         raise PublishError(f"cancel of job {job_id}: {errors[0].str()}")
+    if not audit:
+        return
     write_audit(pub.settings, {
         "id": uuid.uuid4().hex,
         "at": datetime.now(UTC).isoformat(timespec="milliseconds"),

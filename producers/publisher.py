@@ -16,9 +16,10 @@ from confluent_kafka import KafkaError, Message, Producer
 from jobstream.config.kafka import client_config
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings, load_settings
-from jobstream.config.topics import main_topic, scheduled_topic
-from jobstream.producers import delayed
+from jobstream.config.topics import base_of, main_topic, scheduled_topic
+from jobstream.producers import delayed, lanes
 from jobstream.producers import status as job_status
+from jobstream.producers.cancel import CancelResult
 from jobstream.producers.connection import ErrorWatch
 from jobstream.producers.delivery import DeliveryWatch, given_up
 from jobstream.producers.errors import (
@@ -182,10 +183,12 @@ class Publisher:
         delay: str | float | None = None,
         run_at: datetime | None = None,
         timeout: float = 30.0,
+        priority: str | None = None,
     ) -> str:
         """Validate, encode and send one job; return its id once the broker has it.
         `delay` ("10m", or seconds) or `run_at` (an aware datetime) make it a delayed job: it
-        runs at or after that time (docs/scheduling.md); zero or a past time runs it at once."""
+        runs at or after that time (docs/scheduling.md); zero or a past time runs it at once.
+        `priority`: the job type's lane (docs/priorities.md); default `default`."""
         done = threading.Event()
         result: list[KafkaError | None] = []
 
@@ -194,17 +197,9 @@ class Publisher:
             done.set()
 
         job_id = self.publish_async(
-            job_type,
-            payload,
-            key,
-            job_id,
-            parent_job_id,
-            headers,
-            traceparent=traceparent,
-            delay=delay,
-            run_at=run_at,
-            on_delivery=on_delivery,
-        )
+            job_type, payload, key, job_id, parent_job_id, headers, traceparent=traceparent,
+            delay=delay, run_at=run_at, on_delivery=on_delivery, priority=priority,
+        )  # fmt: skip
         deadline = time.monotonic() + timeout
         while not done.is_set():
             if time.monotonic() > deadline:
@@ -230,10 +225,11 @@ class Publisher:
         delay: str | float | None = None,
         run_at: datetime | None = None,
         on_delivery: DeliveryCallback | None = None,
+        priority: str | None = None,
     ) -> str:
         """Validate, encode and queue one job; return its id at once. Its delivery is told to
         `on_delivery`, or when there is none, a failure is raised by the next `flush`/`close`.
-        `delay`/`run_at`: as for `publish`."""
+        `delay`/`run_at`/`priority`: as for `publish`."""
         cfg = self.settings.job(job_type) if (delay is not None or run_at is not None) else None
         due = delayed.due_ms(delay, run_at, cfg.max_delay_s) if cfg is not None else None
         topic, job_id, value, hdrs = self.build(
@@ -245,6 +241,8 @@ class Publisher:
             headers=headers,
             traceparent=traceparent,
         )
+        if priority is not None:  # its lane's topic, before T.scheduled: the lane's partitions
+            topic = lanes.route(job_type, self.settings.job(job_type), priority, topic, hdrs)
         partition = None
         record_key = (key or job_id).encode("utf-8")
         if due is not None:
@@ -253,7 +251,7 @@ class Publisher:
             hdrs.append((wire.RUN_AT, str(due).encode()))
             if key is not None:
                 hdrs.append((wire.KEY, record_key))
-            topic, record_key = scheduled_topic(topic), job_id.encode("utf-8")
+            topic, record_key = scheduled_topic(base_of(topic)), job_id.encode("utf-8")
         if on_delivery is None:
             on_delivery = self._deliveries.callback(job_id, topic)
         self.send(topic, record_key, value, hdrs, partition=partition, on_delivery=on_delivery)
@@ -314,14 +312,18 @@ class Publisher:
         return delayed.partition_count(self.producer, topic, self._partitions)
 
     def cancel(self, job_type: str, job_id: str, key: str | None = None,
-               timeout: float = 30.0) -> None:
-        """Cancel a delayed job that is not yet due: its T.scheduled entry gets a tombstone,
-        so no scheduler dispatches it, and the cancel is audited (jobstream.audit). `key`: the
-        key it was published with, if any. A job already dispatched is not stopped by this."""
-        from jobstream.producers.delayed import cancel
+               timeout: float = 30.0, confirm_timeout: float = 10.0) -> CancelResult:
+        """Cancel a queued, scheduled or retrying job (producers/cancel.py): the workers skip
+        it; a running attempt is not stopped. The result says cancelled, already_final or
+        unknown. `key`: the key it was published with, if any."""
+        return self.cancel_many(job_type, [(job_id, key)], timeout, confirm_timeout)[0]
 
+    def cancel_many(self, job_type: str, jobs: list[tuple[str, str | None]],
+                    timeout: float = 30.0, confirm_timeout: float = 10.0) -> list[CancelResult]:
+        """cancel() of each (job id, key), looked up side by side; one audit record."""
+        from jobstream.producers.cancel import cancel_many
         self.registry.latest(job_type)  # UnknownJobType before any write
-        cancel(self, job_type, job_id, key, timeout)
+        return cancel_many(self, job_type, jobs, timeout, confirm_timeout)
 
     def publish_chain(self, ch: Any, key: str | None = None, timeout: float = 30.0) -> str:
         """Publish a `jobstream.chain(...)`: its steps run one after another, each given the

@@ -25,7 +25,7 @@ from jobstream.config.settings import Settings
 from jobstream.config.topics import job_topics
 from jobstream.producers.errors import check_id, check_key
 from jobstream.schemas import history, wire
-from jobstream.schemas.ledger_entry import decode_entry
+from jobstream.schemas.ledger_entry import cancel_key, decode_entry
 from jobstream.schemas.lifecycle import JobStatus, fold
 from jobstream.schemas.partitioner import partition_for
 
@@ -55,6 +55,7 @@ class _Source:
 class _Found:
     history: list[dict[str, Any]] = field(default_factory=list)
     ledger_state: str | None = None
+    cancelled: bool = False  # a `!cancel/<id>` entry (producers/cancel.py)
     queued_at: int | None = None  # offset in T when seen waiting there
 
 
@@ -68,6 +69,7 @@ class JobLookup:
             check_key(key)
         self.job_type, self.job_id = job_type, job_id
         self.key = (key if key is not None else job_id).encode()
+        self._cancel_key = cancel_key(job_id).encode()
         self.timeout = timeout
         topics = job_topics(job_type, settings.job(job_type))
         self._topics = topics
@@ -142,7 +144,8 @@ class JobLookup:
         """Read up to the partitions' ends as of now and fold what was found."""
         self._read(time.monotonic() + self.timeout)
         f = self._found
-        st = fold(self.job_id, self.job_type, f.history, f.ledger_state)
+        st = fold(self.job_id, self.job_type, f.history, f.ledger_state,
+                  cancelled=f.cancelled)
         if st.state == "unknown" and f.queued_at is not None:
             st.state = "queued"
         return st
@@ -188,6 +191,9 @@ class JobLookup:
             if rec["job_id"] == self.job_id:
                 self._found.history.append(rec)
         elif topic == self._topics.ledger:
+            if key == self._cancel_key:
+                self._found.cancelled = value is not None
+                return
             if key != self.job_id.encode():
                 return
             if value is None:

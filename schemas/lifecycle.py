@@ -40,10 +40,13 @@ class JobStatus:
 
 
 def fold(job_id: str, job_type: str, records: list[dict[str, Any]],
-         ledger_state: str | None = None, scheduled_at: int | None = None) -> JobStatus:
+         ledger_state: str | None = None, scheduled_at: int | None = None,
+         cancelled: bool = False) -> JobStatus:
     """The status after these events. The ledger keys completions (succeeded, cancelled) by job
     id, and its word wins over history, which can be shorter (its retention, or an at-least-once
-    interval that failed after the ledger record went out)."""
+    interval that failed after the ledger record went out). `cancelled`: the ledger holds a
+    cancel of the job (`jobs cancel`): a job not final and not running is cancelled (no attempt
+    of it starts any more); a run that raced the cancel and succeeded stays succeeded."""
     st = JobStatus(job_id, job_type, events=list(records))
     for rec in records:
         kind = rec.get("event")
@@ -53,6 +56,9 @@ def fold(job_id: str, job_type: str, records: list[dict[str, Any]],
         if kind == "attempt":
             outcome = rec.get("outcome")
             if outcome == "deduplicated":
+                continue
+            if outcome == "cancelled":  # skipped by a worker, never run: not an attempt made
+                st.state, st.due_at = "cancelled", None
                 continue
             st.attempts = max(st.attempts, int(rec.get("attempt") or 0))
             st.last_error = rec.get("error") or st.last_error
@@ -65,12 +71,12 @@ def fold(job_id: str, job_type: str, records: list[dict[str, Any]],
             elif outcome == "retried":
                 st.state = "retrying"
                 st.due_at = (rec.get("retry") or {}).get("due_at")
-            elif outcome in ("dead_lettered", "cancelled"):
+            elif outcome == "dead_lettered":
                 st.state = str(outcome)
         elif kind == "replayed":
             st.state, st.due_at, st.finished_at = "queued", None, None
-        elif kind == "cancelled":
-            st.state = "cancelled"
+        elif kind == "cancelled":  # asked for (`jobs cancel`): in effect unless a run raced it
+            cancelled = True
         elif kind == "progress":
             frac = rec.get("fraction")
             st.progress = (float(frac) if isinstance(frac, int | float) else 0.0,
@@ -86,6 +92,8 @@ def fold(job_id: str, job_type: str, records: list[dict[str, Any]],
         st.state = ledger_state
     if scheduled_at is not None and not st.final:
         st.state, st.due_at = "scheduled", scheduled_at
+    if cancelled and not st.final and st.state != "running":
+        st.state, st.due_at = "cancelled", None
     return st
 
 
@@ -101,6 +109,8 @@ def describe(rec: dict[str, Any], result_chars: int = 200) -> str:
     the result, the progress), as `jobs show` and the console's timeline print it."""
     kind = rec.get("event")
     if kind == "attempt":
+        if rec.get("outcome") == "cancelled":
+            return "skipped: cancelled before it ran"
         parts = []
         if isinstance(rec.get("error"), dict):
             e = rec["error"]

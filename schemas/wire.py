@@ -15,6 +15,10 @@ ENQUEUED_AT: Final = "js-enqueued-at"
 NOT_BEFORE: Final = "js-not-before"
 PRODUCER: Final = "js-producer"
 
+# The job's priority lane (docs/priorities.md), set by publish(priority=...) on job types with
+# lanes and carried through retries, the DLQ and replays: a retry comes back in its own lane.
+PRIORITY: Final = "js-priority"
+
 # Delayed jobs, on T.scheduled records only (the dispatched job on T has no RUN_AT): the due
 # time in ms since the epoch, and the job's own key (the record key there is the job id).
 RUN_AT: Final = "js-run-at"

@@ -238,6 +238,9 @@ def dlq_replay(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     from_start: Annotated[
         bool, typer.Option(help="Ignore progress saved by earlier runs.")] = False,
+    priority: Annotated[str | None, typer.Option(
+        help="Send every job to this priority lane (with --to origin; audited); default: "
+        "each to its own lane.")] = None,
 ) -> None:
     """Republish dead letters to their topic (attempt 1, same key, job id and partition).
 
@@ -286,7 +289,7 @@ def dlq_replay(
             try:
                 result = replay.replay(
                     s, target, f, to, dry_run=dry_run, rate=rate, limit=limit,
-                    from_start=from_start, confirm=confirm, on_skip=skipped,
+                    from_start=from_start, confirm=confirm, on_skip=skipped, priority=priority,
                     progress=lambda n, _total: progress.update(task, completed=n))
             except interrupt.Interrupted as e:
                 result = e.result

@@ -1,5 +1,5 @@
 """`jobstream jobs show|wait|cancel`: one job's state and timeline, read from its topics; the
-cancel of a delayed job."""
+cancel of a queued, scheduled or retrying job (producers/cancel.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from jobstream.schemas.lifecycle import JobStatus, chain_stop, describe, when
 # `jobs wait` exit codes besides 0 (succeeded) and 1 (an error): scripts tell them apart.
 EXIT_FAILED = 3  # dead-lettered or cancelled
 EXIT_TIMEOUT = 124  # still not final, as timeout(1) exits
+# `jobs cancel` exit codes besides 0 (cancelled) and 1 (an error).
+EXIT_ALREADY_FINAL = 3  # succeeded, dead-lettered or cancelled before: nothing changed
+EXIT_UNKNOWN = 4  # no record of the job: nothing written
 
 jobs_app = typer.Typer(
     help="Look a job up: its state, attempts, errors and result.", no_args_is_help=True,
@@ -104,20 +107,48 @@ def jobs_wait(
 
 @jobs_app.command("cancel", epilog="Example: jobstream jobs cancel reports.generate 0f8e5c1a "
                                    "--key customer-42")
-def jobs_cancel(job_type: JobType, job_id: JobId, key: Key = None) -> None:
-    """Cancel a delayed job that is not yet due: its T.scheduled entry gets a tombstone, so it
-    is never dispatched; audited. A job already dispatched is not stopped."""
+def jobs_cancel(
+    job_type: JobType,
+    job_ids: Annotated[list[str], typer.Argument(help="The job ids publish returned.")],
+    key: Key = None, as_json: AsJson = False,
+    confirm_timeout: Annotated[str, typer.Option(
+        help="How long to wait for the workers to confirm they have read the cancel.")] = "10s",
+) -> None:
+    """Cancel queued, scheduled or retrying jobs: a cancel entry in the ledger makes every
+    worker skip the job (a delayed job's T.scheduled entry also gets a tombstone); audited. A
+    running attempt is not stopped, but no further attempt runs. Exit 0: cancelled; 3: a job
+    had already succeeded, was dead-lettered or cancelled (nothing changed); 4: no record of a
+    job."""
+    from jobstream.consumers.cli.errors import fail
     from jobstream.producers.errors import PublishError
     from jobstream.producers.publisher import Publisher
 
+    if key is not None and len(job_ids) > 1:
+        fail("--key: give one job id with it (each job's key picks its partition)")
+    try:
+        wait_s = parse_duration(confirm_timeout, allow_zero=True)
+    except ValueError as e:
+        fail(f"--confirm-timeout: {e}")
     with _lookup_errors():
         try:
             with Publisher.from_settings(_settings_for(job_type)) as pub:
-                pub.cancel(job_type, job_id, key)
+                results = pub.cancel_many(job_type, [(j, key) for j in job_ids],
+                                          confirm_timeout=wait_s)
         except PublishError as e:
             err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
             sys.exit(1)
-    out.print(Text(f"{job_type} {job_id}: cancelled (if it was still scheduled)"))
+    from jobstream.producers.cancel import describe
+
+    for result in results:
+        if as_json:
+            sys.stdout.write(describe(result) + "\n")
+        else:
+            out.print(Text(result.message))
+    outcomes = {r.outcome for r in results}
+    if "unknown" in outcomes:
+        sys.exit(EXIT_UNKNOWN)
+    if "already_final" in outcomes:
+        sys.exit(EXIT_ALREADY_FINAL)
 
 
 def _print(st: JobStatus, as_json: bool) -> None:
@@ -135,6 +166,13 @@ def _print(st: JobStatus, as_json: bool) -> None:
     if st.state == "unknown":
         out.print("  no record of it: a wrong id or key, or older than the history retention "
                   "and the ledger TTL")
+    for rec in st.events:
+        if rec.get("event") == "cancelled":
+            out.print(Text(f"  cancelled by {rec.get('user')} at {when(rec.get('at'))} UTC"
+                           f" ({rec.get('reason', 'jobs cancel')})"), soft_wrap=True)
+        elif rec.get("event") == "replayed":
+            out.print(Text(f"  replayed by {rec.get('user')} at {when(rec.get('at'))} UTC "
+                           f"from {rec.get('from')}"), soft_wrap=True)
     if st.has_result:
         out.print(Text("  result: " + json.dumps(st.result, ensure_ascii=False)))
     if st.last_error and st.state != "succeeded":

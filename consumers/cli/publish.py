@@ -24,6 +24,8 @@ def publish(
     at: Annotated[str | None, typer.Option(
         "--at", help="Run it at this time: ISO 8601 with a UTC offset, e.g. "
         "2026-12-24T18:00:00+01:00.")] = None,
+    priority: Annotated[str | None, typer.Option(
+        help="The job type's priority lane, e.g. high (docs/priorities.md).")] = None,
 ) -> None:
     """Validate, encode and publish one job; prints its job id. With --delay or --at it
     waits in T.scheduled until due."""
@@ -48,9 +50,17 @@ def publish(
                 fail(str(e))
     if key is not None and not _is_unicode(key):
         fail(f"--key holds a lone surrogate, which is not valid Unicode: {key!a}")
-    with Publisher.from_settings(connected(settings())) as pub:
+    conf = settings()
+    if priority is not None:
+        from jobstream.producers.lanes import check_lane
+
+        try:
+            check_lane(job_type, conf.job(job_type), priority)
+        except InvalidJob as e:
+            fail(f"--priority: {e}")
+    with Publisher.from_settings(connected(conf)) as pub:
         jid = pub.publish(job_type, data, key=key, job_id=job_id, parent_job_id=parent_job_id,
-                          delay=delay, run_at=run_at)
+                          delay=delay, run_at=run_at, priority=priority)
     out.print(jid, highlight=False)
 
 

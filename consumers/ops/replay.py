@@ -15,7 +15,9 @@ the run then waits for what it sent, saves progress up to it and audits itself a
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +27,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from jobstream.config.durations import format_duration, parse_duration
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings
-from jobstream.config.topics import RETRY_MARK, retry_topic
+from jobstream.config.topics import PRIORITY_MARK, RETRY_MARK, lane_topic, retry_topic
 from jobstream.consumers.ops import interrupt
 from jobstream.consumers.ops.dlq import DeadLetter, DlqError, Filters, Result
 from jobstream.consumers.ops.dlq_reader import (
@@ -39,6 +41,7 @@ from jobstream.consumers.ops.dlq_reader import (
     unreachable,
 )
 from jobstream.consumers.runtime.protection import RateLimiter, acquire_blocking
+from jobstream.producers.lanes import lane_destination
 from jobstream.schemas import wire
 from jobstream.schemas.registry import SchemaRegistry
 
@@ -90,6 +93,19 @@ def destination(spec: str, t: Target, topics: dict[str, int]) -> tuple[str, str,
     return canon, name, delay
 
 
+def lane_of_replay(priority: str, canon: str, main: str, topics: dict[str, int]) -> str:
+    """--priority: the lane's topic, which must exist; only with --to origin."""
+    if canon != "origin":
+        raise DlqError(f"--priority goes with --to origin, not --to {canon}")
+    name = lane_topic(main, priority)
+    if name not in topics:
+        mark = main + PRIORITY_MARK
+        lanes = ["default", *sorted(n[len(mark):] for n in topics if n.startswith(mark))]
+        raise DlqError(f"--priority {priority}: {main} has no such lane (its lanes: "
+                       f"{', '.join(lanes)})")
+    return name
+
+
 @dataclass(frozen=True)
 class ReplayPlan:
     """What a replay is about to do, shown to the operator before anything is sent."""
@@ -121,7 +137,7 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
            from_start: bool = False, progress: ProgressCb | None = None,
            confirm: Callable[[ReplayPlan], None] | None = None, on_skip: SkipCb | None = None,
            registry: SchemaRegistry | None = None, audit: bool = True,
-           audit_extra: dict[str, Any] | None = None) -> Result:
+           audit_extra: dict[str, Any] | None = None, priority: str | None = None) -> Result:
     """Republish matching dead letters to the main topic (or a retry tier), same partition.
 
     Bounded by the DLQ end offsets taken at start, so jobs that die again meanwhile are not
@@ -130,6 +146,8 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
     nothing. A record larger than the destination accepts is skipped, told to on_skip and
     counted (Result.too_large); progress moves past it, the record stays in the DLQ.
     audit_extra goes into the audit record (the console names its signed-in user there).
+    priority: send every job to that lane of the main topic (docs/priorities.md), audited;
+    without it each goes back to its own lane.
     """
     from jobstream.producers.publisher import Publisher
 
@@ -140,6 +158,9 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
     topics = list_topics(settings)
     t = resolve_target(settings, target, topics)
     canon, dest, delay = destination(to, t, topics)
+    if priority is not None:
+        dest = lane_of_replay(priority, canon, t.main, topics)
+        audit_extra = {**(audit_extra or {}), "priority": priority}
     group = replay_group(t.dlq, canon, filters)
     r = Reader(settings, t.dlq, group)
     result = Result("replay", t.dlq, dest, dry_run=dry_run)
@@ -168,7 +189,12 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
         started = True
         pub = None if dry_run else Publisher(settings, registry,
                                              producer_config={"logger": QUIET})
-        run = _Run(r, pub, plan, filters, delay, result, on_skip)
+        run = _Run(r, pub, plan, filters, delay, result, on_skip,
+                   history=_history_of(settings, t, topics))
+        run.priority = priority
+        if canon == "origin" and priority is None:  # each job back to its own lane
+            mark = t.main + PRIORITY_MARK
+            run.lanes = tuple(n for n in topics if n.startswith(mark))
         run.go(limit, rate, progress)
         finished = True
         return result
@@ -198,19 +224,39 @@ def replay(settings: Settings, target: str, filters: Filters | None = None, to: 
                                  interrupted=stopped_by)
 
 
+def _history_of(settings: Settings, t: Target, topics: dict[str, int]) -> str | None:
+    """The target's T.history, when its job type keeps one and it exists."""
+    from jobstream.config.topics import history_topic, main_topic
+
+    name = history_topic(t.main)
+    jt = next((jt for jt in settings.jobs if main_topic(jt, settings.job(jt)) == t.main), None)
+    if name not in topics or (jt is not None and not settings.job(jt).history):
+        return None
+    return name
+
+
 class _Run:
     """One replay's sending loop and its bookkeeping: what was acknowledged, how far progress
     may move (per partition: the next offset to read), what was left in the DLQ."""
 
     def __init__(self, r: Reader, pub: Any, plan: ReplayPlan, filters: Filters,
-                 delay: float | None, result: Result, on_skip: SkipCb | None) -> None:
+                 delay: float | None, result: Result, on_skip: SkipCb | None,
+                 history: str | None = None) -> None:
         self.r, self.pub, self.plan, self.filters = r, pub, plan, filters
+        # T.history: a `replayed` record per job sent (None: the job type keeps no history).
+        # One chain stream per run and partition (`ops:replay:<run>:<p>`): runs at once
+        # never fork a chain.
+        self.history = history
+        self.run_id = uuid.uuid4().hex[:12]
+        self.heads: dict[int, str] = {}
         self.delay, self.result, self.on_skip = delay, result, on_skip
         self.failures: list[str] = []
         self.positions: dict[int, int] = {}
         self.held_back: set[int] = set()  # partitions whose progress an `until` record holds
         self.sent = 0  # since the last checkpoint
         self.covered: dict[int, tuple[int, int]] = {}  # first, last offset handled per partition
+        self.lanes: tuple[str, ...] = ()  # the main topic's lane topics (to origin only)
+        self.priority: str | None = None  # --priority: every job's new lane
 
     def go(self, limit: int | None, rate: float | None, progress: ProgressCb | None) -> None:
         # burst=1: evenly spaced sends, no burst after a pause.
@@ -253,19 +299,53 @@ class _Run:
         from jobstream.producers.publisher import PayloadTooLarge
 
         not_before = None if self.delay is None else int((time.time() + self.delay) * 1000)
+        dest = self.plan.destination
+        if self.lanes:
+            dest = lane_destination(dest, self.lanes, dl.raw_headers)
+        hdrs = replay_headers(dl.raw_headers, dl.ref, not_before)
+        if self.priority is not None:
+            hdrs = [h for h in hdrs if h[0] != wire.PRIORITY] + [(wire.PRIORITY,
+                                                                 self.priority.encode())]
         try:
-            self.pub.send(self.plan.destination, dl.key, dl.value,
-                          replay_headers(dl.raw_headers, dl.ref, not_before),
+            self.pub.send(dest, dl.key, dl.value, hdrs,
                           partition=dl.partition, on_delivery=self._delivered(dl))
         except PayloadTooLarge as e:
             self._too_large(dl.ref, dl.job_id, str(e))
             return
         self.sent += 1
+        if self.history is not None and dl.job_id:
+            self._record(dl)
         # DEBUG: an operator follows a job through a replay with log.level=DEBUG;
         # the audit record covers the run as a whole.
         log.debug("replayed", job_id=dl.job_id, job_type=dl.job_type,
                   trace_id=wire.trace_id(dl.headers.get(wire.TRACEPARENT)),
-                  replayed_from=dl.ref, topic=self.plan.destination, partition=dl.partition)
+                  replayed_from=dl.ref, topic=dest, partition=dl.partition)
+
+    def _record(self, dl: DeadLetter) -> None:
+        """The job's `replayed` history record, in its partition, after the job itself (the
+        checkpoint waits for both: a run that cannot write history fails like one that cannot
+        replay)."""
+        from jobstream.consumers.ops.audit import who
+        from jobstream.schemas import history
+        from jobstream.schemas.chain import GENESIS
+
+        assert self.history is not None and dl.job_id
+        rec = history.event(
+            "replayed", job_id=dl.job_id, job_type=dl.job_type or "", at=int(time.time() * 1000),
+            user=f"{who()}@{socket.gethostname()}", dlq_offset=dl.offset,
+            trace_id=wire.trace_id(dl.headers.get(wire.TRACEPARENT)),
+            **{"from": dl.ref, "to": self.plan.destination})
+        stream = f"{history.OPS_STREAM}:replay:{self.run_id}:{dl.partition}"
+        value, digest = history.encode(rec, self.heads.get(dl.partition, GENESIS), stream)
+        self.heads[dl.partition] = digest
+        ref = dl.ref
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                self.failures.append(f"{ref}: its history record: {err.str()}")
+
+        self.pub.send(self.history, dl.key or dl.job_id.encode(), value, [],
+                      partition=dl.partition, on_delivery=on_delivery, check_size=False)
 
     def _delivered(self, dl: DeadLetter) -> Callable[[KafkaError | None, Message], None]:
         ref, job_id = dl.ref, dl.job_id

@@ -5,7 +5,7 @@ of those partitions (flow control), which only their state decides."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -35,6 +35,11 @@ class Assignment:
         self.parts: dict[TP, PartitionState] = {}
         self._gen = 0
         self.full = False  # fetched-and-unfinished jobs reached the buffer limit
+
+    @property
+    def generation(self) -> int:
+        """Moves with every partition added or renewed."""
+        return self._gen
 
     def get(self, tp: TP) -> PartitionState | None:
         return self.parts.get(tp)
@@ -77,6 +82,7 @@ class Assignment:
     def drop(self, tp: TP) -> None:
         ps = self.parts.pop(tp, None)
         if ps is not None:
+            self._gen += 1
             self.ledger.release(ps.ledger_tp)
             self.metrics.drop_lag(*tp)
 
@@ -141,7 +147,10 @@ class Assignment:
         held_types: set[str],
         stopping: bool,
         fetch_wake: FetchWaker | None,
+        lane_pause: Callable[[PartitionState], bool | None] | None = None,
     ) -> None:
+        """lane_pause: a priority lane's own pause decision (lane_gate.py), which replaces the
+        whole-buffer rule for its partitions; None for other partitions."""
         # Pausing makes librdkafka drop what it prefetched, and the refetch after resuming takes
         # up to a second: pause only once a buffer of fetched jobs waits behind the running ones,
         # and resume while half of it is left, so the refetch lands before the pool runs dry.
@@ -155,9 +164,10 @@ class Assignment:
         for ps in self.parts.values():
             if ps.gated_until_ms and ps.gated_until_ms <= wall:
                 ps.gated_until_ms = 0
+            lane = lane_pause(ps) if lane_pause is not None else None
             want = (
                 stopping
-                or self.full
+                or (self.full if lane is None else lane)
                 or bool(ps.gated_until_ms)
                 or ps.held > 0
                 or not self.ledger.ready(ps.ledger_tp)

@@ -22,11 +22,32 @@ from jobstream.consumers.runtime.executor import Executor, Task
 from jobstream.consumers.runtime.history import HistoryWriter
 from jobstream.consumers.runtime.hook_defaults import Gates
 from jobstream.consumers.runtime.hooks import Finished, Hooks, Refuse, Verdict
+from jobstream.consumers.runtime.lane_gate import LaneGate
 from jobstream.consumers.runtime.ledger import Ledger
 from jobstream.consumers.runtime.parts import PartitionState
 from jobstream.consumers.runtime.types import TP, Job, Outcome
 
 PROGRESS_S = 0.5  # most one progress record per running job this often
+
+
+class CancelCheck:
+    """A task's gate that also refuses it, just before its handler would run, when the job was
+    cancelled meanwhile (`jobs cancel` while it waited for a thread): it comes back NotAdmitted
+    and start() skips it. Wraps the job type's own gate (the breaker), if any."""
+
+    __slots__ = ("inner", "job_id", "ledger", "ledger_tp")
+
+    def __init__(self, inner: Any, ledger: Ledger, ledger_tp: TP, job_id: str) -> None:
+        self.inner, self.ledger, self.ledger_tp, self.job_id = inner, ledger, ledger_tp, job_id
+
+    def admit(self) -> bool:
+        if self.ledger.is_cancelled(self.ledger_tp, self.job_id):
+            return False
+        return self.inner is None or bool(self.inner.admit())
+
+    def done(self, error: BaseException | None) -> None:
+        if self.inner is not None:
+            self.inner.done(error)
 
 
 class Dispatcher:
@@ -46,6 +67,7 @@ class Dispatcher:
         succeed: Callable[[PartitionState, Job, float, Any], None],
         fail: Callable[[PartitionState, Job, Failure, float | None], None],
         finish: Callable[[PartitionState, int], None],
+        lanes: LaneGate | None = None,
     ) -> None:
         self.jobs = jobs
         self.cfg = cfg
@@ -70,17 +92,38 @@ class Dispatcher:
         self.waiting: list[tuple[float, int, Job]] = []  # (due monotonic, seq, job) in place
         self.deferred: list[tuple[PartitionState, Job]] = []  # rate-limited, ready to start
         self._seq = 0
+        # Jobs of job types with priority lanes wait there for a slot (lane_gate.py).
+        self.lanes = lanes if lanes else None
 
     def start(self, ps: PartitionState, job: Job) -> None:
+        """A job ready to start (its key's head): now, or in its lane's turn."""
+        if self.lanes is not None and self.lanes.hold(ps, job):
+            return
+        self.begin(ps, job)
+
+    def start_lanes(self) -> None:
+        """Start lane jobs in the lanes' weighted order while handler slots are free."""
+        lanes = self.lanes
+        if lanes is None or not lanes.queued():
+            return
+        for ps, job in lanes.release(sum(p.running for p in self.assignment)):
+            self.begin(ps, job)
+
+    def begin(self, ps: PartitionState, job: Job) -> None:
         if self.ledger.is_done(ps.ledger_tp, job.job_id):
+            self._ended(job)
             self.hooks.after_outcome(Finished(job, job.job_type, Outcome.DEDUPLICATED))
             self.history.attempt(ps, job, "deduplicated", None)
             ps.release_hold(job)
             self.finish(ps, job.offset)
             self.next(ps, job)
             return
+        if self.ledger.is_cancelled(ps.ledger_tp, job.job_id):
+            self.skip_cancelled(ps, job)
+            return
         crashed = self.crash_watch.verdict(ps, job)
         if crashed is not None:  # took its worker down worker.max_crashes times
+            self._ended(job)
             self.fail(ps, job, crashed, None)
             return
         verdict = self.hooks.before_start(job, time.monotonic())
@@ -88,6 +131,7 @@ class Dispatcher:
             self.deferred.append((ps, job))  # rate limited or breaker open: started later
             return
         if isinstance(verdict, Refuse):
+            self._ended(job)
             self.fail(ps, job, failure_of(verdict.category, "Refused", verdict.reason), None)
             return
         jd = self.jobs[job.job_type]
@@ -112,11 +156,27 @@ class Dispatcher:
                 jd.is_async,
                 cfg.timeout_s,
                 (ps.gen, job),
-                gate if gate is not None and gate.breaker is not None else None,
+                CancelCheck(gate if gate is not None and gate.breaker is not None else None,
+                            self.ledger, ps.ledger_tp, job.job_id),
                 kind=job.job_type if cfg.concurrency else None,
                 abandon_after_s=cfg.abandon_after_s,
             ),
         )
+
+    def _ended(self, job: Job) -> None:
+        """The job will not run (now): its tenant's slot (fair sharing) is free again."""
+        if self.lanes is not None:
+            self.lanes.done(job)
+
+    def skip_cancelled(self, ps: PartitionState, job: Job) -> None:
+        """A job `jobs cancel` cancelled: its handler does not run; counted, logged, one
+        `cancelled` history record, and its offset finishes (committed with the interval)."""
+        self._ended(job)
+        self.hooks.after_outcome(Finished(job, job.job_type, Outcome.CANCELLED))
+        self.history.attempt(ps, job, "cancelled", None)
+        ps.release_hold(job)
+        self.finish(ps, job.offset)
+        self.next(ps, job)
 
     def next(self, ps: PartitionState, job: Job) -> None:
         nxt = ps.queues.done(job.order_key)
@@ -139,12 +199,12 @@ class Dispatcher:
             _, _, job = heapq.heappop(self.waiting)
             ps = self.assignment.get(job.tp)
             if ps is not None:
-                self.start(ps, job)
+                self.begin(ps, job)
         if self.deferred:
             deferred, self.deferred = self.deferred, []
             for ps, job in deferred:
                 if job.tp in self.assignment:
-                    self.start(ps, job)
+                    self.begin(ps, job)
 
     def held_types(self, now: float) -> set[str]:
         """Job types whose partitions stay paused: jobs deferred, or the gate not accepting."""
@@ -157,9 +217,17 @@ class Dispatcher:
         still waiting for a slot of their job type's concurrency. Their offsets stay
         uncommitted."""
         owned = None if tps is None else set(tps)
+        if self.lanes is not None:
+            self.lanes.forget(owned)
         for ps in self.assignment:
             if owned is None or ps.tp in owned:
                 ps.queues.drain()
+        for _, _, job in self.waiting:
+            if owned is None or job.tp in owned:
+                self._ended(job)
+        for _, job in self.deferred:
+            if owned is None or job.tp in owned:
+                self._ended(job)
         if owned is None:
             self.waiting.clear()
             self.deferred.clear()
@@ -167,6 +235,7 @@ class Dispatcher:
             self.waiting = [w for w in self.waiting if w[2].tp not in owned]
             self.deferred = [d for d in self.deferred if d[0].tp not in owned]
         for gen, job in self.executor.withdraw(lambda t: owned is None or t[1].tp in owned):
+            self._ended(job)
             cur = self.assignment.current(job.tp, gen)
             if cur is not None:
                 cur.running -= 1
@@ -224,6 +293,8 @@ class Dispatcher:
                     "its key's next job",
                 )
             ps = self.assignment.current(job.tp, gen)
+            if ps is None or discard or not isinstance(error, NotAdmitted):
+                self._ended(job)
             if ps is None:
                 continue  # its partition was revoked while it ran: the new owner redoes it
             ps.running -= 1

@@ -90,8 +90,8 @@ class MetricsHook(Hook):
             if f.in_place:  # no record follows: this is the attempt's outcome
                 self.metrics.job_finished(f.job_type, "failed", f.duration_s, None)
             return
-        if f.outcome is Outcome.DEDUPLICATED:
-            self.metrics.job_finished(f.job_type, "deduplicated", None, None)
+        if f.outcome in (Outcome.DEDUPLICATED, Outcome.CANCELLED):
+            self.metrics.job_finished(f.job_type, f.outcome.value, None, None)
             return
         job = f.job
         latency = (now_ms() - job.enqueued_at_ms) / 1000 if job.enqueued_at_ms else None
@@ -129,6 +129,8 @@ class LifecycleLog(Hook):
             )
         elif f.outcome is Outcome.DEDUPLICATED:
             self.log.info("deduplicated", **fields)
+        elif f.outcome is Outcome.CANCELLED:
+            self.log.info("cancelled", **fields, detail="cancelled by `jobs cancel`: not run")
         elif f.outcome is Outcome.RETRIED:
             self.log.info("retried", **fields, tier=f.tier, duration_ms=ms(f.duration_s))
         elif f.outcome is Outcome.DEAD_LETTERED:  # WARNING: a WARNING filter must still show it

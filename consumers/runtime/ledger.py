@@ -12,6 +12,10 @@ Entries written in the current commit interval stay `pending` until their transa
 (at least once: until the broker acknowledges them): an aborted interval must not make a job
 look done.
 
+It holds the jobs `jobs cancel` cancelled (`cancelled` entries, keyed by job id): the canceller
+writes them, not a worker, so besides the restore a tail (ledger_tail.py) follows each held
+partition for the ones written later.
+
 And it holds crash evidence: per source partition one key (`!started/topic/partition`) whose
 latest value lists the handler runs that started and had not ended (crashes.py). It is written
 outside any transaction, so it survives the process that wrote it; the restore keeps
@@ -31,11 +35,15 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Mode, Settings
 from jobstream.consumers.runtime.heads import HEAD_MARK, decode_head
+from jobstream.consumers.runtime.ledger_tail import LedgerTail
 from jobstream.consumers.runtime.ledger_view import LedgerView
 from jobstream.schemas.ledger_entry import (
+    CANCELLED_BYTE,
     RAW_SCHEMA,
     STARTED,
     STARTED_BYTE,
+    cancelled_at,
+    cancelled_job,
     entry_finished_at,
 )
 from jobstream.schemas.registry import INTERNAL_DIR, avro_reader, avro_writer
@@ -179,6 +187,11 @@ def restore_partitions(
                 if value[0] == STARTED_BYTE:  # the latest one per key is the state
                     views[tp].starts[key.decode("utf-8", "replace")] = value
                     continue
+                if value[0] == CANCELLED_BYTE:  # not a completion: the job is skipped
+                    at, job_id = cancelled_at(value), cancelled_job(key)
+                    if at is not None and job_id is not None and at >= cutoff:
+                        views[tp].cancelled[job_id] = at
+                    continue
                 if value[:1] == HEAD_MARK:
                     head = decode_head(value)
                     if head is not None:
@@ -202,8 +215,11 @@ def restore_partitions(
 class Ledger:
     """Views of the owned ledger partitions, their background restores and pending entries."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, group: str | None = None) -> None:
         self.settings = settings
+        self.tail = LedgerTail(settings, group or settings.worker.group_id)
+        self._version = 0  # moves when the views held change (the tail follows them)
+        self._followed: tuple[int, int] | None = None
         # At least once there is no transaction to wait for: an entry counts once acknowledged.
         self._count_on_ack = settings.worker.mode is Mode.AT_LEAST_ONCE
         self.ttl_ms = int(settings.worker.ledger_ttl_s * 1000)
@@ -234,6 +250,7 @@ class Ledger:
                 # Held through another of our partitions (a retry tier), but this newly assigned
                 # partition's completions were written by its previous owner: catch up.
                 seeds[tp] = self.views.pop(tp)
+                self._version += 1
             elif tp in self._retired:
                 seeds[tp] = self._retired.pop(tp)[1]
             if tp not in self.views:
@@ -244,7 +261,18 @@ class Ledger:
                 target=self._restore, args=(fresh, seeds), name="js-ledger-restore", daemon=True
             ).start()
 
+    def follow(self, generation: int, sources: Iterable[tuple[LedgerTP, LedgerTP]]) -> None:
+        """Have the tail follow the ready views, and fence the source partitions (source,
+        ledger partition) whose view is ready; cheap when nothing changed since the last call
+        (`generation`: the assignment's)."""
+        if self._followed == (generation, self._version):
+            return
+        self._followed = (generation, self._version)
+        views = dict(self.views)
+        self.tail.sync(views, {src: ltp for src, ltp in sources if ltp in views})
+
     def release(self, tp: LedgerTP) -> None:
+        self._version += 1
         self._users[tp] = self._users.get(tp, 1) - 1
         if self._users[tp] <= 0:
             self._users.pop(tp, None)
@@ -283,6 +311,7 @@ class Ledger:
                 if tp in self._users:
                     view.add_many(early.items())
                     self.views[tp] = view
+                    self._version += 1
         return errors
 
     def ready(self, tp: LedgerTP) -> bool:
@@ -299,6 +328,11 @@ class Ledger:
             return True
         view = self.views.get(tp)
         return view is not None and job_id in view
+
+    def is_cancelled(self, tp: LedgerTP, job_id: str) -> bool:
+        """Whether `jobs cancel` cancelled this job, as far as the view has read (any thread)."""
+        view = self.views.get(tp)
+        return view is not None and job_id in view.cancelled
 
     def started(self, tp: LedgerTP, key: str) -> bytes | None:
         """The latest crash evidence restored under this key (see consumers/runtime/crashes.py)."""
@@ -347,3 +381,4 @@ class Ledger:
 
     def close(self) -> None:
         self._stop.set()
+        self.tail.close()

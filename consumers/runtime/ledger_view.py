@@ -37,6 +37,10 @@ class LedgerView:
         self.read_to = 0  # ledger offset the view was restored up to (a catch-up starts here)
         self.starts: dict[str, bytes] = {}  # crash evidence: latest value per key (ledger.py)
         self.heads: dict[str, str] = {}  # T.history chain heads: latest per key (ledger.py)
+        # Jobs `jobs cancel` cancelled: id -> when (ms). Few, so a plain dict; written by the
+        # restore and by the ledger tail's thread (ledger_tail.py), read by the poll thread and
+        # by executor threads just before a handler runs.
+        self.cancelled: dict[str, int] = {}
         self._tombstones = 0
         self._min_s = _MAX_SECONDS  # lower bound of live timestamps: lets expire skip scans
         self._allocate(max(_MIN_CAPACITY, 1 << (capacity - 1).bit_length()))
@@ -118,6 +122,10 @@ class LedgerView:
 
     def expire(self, older_than_ms: int) -> int:
         """Drop entries finished before older_than_ms; returns how many were dropped."""
+        if self.cancelled:
+            for job_id, at in list(self.cancelled.items()):
+                if at < older_than_ms:
+                    self.cancelled.pop(job_id, None)
         cutoff = (older_than_ms - 1) // 1000  # drop s where s * 1000 < older_than_ms
         if self._len == 0 or self._min_s > cutoff:
             return 0

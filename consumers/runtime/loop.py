@@ -37,6 +37,7 @@ from jobstream.consumers.runtime.history import HistoryWriter
 from jobstream.consumers.runtime.hook_defaults import default_hooks
 from jobstream.consumers.runtime.hooks import Hook, Hooks, registered
 from jobstream.consumers.runtime.interval import Interval
+from jobstream.consumers.runtime.lane_gate import LaneGate
 from jobstream.consumers.runtime.ledger import Ledger
 from jobstream.consumers.runtime.poll import Receiver, poll_timeout
 from jobstream.consumers.runtime.recovery import Recovery
@@ -99,7 +100,7 @@ class Worker:
         self.interval = interval = Interval(ws, self.consumer, lambda: Publisher(
             settings, self.registry, producer_config=conf, make_producer=make_producer
         ), self.health, log)  # fmt: skip
-        self.ledger = ledger = Ledger(settings)
+        self.ledger = ledger = Ledger(settings, self.group)
         job_of_topic = {t: jt for jt, tt in self.topics.items() for t in tt.consumed}
         self.assignment = Assignment(self.consumer, self.ledger, self.metrics, job_of_topic)
         # Past the session the group has moved on: handler threads of a thawed zombie must not
@@ -119,10 +120,12 @@ class Worker:
             next_job=lambda ps, job: self.dispatcher.next(ps, job),
             retry_in_place=lambda ps, job, delay: self.dispatcher.retry_in_place(ps, job, delay),
         )  # fmt: skip
+        self.lanes = LaneGate(self.cfg, self.topics, self.assignment, self.metrics,
+                              ws.max_in_flight, ws.max_in_flight + ws.max_buffered)
         self.dispatcher = Dispatcher(
             jobs, self.cfg, self.assignment, self.ledger, self.executor, self.crash_watch,
             self.metrics, log, self.hooks, self.history, succeed=self.deliver.succeed,
-            fail=self.deliver.fail, finish=self.deliver.finish,
+            fail=self.deliver.fail, finish=self.deliver.finish, lanes=self.lanes,
         )  # fmt: skip
         self.recovery = Recovery(
             ws, self.consumer, self.assignment, self.interval, self.dispatcher, self.ledger,
@@ -176,6 +179,7 @@ class Worker:
                 for msg in msgs:
                     self.receiver.receive(msg)
                 self._drain_results()
+                self.dispatcher.start_lanes()
                 self._serve_producer()
                 if self.interval.broken:
                     self.recovery.abort_interval()
@@ -241,7 +245,9 @@ class Worker:
         self.hooks.on_tick(now)
         wake = None if self.upkeep.brokers_down else self.fetch_wake
         held = self.dispatcher.held_types(now)
-        self.assignment.reconcile_pauses(self.ws, held, self._stopping, wake)
+        self.lanes.reconcile()
+        self.assignment.reconcile_pauses(self.ws, held, self._stopping, wake,
+                                         self.lanes.wants_pause if self.lanes else None)
         self.upkeep.run(now)
 
     def _serve_producer(self, flush_s: float | None = None) -> None:

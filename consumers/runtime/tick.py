@@ -49,6 +49,8 @@ class Upkeep:
             self.brokers_down = True  # not ready until a broker answers again (see run)
 
     def run(self, now: float) -> None:
+        self.ledger.follow(self.assignment.generation,
+                           ((ps.tp, ps.ledger_tp) for ps in self.assignment))
         if now - self._last_lag >= GAUGES_S:
             self._last_lag = now
             self.metrics.in_flight.set(self.assignment.in_flight())

@@ -33,6 +33,7 @@ class Outcome(StrEnum):
     DEAD_LETTERED = "dead_lettered"
     FAILED = "failed"  # retried in place (strict ordering): no record written
     DEDUPLICATED = "deduplicated"
+    CANCELLED = "cancelled"  # `jobs cancel` cancelled it before it ran: skipped
 
 
 @dataclass

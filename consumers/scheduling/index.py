@@ -14,13 +14,22 @@ bytes per job):
   (`array('H')`) of the entries due then, with a heap of the bucket seconds.
 
 Two job ids with the same 64-bit hash in one partition would count as one (the older would be
-taken as replaced): about one chance in 10^7 with a million pending jobs in a partition.
+taken as replaced): about one chance in 10^7 with a million pending jobs in a partition. The
+hash is BLAKE2b's, not Python's own (salted per process): a snapshot of the index
+(consumers/scheduling/snapshot.py) is read by another process.
+
+`to_bytes` / `from_bytes` dump and load the arrays as they are, so a snapshot loads at memory
+speed rather than one insert per entry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import struct
+import sys
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 _EMPTY = 0
@@ -29,11 +38,32 @@ _MIN_CAPACITY = 1024
 _MAX_LOAD = 0.75
 
 
+_blake2b = hashlib.blake2b
+
+
 def key_hash(job_id: bytes) -> int:
-    """A 63-bit hash of a job id, never 0 or 1 (the table's empty and deleted marks). Python's
-    own bytes hash: fast, and the index only lives in this process."""
-    h = hash(job_id) & 0x7FFF_FFFF_FFFF_FFFF
+    """A 63-bit hash of a job id, never 0 or 1 (the table's empty and deleted marks), the same
+    in every process (snapshots carry the table)."""
+    h = int.from_bytes(_blake2b(job_id, digest_size=8).digest(), "little") >> 1
     return h if h > _DELETED else h + 2
+
+
+class IndexFormatError(ValueError):
+    """Bytes that are not a dump of a PendingIndex (cut, corrupt or another format)."""
+
+
+_MAGIC = b"JSPI"
+_FORMAT = 1
+# magic, format, capacity, used, live, buckets, entries in buckets
+_HEAD = struct.Struct("<4sHqqqqq")
+
+
+def _le(a: array) -> array:  # type: ignore[type-arg]
+    """`a` in little-endian order (dumps are the same on every machine)."""
+    if sys.byteorder != "little":
+        a = array(a.typecode, a)
+        a.byteswap()
+    return a
 
 
 @dataclass(slots=True)
@@ -153,6 +183,68 @@ class PendingIndex:
             out.extend((base + ms, off) for ms, off in zip(b.millis, b.offsets, strict=True))
         out.sort()
         return out
+
+    # -- dump and load -----------------------------------------------------------------------
+
+    def to_bytes(self, extra: Iterable[tuple[int, int]] = ()) -> bytes:
+        """The index as bytes; `extra` (due_ms, offset) entries are put in its buckets in the
+        dump only (entries taken out to be read back, not yet dispatched, must be due again
+        for whoever loads it)."""
+        buckets = {sec: (b.offsets, b.millis) for sec, b in self._buckets.items()}
+        for due_ms, offset in extra:
+            sec, ms = divmod(max(0, due_ms), 1000)
+            offs, millis = buckets.get(sec) or (array("q"), array("H"))
+            offs, millis = array("q", offs), array("H", millis)  # never the live ones
+            offs.append(offset)
+            millis.append(ms)
+            buckets[sec] = (offs, millis)
+        secs = array("q", sorted(buckets))
+        counts = array("q", (len(buckets[s][0]) for s in secs))
+        offsets, millis = array("q"), array("H")
+        for sec in secs:
+            offsets.extend(buckets[sec][0])
+            millis.extend(buckets[sec][1])
+        head = _HEAD.pack(_MAGIC, _FORMAT, self._cap, self._used, self._live, len(secs),
+                          len(offsets))
+        parts = (self._keys, self._vals, secs, counts, offsets, millis)
+        return head + b"".join(_le(a).tobytes() for a in parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview) -> PendingIndex:
+        """An index from `to_bytes`; IndexFormatError when the bytes are not one."""
+        view = memoryview(data)
+        if len(view) < _HEAD.size:
+            raise IndexFormatError(f"{len(view)} bytes is shorter than the header")
+        magic, fmt, cap, used, live, nsecs, nentries = _HEAD.unpack_from(view)
+        if magic != _MAGIC or fmt != _FORMAT:
+            raise IndexFormatError(f"not a pending index dump of format {_FORMAT}")
+        if not (cap >= _MIN_CAPACITY and 0 <= live <= used <= cap and nsecs >= 0
+                and nentries >= 0):
+            raise IndexFormatError("inconsistent sizes in the header")
+        sizes = [("q", cap), ("q", cap), ("q", nsecs), ("q", nsecs), ("q", nentries),
+                 ("H", nentries)]
+        want = _HEAD.size + sum(array(t).itemsize * n for t, n in sizes)
+        if len(view) != want:
+            raise IndexFormatError(f"{len(view)} bytes, the header says {want}")
+        arrays, at = [], _HEAD.size
+        for typecode, n in sizes:
+            a = array(typecode)
+            end = at + a.itemsize * n
+            a.frombytes(view[at:end])
+            arrays.append(_le(a))
+            at = end
+        keys, vals, secs, counts, offsets, millis = arrays
+        if sum(counts) != nentries or any(c < 0 for c in counts):
+            raise IndexFormatError("bucket sizes do not add up")
+        idx = cls()
+        idx._cap, idx._used, idx._live = cap, used, live
+        idx._keys, idx._vals = keys, vals
+        at = 0
+        for sec, n in zip(secs, counts, strict=True):
+            idx._buckets[sec] = _Bucket(offsets[at:at + n], millis[at:at + n])
+            at += n
+        idx._seconds = list(secs)  # sorted: already a heap
+        return idx
 
     def nbytes(self) -> int:
         """Memory held by the index's arrays and buckets (what `bytes per pending job` is)."""

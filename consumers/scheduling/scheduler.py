@@ -4,8 +4,12 @@ partitions of T.scheduled it owns.
 - Ownership: its own consumer group, `<worker group>.scheduler`, subscribed to the T.scheduled
   topics of the worker's job types. Only the owner of partition p dispatches p's jobs, and only
   after restoring p.
-- Restore: on assignment, p is read from its beginning (the topic is compacted: what is left is
-  each job id's latest record) up to the high watermark seen at assignment. The end is reached
+- Restore: on assignment, p's latest snapshot is loaded (consumers/scheduling/snapshot.py) and
+  p is read from the offset it covers up to, or, without a usable snapshot, from its beginning
+  (the topic is compacted: what is left is each job id's latest record), up to the high
+  watermark seen at assignment. The owner writes a snapshot once `worker.scheduler_snapshot_changes`
+  records were read since the last one (at most every `scheduler_snapshot_every_s`) and when it
+  stops. The end is reached
   only once every transaction open at assignment has ended (read_committed stops at the last
   stable offset), so a dispatch of the previous owner is known, committed or aborted, before
   this owner dispatches anything.
@@ -41,6 +45,8 @@ from jobstream.config.settings import Settings
 from jobstream.config.topics import job_topics
 from jobstream.consumers.scheduling.index import PendingIndex, key_hash
 from jobstream.consumers.scheduling.reader import ReadAhead
+from jobstream.consumers.scheduling.snapshot import SnapshotError, Snapshots
+from jobstream.producers.lanes import lane_destination
 from jobstream.schemas import wire
 
 # Records of jobs due within this window are read back ahead of time, so the dispatch at the
@@ -48,6 +54,7 @@ from jobstream.schemas import wire
 LOOKAHEAD_MS = 5000
 BATCH = 500  # jobs per dispatch transaction
 TXN_TIMEOUT_MS = 10_000
+SNAPSHOT_AT_STOP = 1_000  # a stopping owner leaves a snapshot past this many changes
 
 
 def now_ms() -> int:
@@ -75,6 +82,9 @@ class _Part:
     read_until: int = 0  # entries due up to here have been read back
     restore_s: float = 0.0  # assignment -> restored
     reading: dict[int, int] | None = None  # offset -> due of the read back under way
+    changed: int = 0  # records read since the snapshot restored from or last written
+    snapped_at: float = 0.0  # monotonic time of the last snapshot written
+    from_snapshot: int | None = None  # the offset the snapshot restored from covered up to
 
 
 def _headers(msg: Message) -> list[tuple[str, Any]]:
@@ -104,6 +114,8 @@ class Scheduler(threading.Thread):
         self.log = get_logger("jobstream.scheduler", worker=worker_id)
         tops = [job_topics(jt, settings.job(jt)) for jt in job_types]
         self.main_of = {t.scheduled: t.main for t in tops}
+        self.snapshots_of = {t.scheduled: t.snapshots for t in tops}
+        self.lanes_of = {t.scheduled: t.lanes for t in tops}  # a due job goes to its lane
         ws = settings.worker
         self.consumer = Consumer(client_config(settings.kafka, **{
             "group.id": self.group,
@@ -119,6 +131,11 @@ class Scheduler(threading.Thread):
         self.txn_id = f"jobstream-{self.group}-{worker_id}"
         self.producer = self._new_producer()
         self.reader = ReadAhead(settings, f"{self.group}-reader")
+        self.snapshots = Snapshots(settings, f"{self.group}-snapshots")
+        # 0 changes: no snapshots (none written, none loaded)
+        self.snapshot_changes = ws.scheduler_snapshot_changes
+        self.snapshot_every_s = ws.scheduler_snapshot_every_s
+        self.snapshot_at_stop = min(SNAPSHOT_AT_STOP, self.snapshot_changes)
         self.parts: dict[tuple[str, int], _Part] = {}
         self._stopping = threading.Event()
         self.dispatched = 0
@@ -153,6 +170,7 @@ class Scheduler(threading.Thread):
                     self._receive(msg)
                 self._prefetch()
                 self._dispatch()
+                self._snapshot_due()
         except:  # noqa: E722 - a bare KafkaError (no Exception) can come out of a callback
             e = sys.exc_info()[1]
             # A worker without its scheduler would hold partitions nobody dispatches: it stops
@@ -165,7 +183,11 @@ class Scheduler(threading.Thread):
             self._close()
 
     def _close(self) -> None:
-        for closer in (self.consumer.close, self.reader.stop):
+        if self.error is None and self.snapshot_changes:
+            for st in list(self.parts.values()):
+                if st.restored and st.changed >= self.snapshot_at_stop:
+                    self._snapshot(st)
+        for closer in (self.consumer.close, self.reader.stop, self.snapshots.close):
             with contextlib.suppress(Exception):
                 closer()
         self.producer.flush(5)
@@ -179,22 +201,45 @@ class Scheduler(threading.Thread):
     # -- ownership -----------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        spans: dict[str, dict[int, tuple[int, int]]] = {}
         for tp in parts:
-            high = self._high_watermark(consumer, tp)
+            low, high = self._watermarks(consumer, tp)
             st = _Part(tp.topic, tp.partition, self.main_of[tp.topic], restore_to=high)
             st.restored = high <= 0
             self.parts[(tp.topic, tp.partition)] = st
             tp.offset = OFFSET_BEGINNING  # the whole partition: every pending entry
+            if high > low and self.snapshot_changes:
+                spans.setdefault(tp.topic, {})[tp.partition] = (low, high)
+        # All partitions' snapshots read side by side (a read is mostly round trips).
+        loaded = {t: self.snapshots.load(self.snapshots_of[t], sp) for t, sp in spans.items()}
+        for tp in parts:
+            st = self.parts[(tp.topic, tp.partition)]
+            snap = loaded.get(tp.topic, {}).get(tp.partition)
+            if snap is None:
+                continue
+            if isinstance(snap, SnapshotError):
+                self.log.info("scheduler_no_snapshot", topic=tp.topic, partition=tp.partition,
+                              reason=str(snap))
+                continue
+            st.index, st.position, tp.offset = snap.index, snap.covers, snap.covers
+            st.from_snapshot = snap.covers
+            self.log.info("scheduler_snapshot_loaded", topic=tp.topic, partition=tp.partition,
+                          pending=len(snap.index), covers=snap.covers,
+                          seconds=round(snap.seconds, 3))
+            if st.position >= st.restore_to:
+                self._restored(st)  # nothing written since the snapshot
         consumer.assign(parts)
         self.log.info("scheduler_assigned", partitions=[f"{p.topic}[{p.partition}]"
                                                         for p in parts])
 
-    def _high_watermark(self, consumer: Consumer, tp: TopicPartition) -> int:
-        """The partition's end; retried while its leader is not known yet (a new topic)."""
+    def _watermarks(self, consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+        """The partition's start and end; retried while its leader is not known yet (a new
+        topic)."""
         deadline = time.monotonic() + 30
         while True:
             try:
-                return int(consumer.get_watermark_offsets(tp, timeout=5, cached=False)[1])
+                low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                return int(low), int(high)
             except:  # noqa: E722 - seen raised as a bare KafkaError, which is no Exception
                 if time.monotonic() > deadline:
                     raise
@@ -221,6 +266,7 @@ class Scheduler(threading.Thread):
             return
         off = msg.offset() or 0
         st.position = off + 1
+        st.changed += 1
         key = msg.key() or b""
         if msg.value() is None:
             st.index.remove(key_hash(key))  # dispatched or cancelled
@@ -237,6 +283,34 @@ class Scheduler(threading.Thread):
         self.log.info("scheduler_restored", topic=st.topic, partition=st.partition,
                       pending=len(st.index), offsets=st.restore_to,
                       seconds=round(st.restore_s, 3))
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def _snapshot_due(self) -> None:
+        now = time.monotonic()
+        for st in self.parts.values():
+            if (self.snapshot_changes and st.restored and st.changed >= self.snapshot_changes
+                    and now - st.snapped_at >= self.snapshot_every_s):
+                self._snapshot(st)
+
+    def _snapshot(self, st: _Part) -> None:
+        """Write st's index as a snapshot covering what was read; a failure only means the
+        next owner reads more."""
+        extra = [(n.due_ms, n.offset) for n in st.near]
+        extra += [(due, off) for off, due in (st.reading or {}).items()]
+        t0 = time.monotonic()
+        st.snapped_at = t0
+        try:
+            chunks = self.snapshots.write(self.producer, self.snapshots_of[st.topic],
+                                          st.partition, st.index.to_bytes(extra), st.position)
+        except KafkaException as e:
+            self.log.warning("scheduler_snapshot_failed", topic=st.topic, partition=st.partition,
+                             error=str(e))
+            return
+        st.changed = 0
+        self.log.info("scheduler_snapshot_written", topic=st.topic, partition=st.partition,
+                      pending=len(st.index), covers=st.position, chunks=chunks,
+                      seconds=round(time.monotonic() - t0, 3))
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -299,7 +373,8 @@ class Scheduler(threading.Thread):
                 raw = _headers(m)
                 hdrs = [(k, v) for k, v in raw if k not in (wire.RUN_AT, wire.KEY)]
                 key = dict(raw).get(wire.KEY) or m.key()
-                p.produce(st.main, m.value(), key, partition=st.partition, headers=hdrs)
+                dest = lane_destination(st.main, self.lanes_of.get(st.topic, ()), hdrs)
+                p.produce(dest, m.value(), key, partition=st.partition, headers=hdrs)
                 p.produce(st.topic, None, m.key(), partition=st.partition)
             offsets = [TopicPartition(st.topic, st.partition, st.position)
                        for st in {id(s): s for s, _ in batch}.values()]

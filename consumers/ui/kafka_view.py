@@ -81,7 +81,7 @@ class View:
         return None
 
     def workers_of(self, jt: JobTopics) -> list[Member]:
-        consumed = {jt.main, *jt.retries}
+        consumed = set(jt.consumed)
         return [m for m in self.members if any(t in consumed for t, _ in m.partitions)]
 
 
@@ -134,7 +134,7 @@ class KafkaView:
     def _read(self) -> View:
         topics = self.list_topics()
         jobs = {j: job_topics(j, self.settings.job(j)) for j in self.job_types()}
-        parts = [TP(t, p) for jt in jobs.values() for t in (jt.main, *jt.retries, jt.dlq)
+        parts = [TP(t, p) for jt in jobs.values() for t in (*jt.consumed, jt.dlq)
                  if t in topics for p in range(topics[t])]
         now_ms = int(time.time() * 1000)
         specs: dict[str, Any] = {

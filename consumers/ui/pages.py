@@ -71,8 +71,8 @@ def overview_rows(view: View, scrapes: list[WorkerScrape],
         finished = (succeeded["1h"] or 0) + dead["1h"]
         serving = [w for w in scrapes if w.ok and any(k[0] == name for k in w.jobs)]
         rows.append(Row(
-            job_type=name, rate=off.in_window([jt.main], "5m") / 300,
-            lag=off.lag([jt.main, *jt.retries]),
+            job_type=name, rate=off.in_window(list(jt.lanes or (jt.main,)), "5m") / 300,
+            lag=off.lag(list(jt.consumed)),  # priority lanes included
             in_flight=sum(w.in_flight for w in serving) if any_ok else None,
             succeeded=succeeded, retried={w: metric("retried", w) for w in WINDOW_S},
             dead=dead, dlq_size=len(records),
@@ -110,7 +110,7 @@ def job_type_page(request: Request) -> HTMLResponse:
     jt = view.jobs[name]
     off = view.offsets
     partitions = []
-    for topic in (jt.main, *jt.retries):
+    for topic in jt.consumed:  # the lanes (docs/priorities.md), then the tiers
         for p in range(view.topics.get(topic, 0)):
             k = (topic, p)
             owner = view.owner(topic, p)

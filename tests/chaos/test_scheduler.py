@@ -2,7 +2,12 @@
 T.scheduled partitions; the owner of scheduled partitions is killed mid-dispatch (several
 times, each restarted), the survivor or the restart takes over. The books, besides the usual
 ones (lost 0, nothing run after its recorded completion): each job id dispatched to T exactly
-once (T holds one record per id), none run before its due time."""
+once (T holds one record per id), none run before its due time.
+
+The owners write snapshots of their pending index every few dispatches
+(scheduler_snapshot_changes 50), so the owner after a kill restores from a snapshot the killed
+one wrote mid-dispatch, plus the records after it: the books cover that path too, and the
+scenario checks it was taken."""
 
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ def test_scheduler_sigkill_while_delayed_jobs_come_due(stack_factory) -> None:  
     n = sized(1_500, 6_000, 20_000)
     spread_s = sized(12, 30, 90)
     min_kills = sized(2, 4, 8)
-    stack: Stack = stack_factory(worker={"max_in_flight": 128})
+    stack: Stack = stack_factory(worker={"max_in_flight": 128, "scheduler_snapshot_changes": 50,
+                                         "scheduler_snapshot_every_s": 0.5})
     fleet = Fleet(stack)
     for _ in range(WORKERS):
         fleet.start()
@@ -68,4 +74,7 @@ def test_scheduler_sigkill_while_delayed_jobs_come_due(stack_factory) -> None:  
     faults = {"sigkill": kills, "dispatched_twice": len(twice), "early": len(early)}
     books = conclude("scheduler", stack, fleet, wl, started, faults, quiet, extra=extra)
     assert kills >= min_kills, f"only {kills} kills before the run ended"
+    loaded = sum(log.read_text(errors="replace").count('"scheduler_snapshot_loaded"')
+                 for log in fleet.logs.values() if log.exists())
+    assert loaded, "no owner restored from a snapshot: the scenario missed that path"
     assert not books.violations, balanced(books)

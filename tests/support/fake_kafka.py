@@ -373,6 +373,7 @@ class FakeCluster:
 DEFAULT_MODULES = (
     "jobstream.consumers.runtime.loop",
     "jobstream.consumers.runtime.ledger",
+    "jobstream.consumers.runtime.ledger_tail",
     "jobstream.consumers.ops.topic_plan",
     "jobstream.consumers.ops.dlq",
     "jobstream.consumers.ops.replay",

@@ -28,6 +28,7 @@ SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 JOB_TYPE = "test.echo"
 MODULES = (
     "jobstream.consumers.runtime.ledger",
+    "jobstream.consumers.runtime.ledger_tail",
     "jobstream.consumers.runtime.crashes",
     "jobstream.consumers.ops.topic_plan",
     "jobstream.producers.publisher",

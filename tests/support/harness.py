@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from jobstream.config.kafka import client_config
@@ -132,36 +132,6 @@ class Stack(BaseStack):
             f"{n} distinct jobs handled",
         )
         return self.runs()
-
-    def read_topic(self, topic: str, timeout: float = 10) -> list[Any]:
-        """Every committed record of a topic (read_committed), up to its end offsets."""
-        c = Consumer(
-            client_config(
-                self.settings.kafka,
-                **{
-                    "group.id": "test-reader",
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                    "enable.partition.eof": True,
-                },
-            )
-        )
-        md = c.list_topics(topic, timeout=10).topics[topic]
-        parts = [TopicPartition(topic, p, 0) for p in md.partitions]
-        ends = {p.partition: watermark(c, p) for p in parts}
-        c.assign(parts)
-        out: list[Any] = []
-        pending = {p for p, end in ends.items() if end > 0}
-        deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
-            for m in c.consume(500, timeout=0.5):
-                if not m.error():  # end-of-partition may be a dangling transaction's LSO
-                    out.append(m)
-            for tpo in c.position([TopicPartition(topic, p) for p in pending]):
-                if tpo.offset >= ends[tpo.partition]:
-                    pending.discard(tpo.partition)
-        c.close()
-        return out
 
     def ledger_records(self, timeout: float = 10) -> list[Any]:
         """The committed ledger records, minus the crash evidence (consumers/runtime/crashes.py)

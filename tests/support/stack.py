@@ -1,6 +1,7 @@
 """The base of the two stack harnesses (tests/support/harness.py for tests, benchmarks/common.py
 for benchmarks): one job type's settings file and topics on the real broker, the worker
-processes started for it, and the reads both need (end offsets, committed offsets)."""
+processes started for it, and the reads both need (a topic's records, end offsets, committed
+offsets)."""
 
 from __future__ import annotations
 
@@ -93,6 +94,27 @@ class BaseStack:
         finally:
             c.close()
         return {tp.partition: tp.offset for tp in res}
+
+    def read_topic(self, topic: str, timeout: float = 10) -> list[Any]:
+        """Every committed record of a topic (read_committed), up to its end offsets."""
+        c = reader(self.settings, **{"isolation.level": "read_committed",
+                                     "enable.partition.eof": True})
+        md = c.list_topics(topic, timeout=10).topics[topic]
+        parts = [TopicPartition(topic, p, 0) for p in md.partitions]
+        ends = {p.partition: watermark(c, p) for p in parts}
+        c.assign(parts)
+        out: list[Any] = []
+        pending = {p for p, end in ends.items() if end > 0}
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for m in c.consume(500, timeout=0.5):
+                if not m.error():  # end-of-partition may be a dangling transaction's LSO
+                    out.append(m)
+            for tpo in c.position([TopicPartition(topic, p) for p in pending]):
+                if tpo.offset >= ends[tpo.partition]:
+                    pending.discard(tpo.partition)
+        c.close()
+        return out
 
 
 def reader(settings: Settings, group: str = "test-reader", **extra: Any) -> Consumer:
