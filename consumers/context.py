@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobstream.schemas import wire
 
 if TYPE_CHECKING:
+    from jobstream.consumers.runtime.children import Children
     from jobstream.consumers.runtime.types import Job
 
 
@@ -30,6 +32,31 @@ class JobContext:
     # Set by the worker: hands a progress update to the poll thread, which records it.
     reporter: Callable[[float, str | None], None] | None = field(
         default=None, repr=False, compare=False)
+    # Set by the worker: this attempt's child jobs, produced only if the attempt succeeds.
+    children: Children | None = field(default=None, repr=False, compare=False)
+
+    def enqueue(self, job_type: str, payload: Mapping[str, Any], key: str | None = None,
+                name: str | None = None, delay: str | float | None = None, *,
+                run_at: datetime | None = None,
+                headers: Mapping[str, str] | None = None) -> str:
+        """Enqueue a child job with this job's completion (docs/workflows.md): validated and
+        encoded now (a bad payload raises here), written in the same commit as this job's
+        success, and dropped if this attempt fails. Its id is derived from this job's id and
+        `name` (or the call's index), so a re-run enqueues the same ids. Returns the child id."""
+        if self.children is None:
+            raise RuntimeError("enqueue: this context has no worker behind it")
+        return self.children.add(job_type, payload, key=key, name=name, delay=delay,
+                                 run_at=run_at, headers=headers)
+
+    def chain(self, *steps: Any, key: str | None = None, name: str | None = None) -> str:
+        """Start a chain (`jobstream.chain`) as a child of this job: its first step is
+        enqueued like `enqueue`, the others follow one after another. Returns the first
+        step's id."""
+        from jobstream.producers.chains import as_chain
+
+        if self.children is None:
+            raise RuntimeError("chain: this context has no worker behind it")
+        return self.children.add_chain(as_chain(steps), key=key, name=name)
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Record how far the job is (0.0 to 1.0) and what it is doing, in the job's history
@@ -70,7 +97,8 @@ def log_fields(job: Job) -> dict[str, Any]:
 
 
 def context_for(job: Job, log: Any,
-                reporter: Callable[[float, str | None], None] | None = None) -> JobContext:
+                reporter: Callable[[float, str | None], None] | None = None,
+                children: Children | None = None) -> JobContext:
     h = job.headers
     return JobContext(
         job_id=job.job_id,
@@ -86,4 +114,5 @@ def context_for(job: Job, log: Any,
         offset=job.offset,
         enqueued_at_ms=job.enqueued_at_ms,
         reporter=reporter,
+        children=children,
     )

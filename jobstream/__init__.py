@@ -17,6 +17,7 @@ from jobstream.consumers.errors import PermanentError, RetryAfter
 from jobstream.consumers.jobs import job
 from jobstream.consumers.runtime.hooks import Finished, Hook, Refuse, Verdict, add_hook
 from jobstream.consumers.runtime.types import Outcome
+from jobstream.producers.chains import Chain, chain
 from jobstream.producers.errors import DeliveryError, InvalidJob, PayloadTooLarge, PublishError
 from jobstream.producers.publisher import Publisher, new_job_id
 
@@ -26,6 +27,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
+    "Chain",
     "DeliveryError",
     "Finished",
     "Hook",
@@ -41,6 +43,7 @@ __all__ = [
     "Verdict",
     "__version__",
     "add_hook",
+    "chain",
     "job",
     "new_job_id",
 ]

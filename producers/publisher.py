@@ -325,6 +325,13 @@ class Publisher:
         self.registry.latest(job_type)  # UnknownJobType before any write
         return cancel_many(self, job_type, jobs, timeout, confirm_timeout)
 
+    def publish_chain(self, ch: Any, key: str | None = None, timeout: float = 30.0) -> str:
+        """Publish a `jobstream.chain(...)`: its steps run one after another, each given the
+        result of the one before (docs/workflows.md). Returns the first step's job id."""
+        from jobstream.producers.chains import publish_chain
+
+        return publish_chain(self, ch, key, timeout)
+
     def max_record_bytes(self, topic: str) -> int:
         """The topic's max.message.bytes (cached); the producer's limit if it cannot be read."""
         return self._limits.max_record_bytes(topic)

@@ -2,9 +2,9 @@
 
 Keyed like the job (so a job's whole history is in one partition, the one its key hashes to).
 Events: `attempt` (one per attempt's outcome), `progress`, `enqueued` (a child job), `cancelled`,
-`replayed`. Each record is sealed into its writer's stream (schemas/chain.py): the worker that
-owns partition p of a source topic (T, a tier, a lane) writes stream `<topic>:<p>`; operator
-commands write stream `ops`.
+`replayed`, `chain` (a dead-lettered chain step: where its chain stopped). Each record is sealed
+into its writer's stream (schemas/chain.py): the worker that owns partition p of a source topic
+(T, a tier, a lane) writes stream `<topic>:<p>`; operator commands write stream `ops`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Final
 from jobstream.schemas.chain import seal
 
 VERSION: Final = 1
-EVENTS: Final = ("attempt", "progress", "enqueued", "cancelled", "replayed")
+EVENTS: Final = ("attempt", "progress", "enqueued", "cancelled", "replayed", "chain")
 # An attempt's outcome in history; `deduplicated` is a delivery skipped as already done.
 OUTCOMES: Final = ("succeeded", "retried", "dead_lettered", "cancelled", "deduplicated")
 OPS_STREAM: Final = "ops"

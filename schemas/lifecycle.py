@@ -31,6 +31,7 @@ class JobStatus:
     submitter: str | None = None
     children: list[str] = field(default_factory=list)
     progress: tuple[float, str | None] | None = None
+    chain: dict[str, Any] | None = None  # a chain step's place, once its chain stopped there
     events: list[dict[str, Any]] = field(default_factory=list)  # the history records
 
     @property
@@ -83,7 +84,10 @@ def fold(job_id: str, job_type: str, records: list[dict[str, Any]],
             if not st.final:
                 st.state = "running"
         elif kind == "enqueued" and isinstance(rec.get("child_job_id"), str):
-            st.children.append(rec["child_job_id"])
+            if rec["child_job_id"] not in st.children:  # a redo at least once: the same id
+                st.children.append(rec["child_job_id"])
+        elif kind == "chain":
+            st.chain = {k: rec.get(k) for k in ("chain_id", "step", "of", "types", "stopped")}
     if ledger_state in ("succeeded", "cancelled"):
         st.state = ledger_state
     if scheduled_at is not None and not st.final:
@@ -120,5 +124,18 @@ def describe(rec: dict[str, Any], result_chars: int = 200) -> str:
         return f"{rec.get('fraction')} {rec.get('message') or ''}".strip()
     if kind == "enqueued":
         return f"child {rec.get('child_job_type', '')} {rec.get('child_job_id')}"
+    if kind == "chain":
+        return chain_stop(rec)
     return " ".join(f"{k}={v}" for k, v in rec.items()
                     if k in ("user", "reason", "from", "to", "dlq_offset"))
+
+
+def chain_stop(rec: dict[str, Any]) -> str:
+    """Where a chain stopped: `stopped at step 2 of 3 (b); not run: c`."""
+    raw_types, raw_step = rec.get("types"), rec.get("step")
+    types: list[Any] = raw_types if isinstance(raw_types, list) else []
+    step: int = raw_step if isinstance(raw_step, int) else 0
+    here = f" ({types[step - 1]})" if 0 < step <= len(types) else ""
+    rest = ", ".join(str(t) for t in types[step:]) if step else ""
+    return (f"{rec.get('chain_id')} stopped at step {step} of {rec.get('of')}{here}"
+            + (f"; not run: {rest}" if rest else ""))

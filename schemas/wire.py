@@ -24,6 +24,10 @@ PRIORITY: Final = "js-priority"
 RUN_AT: Final = "js-run-at"
 KEY: Final = "js-key"
 
+# A chain step (producers/chains.py, docs/workflows.md): JSON with the chain's id, this step's
+# number, every step's job type and the steps after this one in full.
+CHAIN: Final = "js-chain"
+
 # Failure headers, on retry and DLQ records.
 # transient | timeout | permanent | decode | unknown_job_type | crashed (consumers/runtime/retry.py)
 ERROR_CATEGORY: Final = "js-error-category"

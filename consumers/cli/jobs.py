@@ -18,7 +18,7 @@ from jobstream.config.durations import parse_duration
 from jobstream.config.settings import Settings
 from jobstream.consumers.cli.common import err, out
 from jobstream.consumers.cli.dlq import _errors, _print_table, _settings
-from jobstream.schemas.lifecycle import JobStatus, describe, when
+from jobstream.schemas.lifecycle import JobStatus, chain_stop, describe, when
 
 # `jobs wait` exit codes besides 0 (succeeded) and 1 (an error): scripts tell them apart.
 EXIT_FAILED = 3  # dead-lettered or cancelled
@@ -179,7 +179,8 @@ def _print(st: JobStatus, as_json: bool) -> None:
         e = st.last_error
         out.print(Text(f"  last error: {e.get('category')}: {e.get('class')}: {e.get('message')}"))
     for label, value in (("parent", st.parent_job_id), ("trace", st.trace_id),
-                         ("children", ", ".join(st.children))):
+                         ("children", ", ".join(st.children)),
+                         ("chain", chain_stop(st.chain) if st.chain else "")):
         if value:
             out.print(Text(f"  {label}: {value}"))
     if not st.events:

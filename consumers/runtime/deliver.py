@@ -15,6 +15,12 @@ from jobstream.config.settings import JobTypeSettings, Mode, WorkerSettings
 from jobstream.config.topics import JobTopics
 from jobstream.consumers.errors import Failure, ResultError, WorkerFenced, classify
 from jobstream.consumers.runtime.assignment import Assignment, now_ms
+from jobstream.consumers.runtime.children import (
+    ChildRecord,
+    Countdown,
+    children_of,
+    send_children,
+)
 from jobstream.consumers.runtime.commit import CommitAborted, ProducerFenced
 from jobstream.consumers.runtime.freeze import FreezeWatch
 from jobstream.consumers.runtime.history import HistoryWriter, result_digest
@@ -29,6 +35,7 @@ from jobstream.consumers.runtime.outcomes import (
 )
 from jobstream.consumers.runtime.parts import PartitionState
 from jobstream.consumers.runtime.types import Job, Outcome
+from jobstream.producers.errors import InvalidJob
 from jobstream.producers.publisher import PayloadTooLarge, Publisher
 from jobstream.schemas import wire
 from jobstream.schemas.history import result_bytes
@@ -67,6 +74,7 @@ class Deliverer:
         self.retry_in_place = retry_in_place
         self.rng = random.Random()
         self.marks_due: list[tuple[PartitionState, Job, str]] = []  # at least once: on the ack
+        self.outcomes_due: list[Callable[[], None]] = []  # at least once: children acknowledged
         self.due_floors: dict[tuple[str, int], int] = {}  # latest js-not-before per tier partition
 
     def succeed(self, ps: PartitionState, job: Job, duration: float, result: Any = None) -> None:
@@ -77,11 +85,16 @@ class Deliverer:
             except ValueError as e:  # the side effect happened: say so, and never retry it
                 self.fail(ps, job, classify(ResultError(str(e))), duration)
                 return
+        try:  # its children (ctx.enqueue) and a chain's next step go with its success
+            kids = children_of(self.interval.publisher, job, result)
+        except InvalidJob as e:
+            self.fail(ps, job, classify(ResultError(str(e))), duration)
+            return
         finished = now_ms()
         self.ledger.add_pending(ps.ledger_tp, job.job_id, finished)
         digest = result_digest(raw) if raw is not None else None
         out = success_record(job, ps.ledger_tp, self.worker_id, finished, digest)
-        self.produce(ps, job, out, duration, result=(result, raw is not None))
+        self.produce(ps, job, out, duration, result=(result, raw is not None), children=kids)
         self.next_job(ps, job)
 
     def fail(self, ps: PartitionState, job: Job, failure: Failure, duration: float | None) -> None:
@@ -112,6 +125,8 @@ class Deliverer:
         if out.outcome == "retried":
             self.due_floors[(out.topic, out.partition)] = out.not_before_ms
         self.produce(ps, job, out, duration, failure=failure)
+        if dead:
+            self.history.chain_stopped(ps, job)
         if duration is not None or job.failure is None:
             self.next_job(ps, job)
 
@@ -120,7 +135,8 @@ class Deliverer:
         self.interval.finished += 1
 
     def produce(self, ps: PartitionState, job: Job, out: Outgoing, duration: float | None,
-                failure: Failure | None = None, result: tuple[Any, bool] = (None, False)) -> None:
+                failure: Failure | None = None, result: tuple[Any, bool] = (None, False),
+                children: list[ChildRecord] | None = None) -> None:
         """Send the outcome record (and its history record); the source offset finishes once
         the broker has it."""
         interval = self.interval
@@ -151,24 +167,55 @@ class Deliverer:
                 self.marks_due.append((ps, job, out.outcome))  # not from inside a callback
             self._record_outcome(job, out, duration)
 
+        def send() -> None:
+            if interval.broken or self.assignment.current(job.tp, gen) is None:
+                return  # (deferred) the interval broke or the partition was rewound meanwhile
+            try:
+                interval.committer.before_produce()
+                send_outcome(interval.publisher, out, on_delivery, self.log)
+            except (CommitAborted, ProducerFenced) as e:  # no transaction could be begun
+                # (mid broker restart, or the producer is fenced: the redo renews it)
+                interval.break_(str(e))
+                return
+            except (KafkaException, SystemError) as raised:
+                # The transaction went abortable (a write failed during a blip) or the
+                # producer is fenced: redo the interval (a frozen zombie stops there instead).
+                interval.producer_failed(raised, f"cannot produce {out.topic}")
+                return
+            self.history.attempt(
+                ps, job, out.outcome, duration, failure=failure,
+                retry=(out.topic, out.not_before_ms) if out.outcome == "retried" else None,
+                result=result[0], has_result=result[1])
+            for child in children or ():
+                self.history.child(ps, job, child.job_id, child.job_type, child.due_ms)
+
+        if not children:
+            send()
+            return
+        # Children first. In a transaction they commit or abort with the outcome. At least
+        # once, the outcome (the ledger entry) waits for every child's acknowledgement: an
+        # entry written before a child that then failed would have the redo skip the parent,
+        # and the child would be lost.
+        gate = Countdown(len(children))
+        gate.then = (lambda: self.outcomes_due.append(send)) if mark_after else None
         try:
             interval.committer.before_produce()
-            send_outcome(interval.publisher, out, on_delivery, self.log)
-        except (CommitAborted, ProducerFenced) as e:  # no transaction could be begun
-            # (mid broker restart, or the producer is fenced: the redo renews it)
+            send_children(interval, children, gate)
+        except (CommitAborted, ProducerFenced) as e:
             interval.break_(str(e))
             return
         except (KafkaException, SystemError) as raised:
-            # The transaction went abortable (a write failed during a blip) or the producer is
-            # fenced: redo the interval (a frozen zombie stops there instead).
-            interval.producer_failed(raised, f"cannot produce {out.topic}")
+            interval.producer_failed(raised, "cannot produce a child job")
             return
-        self.history.attempt(
-            ps, job, out.outcome, duration, failure=failure,
-            retry=(out.topic, out.not_before_ms) if out.outcome == "retried" else None,
-            result=result[0], has_result=result[1])
+        if not mark_after:
+            send()
 
     def write_marks(self) -> None:
+        """Marks (and outcomes whose children are all written, at least once) due since the
+        last call: written outside the delivery callbacks."""
+        sends, self.outcomes_due = self.outcomes_due, []
+        for send in sends:
+            send()
         due, self.marks_due = self.marks_due, []
         for ps, job, outcome in due:
             self.mark_routed(ps, job, outcome)

@@ -16,6 +16,7 @@ from jobstream.consumers.errors import Failure, JobTimeout, NotAdmitted, classif
 from jobstream.consumers.jobs import JobDef
 from jobstream.consumers.metrics import Metrics
 from jobstream.consumers.runtime.assignment import Assignment
+from jobstream.consumers.runtime.children import Children
 from jobstream.consumers.runtime.crashes import CrashWatch
 from jobstream.consumers.runtime.executor import Executor, Task
 from jobstream.consumers.runtime.history import HistoryWriter
@@ -137,7 +138,10 @@ class Dispatcher:
         slot: list[Any] = [None, None]
         self.progress[id(job)] = (ps.gen, job, slot)
         n = self._progress_n
-        ctx = context_for(job, self.log, lambda f, m: slot.__setitem__(0, (f, m, next(n))))
+        interval = self.history.interval
+        job.children = Children(job.job_id, job.headers, lambda: interval.publisher)
+        ctx = context_for(job, self.log, lambda f, m: slot.__setitem__(0, (f, m, next(n))),
+                          job.children)
         func = self.hooks.wrap(job, jd.func, jd.is_async)
         cfg = self.cfg[job.job_type]
         gate = self.gates.get(job.job_type)

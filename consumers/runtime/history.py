@@ -32,6 +32,16 @@ from jobstream.schemas import history, wire
 from jobstream.schemas.chain import GENESIS
 
 
+def chain_note(headers: dict[str, str]) -> dict[str, Any] | None:
+    """A chain step's place, for its history records."""
+    from jobstream.producers.chains import position
+
+    pos = position(headers)
+    if pos is None:
+        return None
+    return {"chain_id": pos.chain_id, "step": pos.step, "of": pos.total, "types": pos.types}
+
+
 def result_digest(raw: bytes) -> bytes:
     return hashlib.sha256(raw).digest()
 
@@ -122,6 +132,27 @@ class HistoryWriter:
         rec = history.event("progress", job_id=job.job_id, job_type=job.job_type,
                             at=int(time.time() * 1000), attempt=job.attempt,
                             worker=self.worker_id, fraction=fraction, message=message)
+        self._send(ps, job, rec)
+
+    def child(self, ps: PartitionState, job: Job, child_job_id: str, child_job_type: str,
+              due_at: int | None = None) -> None:
+        """A child job this attempt enqueued (ctx.enqueue, a chain's next step)."""
+        if not self.cfg[ps.job_type].history or self.interval.broken:
+            return
+        rec = history.event("enqueued", job_id=job.job_id, job_type=job.job_type,
+                            at=int(time.time() * 1000), attempt=job.attempt,
+                            worker=self.worker_id, child_job_id=child_job_id,
+                            child_job_type=child_job_type, due_at=due_at)
+        self._send(ps, job, rec)
+
+    def chain_stopped(self, ps: PartitionState, job: Job) -> None:
+        """A dead-lettered chain step: where its chain stopped, and the steps not run."""
+        note = chain_note(job.headers)
+        if note is None or not self.cfg[ps.job_type].history or self.interval.broken:
+            return
+        rec = history.event("chain", job_id=job.job_id, job_type=job.job_type,
+                            at=int(time.time() * 1000), attempt=job.attempt,
+                            worker=self.worker_id, stopped=True, **note)
         self._send(ps, job, rec)
 
     def _send(self, ps: PartitionState, job: Job, rec: dict[str, Any]) -> None:

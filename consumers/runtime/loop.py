@@ -256,7 +256,7 @@ class Worker:
             self._last_event = time.monotonic()
         if self.crash_watch.serve():
             self._last_event = time.monotonic()
-        if self.deliver.marks_due:
+        if self.deliver.marks_due or self.deliver.outcomes_due:
             self.deliver.write_marks()
 
     def _commit(self, wait: bool = True) -> None:

@@ -58,6 +58,8 @@ class Job:
     holds_partition: bool = False
     # Headers that were ignored as implausible (see _time_header); the worker logs them.
     header_warnings: tuple[str, ...] = ()
+    # The running attempt's child jobs (consumers/runtime/children.py), set when it starts.
+    children: Any = None
 
     @property
     def tp(self) -> TP:

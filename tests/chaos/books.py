@@ -109,8 +109,9 @@ class Fleet:
     """The worker processes of a scenario. Every exit must be one the scenario caused:
     SIGKILL (-9), SIGTERM (0) or an exit it declared with expect(); others are recorded."""
 
-    def __init__(self, stack: Stack, **env: str) -> None:
+    def __init__(self, stack: Stack, app: str = "tests.apps.sink", **env: str) -> None:
         self.stack = stack
+        self.app = app  # the job module the workers run
         # Internal errors log their traceback; a worker that hangs can be made to dump its
         # threads' stacks with SIGABRT (see stop_all).
         self.env = {"JOBSTREAM_DEBUG": "1", "PYTHONFAULTHANDLER": "1", **env}
@@ -123,7 +124,8 @@ class Fleet:
     def start(self, **env: str) -> subprocess.Popen[bytes]:
         name = f"worker-{self.started}.log"
         self.started += 1
-        p = self.stack.start_worker(log_name=name, **{**self.env, **env})
+        p = self.stack.spawn_worker(self.app, (), self.stack.tmp / name,
+                                    self.stack.env(**{**self.env, **env}), False)
         self.allowed[p.pid] = set()
         self.logs[p.pid] = self.stack.tmp / name
         return p
@@ -456,7 +458,7 @@ def record(books: Books) -> None:
     entry["passed"] = not books.violations
     lines[books.scenario] = entry
     order = ["sigkill", "broker_restart", "zombie", "rebalance_storm", "slow_handlers",
-             "bad_input", "network_blips", "scheduler"]
+             "bad_input", "network_blips", "scheduler", "workflows"]
     ordered = sorted(lines.values(), key=lambda s: [*order, s["scenario"]].index(s["scenario"]))
     body = ",\n".join("    " + json.dumps(s, sort_keys=False) for s in ordered)
     path.write_text('{\n  "scenarios": [\n' + body + "\n  ]\n}\n")

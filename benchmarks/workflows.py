@@ -1,0 +1,115 @@
+"""Workflows: the cost of `ctx.enqueue` per child next to a plain `publish_async`, on a real
+broker.
+
+    .venv/bin/python -m benchmarks.workflows --bootstrap 127.0.0.1:9092 --calls 50000 \\
+        --parents 2000 --children 10
+
+1. Per call, on the calling thread: `Children.add` (what ctx.enqueue runs: validate, encode,
+   derive the id, build the record; the produce happens later, on the poll thread) next to
+   `Publisher.publish_async` (validate, encode, hand to librdkafka), same payloads; then the
+   poll thread's share, producing the collected children (`send_children`).
+2. End to end, one worker process (tests/apps/flows.py): P parents enqueueing K children each
+   against P*(K+1) jobs published directly, each run to the last handler: jobs per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import say
+from jobstream.consumers.runtime.children import Children, Countdown, send_children
+from tests.support.harness import Stack, make_stack
+
+
+def per_call(stack: Stack, calls: int) -> None:
+    payloads = [{"seq": i, "behaviour": "ok"} for i in range(calls)]
+    with stack.publisher() as pub:
+        pub.publish(stack.job_type, payloads[0])  # metadata and connections warm
+        t0 = time.perf_counter()
+        for p in payloads:
+            pub.publish_async(stack.job_type, p, key=f"k{p['seq'] % 500}")
+        publish_us = (time.perf_counter() - t0) / calls * 1e6
+        pub.flush(60)
+        hdrs = {"traceparent": f"00-{'a' * 32}-{'b' * 16}-01"}
+        records, took = [], 0.0
+        for start in range(0, calls, 1000):  # parents of 1,000 children each
+            kids = Children(f"{start:032x}", hdrs, lambda: pub)
+            t0 = time.perf_counter()
+            for p in payloads[start:start + 1000]:
+                kids.add(stack.job_type, p, key=f"k{p['seq'] % 500}")
+            took += time.perf_counter() - t0
+            records += kids.take()
+        enqueue_us = took / calls * 1e6
+
+        class _Interval:  # what send_children needs of the worker's interval
+            publisher = pub
+
+            def break_(self, reason: str) -> None:
+                raise RuntimeError(reason)
+
+        gate = Countdown(len(records) + 1)
+        t0 = time.perf_counter()
+        send_children(_Interval(), records, gate)
+        produce_us = (time.perf_counter() - t0) / calls * 1e6
+        pub.flush(60)
+    say(f"per call ({calls:,}): publish_async {publish_us:.1f} us; ctx.enqueue "
+        f"{enqueue_us:.1f} us on the handler thread + {produce_us:.1f} us producing on the "
+        f"poll thread = {enqueue_us + produce_us:.1f} us "
+        f"({(enqueue_us + produce_us) / publish_us:.2f} x publish_async)")
+
+
+def _run(stack: Stack, n: int, publish: Any, timeout: float = 600) -> float:
+    """Seconds from publishing until n distinct jobs ran, one worker."""
+    proc = stack.spawn_worker("tests.apps.flows", (), stack.tmp / "worker.log", stack.env(),
+                              False)
+    try:
+        time.sleep(4)  # joined and assigned before the clock starts
+        t0 = time.monotonic()
+        publish()
+        stack.wait_for(lambda: len({r["job_id"] for r in stack.runs()}) >= n, timeout,
+                       f"{n} jobs run")
+        return time.monotonic() - t0
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def end_to_end(tmp: Path, bootstrap: str, parents: int, children: int) -> None:
+    total = parents * (children + 1)
+    flows = make_stack(tmp, bootstrap, uuid.uuid4().hex[:8], worker={"max_in_flight": 64})
+    took_flows = _run(flows, total, lambda: flows.publish_many(
+        [({"seq": i + 1, "behaviour": f"parent:{children}:ok:0"}, f"p{i % 500}")
+         for i in range(parents)]))
+    plain = make_stack(tmp, bootstrap, uuid.uuid4().hex[:8], worker={"max_in_flight": 64})
+    took_plain = _run(plain, total, lambda: plain.publish_many(
+        [({"seq": i, "behaviour": "ok"}, f"p{i % 500}") for i in range(total)]))
+    for s in (flows, plain):
+        s.delete_topics()
+    say(f"end to end ({parents:,} parents x {children} children = {total:,} jobs, one "
+        f"worker): via ctx.enqueue {total / took_flows:,.0f} jobs/s ({took_flows:.1f} s); "
+        f"all published directly {total / took_plain:,.0f} jobs/s ({took_plain:.1f} s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bootstrap", default="127.0.0.1:9092")
+    ap.add_argument("--calls", type=int, default=50_000)
+    ap.add_argument("--parents", type=int, default=2_000)
+    ap.add_argument("--children", type=int, default=10)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-workflows-"))
+    if args.calls:
+        stack = make_stack(tmp, args.bootstrap, uuid.uuid4().hex[:8])
+        per_call(stack, args.calls)
+        stack.delete_topics()
+    if args.parents:
+        end_to_end(tmp, args.bootstrap, args.parents, args.children)
+
+
+if __name__ == "__main__":
+    main()
