@@ -21,7 +21,7 @@ def default_weights(n: int) -> tuple[int, ...]:
 def check_priorities(v: tuple[str, ...]) -> tuple[str, ...]:
     if not v:
         return v
-    bad = [n for n in v if not _NAME.match(n)]
+    bad = [n for n in v if not _NAME.fullmatch(n)]
     if bad:
         raise ValueError(
             f"lane names are lower-case letters, digits, '-' or '_' (at most 32), got {bad}"

@@ -68,7 +68,7 @@ class ScheduleSettings(_Model):
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):  # no trailing newline
         raise ValueError(
             f"schedule name {name!r}: letters, digits, `.`, `_` and `-`, at most 100"
         )

@@ -31,13 +31,9 @@ GroupOpt = Annotated[str | None, typer.Option(
 
 
 def _defs(s: Settings, app: str | None) -> dict[str, Any]:
-    from jobstream.consumers.jobs import declared_schedules, load_app
-    from jobstream.consumers.scheduling.definitions import collect
+    from jobstream.consumers.scheduling.control import definitions
 
-    module = app or s.app
-    if module:
-        load_app(module)
-    return collect(s, declared_schedules())
+    return definitions(s, app)
 
 
 def _when(t: datetime | str | None) -> str:

@@ -109,10 +109,23 @@ def _audit(settings: Settings, command: str, name: str, **extra: Any) -> None:
     })
 
 
+def definitions(settings: Settings, app: str | None = None) -> dict[str, Schedule]:
+    """The schedules this deploy defines: settings `schedules` and, with a job module (`app`,
+    default settings `app`), its @job(..., schedule=) ones."""
+    from jobstream.consumers.jobs import declared_schedules, load_app
+    from jobstream.consumers.scheduling.definitions import collect
+
+    module = app or settings.app
+    if module:
+        load_app(module)
+    return collect(settings, declared_schedules())
+
+
 def set_paused(settings: Settings, schedules: dict[str, Schedule], name: str, group: str,
-               paused: bool) -> State:
+               paused: bool, actor: dict[str, str] | None = None) -> State:
     """Write the schedule's state with `paused`; resuming also sets `since` to now, so slots
-    that passed while paused are not caught up."""
+    that passed while paused are not caught up. `actor`: who, for the audit record (default
+    this process's user)."""
     _known(schedules, name)
     states.ensure_topic(settings)
     cur = read_states(settings).get(name)
@@ -121,15 +134,20 @@ def set_paused(settings: Settings, schedules: dict[str, Schedule], name: str, gr
                             f"{group!r} (pass --group)")
     base = cur or State(group=group)
     now = states.now_text()
-    new = replace(base, paused=paused, group=group, by=f"cli:{who()}@{socket.gethostname()}",
+    via = (actor or {}).get("via", "cli")
+    user = (actor or {}).get("user") or who()
+    new = replace(base, paused=paused, group=group, by=f"{via}:{user}@{socket.gethostname()}",
                   at=now, since=now if not paused else base.since)
     _write(settings, name, new)
-    _audit(settings, "schedules pause" if paused else "schedules resume", name, group=group)
+    _audit(settings, "schedules pause" if paused else "schedules resume", name, group=group,
+           **(actor or {}))
     return new
 
 
-def trigger(settings: Settings, schedules: dict[str, Schedule], name: str) -> str:
-    """Publish one job of the schedule now, with its own id; the job id."""
+def trigger(settings: Settings, schedules: dict[str, Schedule], name: str,
+            actor: dict[str, str] | None = None) -> str:
+    """Publish one job of the schedule now, with its own id; the job id. `actor`: who, for the
+    audit record (default this process's user)."""
     from jobstream.producers.errors import PublishError
     from jobstream.producers.publisher import Publisher
 
@@ -141,5 +159,5 @@ def trigger(settings: Settings, schedules: dict[str, Schedule], name: str) -> st
     except (PublishError, ValueError, KeyError) as e:  # InvalidJob, UnknownJobType included
         raise ScheduleError(f"schedule {name!r}: job type {s.cfg.job_type!r}: {e}") from None
     _audit(settings, "schedules trigger", name, job_id=jid, job_type=s.cfg.job_type,
-           at_slot=slot_id(datetime.now(UTC)))
+           at_slot=slot_id(datetime.now(UTC)), **(actor or {}))
     return jid

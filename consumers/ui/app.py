@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings, SettingsError
 from jobstream.consumers.ops.dlq import DlqError
-from jobstream.consumers.ui import dlq_pages, lookup, pages
+from jobstream.consumers.ui import dlq_pages, lookup, pages, schedules_page
 from jobstream.consumers.ui.audit_view import AuditView
 from jobstream.consumers.ui.auth import Auth, AuthError
 from jobstream.consumers.ui.dlq_view import DlqView
@@ -134,6 +134,10 @@ def create_app(settings: Settings) -> Starlette:
         Route("/dlq/{job_type}/{partition}/{offset}", dlq_pages.dlq_record),
         Route("/dlq/{job_type}/{partition}/{offset}/unmask", dlq_pages.dlq_unmask,
               methods=["POST"]),
+        Route("/schedules", schedules_page.schedules_page),
+        Route("/schedules/{name}/pause", schedules_page.schedule_pause, methods=["POST"]),
+        Route("/schedules/{name}/resume", schedules_page.schedule_resume, methods=["POST"]),
+        Route("/schedules/{name}/trigger", schedules_page.schedule_trigger, methods=["POST"]),
         Route("/audit", pages.audit_page),
         Route("/lookup", lookup.lookup_page),
         Route("/login", login),

@@ -8,14 +8,20 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from jobstream.consumers.ops import dlq
 from jobstream.consumers.ops.dlq import DeadLetter, DlqError, Filters
 from jobstream.consumers.ui import actions
-from jobstream.consumers.ui.web import PageError, console, int_param, job_type_of, render
+from jobstream.consumers.ui.web import (
+    PageError,
+    console,
+    int_param,
+    job_type_of,
+    render,
+    write_form,
+)
 from jobstream.schemas import wire
 from jobstream.schemas.registry import SchemaRegistry
 
@@ -97,16 +103,8 @@ def dlq_record(request: Request) -> HTMLResponse:
     return _record_page(request, name, dl, unmask=False)
 
 
-async def _write(request: Request) -> tuple[str, FormData]:
-    """The form of a write action and the user allowed to send it (AuthError otherwise)."""
-    form = await request.form()
-    token = form.get("csrf")
-    user = console(request).auth.require_write(request, token if isinstance(token, str) else None)
-    return user, form
-
-
 async def dlq_unmask(request: Request) -> HTMLResponse:
-    user, _ = await _write(request)
+    user, _ = await write_form(request)
     name = job_type_of(request)
     p, o = _position(request)
     from starlette.concurrency import run_in_threadpool
@@ -144,7 +142,7 @@ def _selected(request: Request, topic: str, values: list[str]) -> list[DeadLette
 
 
 async def dlq_replay(request: Request) -> HTMLResponse:
-    user, form = await _write(request)
+    user, form = await write_form(request)
     name = job_type_of(request)
     mode = str(form.get("mode") or "")
     if mode not in ("selected", "filtered"):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
@@ -22,11 +23,12 @@ from jobstream.consumers.ui.scrape import Scraper
 
 TEMPLATES = Path(__file__).parent / "templates"
 
-# The navigation: (path, label). Schedules (the scheduling feature) add their page here.
+# The navigation: (path, label).
 NAV: list[tuple[str, str]] = [
     ("/", "Overview"),
     ("/lookup", "Find a job"),
     ("/dlq", "Dead letters"),
+    ("/schedules", "Schedules"),
     ("/audit", "Audit trail"),
 ]
 
@@ -107,3 +109,11 @@ def int_param(value: str | None, name: str, lo: int = 0, hi: int = 2**63 - 1,
     if not lo <= n <= hi:
         raise PageError(400, f"{name} must be from {lo} to {hi}, got {n}")
     return n
+
+
+async def write_form(request: Request) -> tuple[str, FormData]:
+    """The form of a write action and the user allowed to send it (AuthError otherwise)."""
+    form = await request.form()
+    token = form.get("csrf")
+    user = console(request).auth.require_write(request, token if isinstance(token, str) else None)
+    return user, form

@@ -1,5 +1,6 @@
 """Helpers of the recurring-schedule tests (tests/integration/test_schedules.py,
-tests/chaos/test_schedules.py): schedules in a stack's settings, the slots fired, the owner."""
+tests/chaos/test_schedules_sigkill.py): schedules in a stack's settings, the slots fired, the
+owner."""
 
 from __future__ import annotations
 

@@ -56,3 +56,18 @@ def test_lane_topics_belong_to_t_and_have_its_partitions() -> None:
         assert plan[name].partitions == 4
         assert plan[name].config == plan["jobs.email"].config
     assert "jobs.email.priority.default" not in plan
+
+
+def test_a_name_with_a_trailing_newline_is_refused() -> None:
+    """`^...$` with re.match accepted "high\\n" (a `$` matches before a final newline): a lane
+    topic and a schedule name with a newline in them reached Kafka and the audit trail."""
+    import pytest
+
+    from jobstream.config.lane_rules import check_priorities
+    from jobstream.config.schedules import check_name
+
+    with pytest.raises(ValueError, match="lane names"):
+        check_priorities(("high\n", "default"))
+    with pytest.raises(ValueError, match="schedule name"):
+        check_name("nightly\n")
+    assert check_name("nightly") == "nightly"
