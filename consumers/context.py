@@ -38,15 +38,16 @@ class JobContext:
     def enqueue(self, job_type: str, payload: Mapping[str, Any], key: str | None = None,
                 name: str | None = None, delay: str | float | None = None, *,
                 run_at: datetime | None = None,
-                headers: Mapping[str, str] | None = None) -> str:
+                headers: Mapping[str, str] | None = None, priority: str | None = None) -> str:
         """Enqueue a child job with this job's completion (docs/workflows.md): validated and
         encoded now (a bad payload raises here), written in the same commit as this job's
         success, and dropped if this attempt fails. Its id is derived from this job's id and
-        `name` (or the call's index), so a re-run enqueues the same ids. Returns the child id."""
+        `name` (or the call's index), so a re-run enqueues the same ids. `priority`: the child
+        job type's lane (docs/priorities.md). Returns the child id."""
         if self.children is None:
             raise RuntimeError("enqueue: this context has no worker behind it")
         return self.children.add(job_type, payload, key=key, name=name, delay=delay,
-                                 run_at=run_at, headers=headers)
+                                 run_at=run_at, headers=headers, priority=priority)
 
     def chain(self, *steps: Any, key: str | None = None, name: str | None = None) -> str:
         """Start a chain (`jobstream.chain`) as a child of this job: its first step is

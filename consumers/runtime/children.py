@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from jobstream.config.topics import scheduled_topic
-from jobstream.producers import chains, delayed
+from jobstream.config.topics import base_of, scheduled_topic
+from jobstream.producers import chains, delayed, lanes
 from jobstream.producers.chains import Chain
 from jobstream.producers.errors import InvalidJob, check_id
 from jobstream.schemas import wire
@@ -86,7 +86,8 @@ class Children:
 
     def add(self, job_type: str, payload: Mapping[str, Any], key: str | None = None,
             name: str | None = None, delay: str | float | None = None,
-            run_at: datetime | None = None, headers: Mapping[str, str] | None = None) -> str:
+            run_at: datetime | None = None, headers: Mapping[str, str] | None = None,
+            priority: str | None = None) -> str:
         """Validate and encode one child; its id. Raises InvalidJob (or the payload's
         PayloadError, UnknownJobType) naming the problem."""
         _check_name("enqueue", name)
@@ -102,7 +103,7 @@ class Children:
         jid = child_id(self.parent_job_id, name, index)
         rec = build_child(self.publisher(), job_type, payload, jid, key=key, delay=delay,
                           run_at=run_at, parent_job_id=self.parent_job_id,
-                          traceparent=self.traceparent, headers=headers)
+                          traceparent=self.traceparent, headers=headers, priority=priority)
         with self._lock:
             self._check_open()
             if name is not None:
@@ -150,7 +151,8 @@ def build_child(pub: Publisher, job_type: str, payload: Mapping[str, Any], job_i
                 key: str | None, delay: str | float | None, run_at: datetime | None,
                 parent_job_id: str, traceparent: str | None,
                 headers: Mapping[str, str] | None = None,
-                extra: wire.HeaderList | None = None) -> ChildRecord:
+                extra: wire.HeaderList | None = None,
+                priority: str | None = None) -> ChildRecord:
     """The child's record, as `Publisher.publish_async` would send it (a delayed one to
     T.scheduled, in the partition its key picks on T)."""
     if not isinstance(payload, Mapping):
@@ -163,6 +165,8 @@ def build_child(pub: Publisher, job_type: str, payload: Mapping[str, Any], job_i
                                         traceparent=traceparent)
     if extra:
         hdrs += extra
+    if priority is not None:  # its lane's topic (a delayed one: T.scheduled, as for publish)
+        topic = lanes.route(job_type, pub.settings.job(job_type), priority, topic, hdrs)
     record_key = (key or jid).encode("utf-8")
     partition = None
     if due is not None:
@@ -170,7 +174,7 @@ def build_child(pub: Publisher, job_type: str, payload: Mapping[str, Any], job_i
         hdrs.append((wire.RUN_AT, str(due).encode()))
         if key is not None:
             hdrs.append((wire.KEY, record_key))
-        topic, record_key = scheduled_topic(topic), jid.encode("utf-8")
+        topic, record_key = scheduled_topic(base_of(topic)), jid.encode("utf-8")
     size = len(record_key) + len(value) + sum([len(k) + len(v) for k, v in hdrs])
     limit = pub.max_record_bytes(topic) - 512
     if size > limit:

@@ -288,3 +288,29 @@ def test_enqueue_after_the_handler_returned_is_refused(monkeypatch: pytest.Monke
     rig.wait(rig.committed_to_end, "committed")
     with pytest.raises(InvalidJob, match="after the job's attempt ended"):
         kept[0].enqueue(JOB_TYPE, {"seq": 1})
+
+
+def test_a_child_goes_to_the_lane_it_names(monkeypatch: pytest.MonkeyPatch,
+                                           rigs: list[Rig]) -> None:
+    """ctx.enqueue(priority=) as publish(priority=): the lane's topic and its js-priority
+    header; an unknown lane raises in the handler, naming the lanes."""
+    refused: list[str] = []
+
+    def handler(payload: dict[str, Any], ctx: Any) -> None:
+        if payload["seq"] == 0:
+            ctx.enqueue(JOB_TYPE, {"seq": 100}, priority="high")
+            try:
+                ctx.enqueue(JOB_TYPE, {"seq": 101}, priority="urgent")
+            except InvalidJob as e:
+                refused.append(str(e))
+
+    rig = Rig(monkeypatch, handler=handler, job={"priorities": ["high", "default"]})
+    rigs.append(rig)
+    pid = rig.publish(0)
+    rig.start()
+    high = f"{rig.topics.main}.priority.high"
+    rig.wait(lambda: len(rig.values(high)) == 1, "the child in the high lane")
+    [m] = rig.values(high)
+    h = _headers(m)
+    assert h[wire.PARENT_JOB_ID] == pid and h[wire.PRIORITY] == "high"
+    assert refused and "high, default" in refused[0], refused
