@@ -111,6 +111,18 @@ def browser() -> Any:
     return driver
 
 
+def click_through(driver: Any, element: Any, timeout: float = 30) -> None:
+    """Click a link or a form's button and wait for the page it leads to: a click returns
+    before the browser has loaded it, and reading the old page then is a flaky test."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, timeout).until(staleness_of(old))
+
+
 def sign_in(driver: Any, authorization: str | None) -> None:
     """Send (or stop sending) an Authorization header with every request, as a browser does
     after a basic-auth prompt."""

@@ -12,7 +12,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from tests.console.conftest import N_DEAD, N_OK, N_RETRIED, Scenario
-from tests.console.support import basic, screenshot, sign_in
+from tests.console.support import basic, click_through, screenshot, sign_in
 
 
 def _eventually(driver: Any, url: str, check: Callable[[], bool], what: str,
@@ -70,7 +70,7 @@ def test_find_a_job_shows_its_timeline(driver: Any, scenario: Scenario) -> None:
     Select(driver.find_element(By.ID, "job-type")).select_by_visible_text(jt)
     driver.find_element(By.ID, "job-id").send_keys(job_id)
     driver.find_element(By.ID, "key").send_keys(key)
-    driver.find_element(By.ID, "find").click()
+    click_through(driver, driver.find_element(By.ID, "find"))
     assert driver.find_element(By.ID, "state").text == f"{jt} {job_id}: dead_lettered after " \
         "1 attempt(s)"
     assert "permanent" in driver.find_element(By.ID, "last-error").text
@@ -118,7 +118,7 @@ def test_dlq_filters(driver: Any, scenario: Scenario) -> None:
     box = driver.find_element(By.NAME, "key")
     box.clear()
     box.send_keys(scenario.dead_keys[1])
-    driver.find_element(By.ID, "apply-filters").click()
+    click_through(driver, driver.find_element(By.ID, "apply-filters"))
     rows = driver.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr")
     assert [r.find_element(By.CSS_SELECTOR, "td.job-id").text for r in rows] \
         == [scenario.dead_ids[1]]
@@ -138,7 +138,7 @@ def test_record_masked_then_unmasked_and_audited(driver: Any, scenario: Scenario
     jt = scenario.stack.job_type
     sign_in(driver, None)
     driver.get(f"{scenario.url}/dlq/{jt}?key={scenario.dead_keys[0]}")
-    driver.find_element(By.CSS_SELECTOR, "#dead-letters tbody tr td a").click()
+    click_through(driver, driver.find_element(By.CSS_SELECTOR, "#dead-letters tbody tr td a"))
     payload = driver.find_element(By.ID, "payload").text
     assert "hunter2-0" not in payload and '"seq": 0' in payload
     assert "<script>window.__xss=1</script>" in payload  # shown as text, not run
@@ -150,7 +150,7 @@ def test_record_masked_then_unmasked_and_audited(driver: Any, scenario: Scenario
     sign_in(driver, basic())
     driver.get(record_url)
     assert driver.find_element(By.ID, "user").text == "alice"
-    driver.find_element(By.ID, "unmask").click()
+    click_through(driver, driver.find_element(By.ID, "unmask"))
     assert "hunter2-0" in driver.find_element(By.ID, "payload").text
     assert driver.find_element(By.ID, "unmasked")
     driver.get(scenario.url + "/audit")
@@ -173,11 +173,11 @@ def test_replay_two_records_to_success(driver: Any, scenario: Scenario) -> None:
     ids = [r.find_element(By.CSS_SELECTOR, "td.job-id").text for r in picked]
     for r in picked:
         r.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
-    driver.find_element(By.ID, "replay-selected").click()
+    click_through(driver, driver.find_element(By.ID, "replay-selected"))
     assert driver.find_element(By.ID, "dry-run-count").text == "2"
     screenshot(driver, "dlq-confirm")
     assert not any(r["job_id"] in ids for r in stack.runs())  # a dry run sent nothing
-    driver.find_element(By.ID, "confirm").click()
+    click_through(driver, driver.find_element(By.ID, "confirm"))
     assert driver.find_element(By.ID, "replayed").text == "2"
     stack.wait_for(lambda: {r["job_id"] for r in stack.runs()} >= set(ids), 60,
                    "the two replayed jobs succeeded")
@@ -195,9 +195,9 @@ def test_replay_by_filter_with_dry_run(driver: Any, scenario: Scenario) -> None:
     key = scenario.dead_keys[3]
     # limit=1 only limits the rows shown: a replay by filter takes every match.
     driver.get(f"{scenario.url}/dlq/{stack.job_type}?key={key}&limit=1")
-    driver.find_element(By.ID, "replay-filtered").click()
+    click_through(driver, driver.find_element(By.ID, "replay-filtered"))
     assert driver.find_element(By.ID, "dry-run-count").text == "1"
-    driver.find_element(By.ID, "confirm").click()
+    click_through(driver, driver.find_element(By.ID, "confirm"))
     assert driver.find_element(By.ID, "replayed").text == "1"
     stack.wait_for(lambda: scenario.dead_ids[3] in {r["job_id"] for r in stack.runs()}, 60,
                    "the job replayed by filter succeeded")

@@ -15,8 +15,6 @@ from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
-from selenium.webdriver.support.ui import WebDriverWait
 
 from jobstream.consumers.ops.audit import list_audit
 from jobstream.consumers.scheduling.control import read_states
@@ -25,6 +23,7 @@ from tests.console.support import (
     add_ui_settings,
     basic,
     browser,
+    click_through,
     console_server,
     free_port_from,
     post,
@@ -77,9 +76,7 @@ def _fired(stack: Stack, name: str) -> list[dict[str, Any]]:
 def _click(driver: Any, name: str, button: str) -> str:
     """Press a row's button; the message of the page the form led to (a click returns before
     the browser has loaded it)."""
-    old = driver.find_element(By.TAG_NAME, "html")
-    _row(driver, name).find_element(By.CSS_SELECTOR, f"button.{button}").click()
-    WebDriverWait(driver, 20).until(staleness_of(old))
+    click_through(driver, _row(driver, name).find_element(By.CSS_SELECTOR, f"button.{button}"))
     found = driver.find_elements(By.ID, "done")
     assert found, f"no result message: {driver.find_element(By.TAG_NAME, 'main').text[:500]}"
     return str(found[0].text)
