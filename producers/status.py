@@ -49,6 +49,13 @@ class _Source:
     tp: TopicPartition
     end: int
     done: bool = False
+    eof_at: int = -1  # the end offset of the last EOF event read
+
+    def reopen(self, high: int) -> None:
+        """Read on to `high` unless an EOF event at or past it was already read: records that
+        came while another partition was read are taken, EOF event included, in that read."""
+        if high > self.end and high > self.eof_at:
+            self.end, self.done = high, False
 
 
 @dataclass
@@ -161,7 +168,8 @@ class JobLookup:
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         pending.discard(msg.topic() or "")
-                        self._sources[msg.topic() or ""].done = True
+                        source = self._sources[msg.topic() or ""]
+                        source.done, source.eof_at = True, msg.offset() or 0
                         continue
                     if err.fatal() or not err.retriable():
                         raise JobLookupError(f"reading {msg.topic()}: {err.str()}")
@@ -175,9 +183,7 @@ class JobLookup:
         """A later refresh: read on to the partitions' new ends (their EOF events come again
         once the new records are read)."""
         for s in self._sources.values():
-            _, high = self._watermarks(s.tp)
-            if high > s.end:
-                s.end, s.done = high, False
+            s.reopen(self._watermarks(s.tp)[1])
 
     def _take(self, topic: str, key: bytes | None, value: bytes | None,
               headers: Any, offset: int) -> None:

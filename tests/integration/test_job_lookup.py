@@ -15,7 +15,7 @@ import pytest
 
 from jobstream.config.topics import job_topics
 from jobstream.producers.status import JobLookupError, WaitTimeout
-from jobstream.schemas import history
+from jobstream.schemas import history, wire
 from jobstream.schemas.ledger_entry import SUCCEEDED, encode_entry
 from jobstream.schemas.partitioner import partition_for
 from jobstream.schemas.registry import UnknownJobType
@@ -134,3 +134,33 @@ def test_cli_show_and_wait(stack: Stack) -> None:
     res = run_cli("jobs", "show", "no.such", "job-c", env=env)
     assert res.returncode == 1 and "unknown job type 'no.such'" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+
+def test_a_refresh_does_not_wait_for_an_eof_it_has_already_read(stack: Stack) -> None:
+    """A refresh must not wait for an end-of-partition event it has already read. When records
+    arrived on T while another partition was still being read, the read took them and the EOF
+    event of T's new end in the same batch; the next refresh measured that new end, took it
+    for unread and waited out its whole timeout for an EOF that had come and gone (a chain's
+    `Publisher.wait` failed after 120 s under load this way). Here the records arrive right
+    after a refresh has measured the ends, which is when that happened."""
+    from jobstream.producers.status import JobLookup
+
+    key = "order-9"
+    p = partition_for(key.encode(), 6)
+    with JobLookup(stack.settings, stack.job_type, "job-9", key, timeout=6) as lookup:
+        lookup.refresh()
+        _write_history(stack, key, [_attempt("other-1", 1, "succeeded")])  # history pending
+        measure = lookup._reopen
+
+        def measure_then_more_arrive() -> None:
+            measure()
+            stack.produce_raw([(p, key.encode(), b"x", [(wire.JOB_ID, b"other-2")])] * 3)
+            time.sleep(1)  # fetched in the background, EOF event included
+
+        lookup._reopen = measure_then_more_arrive  # type: ignore[method-assign]
+        assert lookup.refresh().state == "unknown"
+        lookup._reopen = measure  # type: ignore[method-assign]
+        t0 = time.monotonic()
+        assert lookup.refresh().state == "unknown"  # nothing new: must not wait for an EOF
+        assert time.monotonic() - t0 < 3
