@@ -29,11 +29,12 @@ docs: venv
 
 # A broker started for the run gets a fresh temporary data dir, removed at the end
 # (scripts/with-broker.sh).
+# scripts/run-suite.sh: unit, integration and deploy tests on pytest-xdist workers, then the
+# console and fault suites in one process.
 # tests/console drives a real Chromium: scripts/ensure-browser.sh installs it or fails.
 test: lint docs
 	scripts/ensure-browser.sh
-	JOBSTREAM_FRESH_BROKER=1 \
-	scripts/with-broker.sh $(BIN)/python -m pytest tests -q -rsx -p no:cacheprovider --durations=15
+	JOBSTREAM_FRESH_BROKER=1 BIN=$(BIN) scripts/with-broker.sh scripts/run-suite.sh
 
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit -q -p no:cacheprovider
