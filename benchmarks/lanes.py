@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import percentile, say
+from benchmarks.common import Bench, Row, percentile, say
 from tests.support.harness import Stack, make_stack
 
 LANES = ["high", "default", "low"]
@@ -103,7 +103,9 @@ def latency(tmp: Path, a: argparse.Namespace, lanes: bool) -> dict[str, float]:
         stack.delete_topics()
 
 
-def shares(tmp: Path, a: argparse.Namespace) -> None:
+def shares(tmp: Path, a: argparse.Namespace) -> dict[str, float]:
+    """Each lane's share of the starts over the window, and the worst lane's distance from its
+    weight as a fraction of that weight; printed as it goes."""
     stack = _stack(tmp, a.bootstrap, True, a.in_flight)
     behaviour = f"sleep_ms:{a.handler_ms}"
     try:
@@ -128,6 +130,10 @@ def shares(tmp: Path, a: argparse.Namespace) -> None:
             share = got[n] / max(1, total)
             say(f"  {n:8s} {got[n]:7,} starts  share {share:6.1%}  weight {want:6.1%}  "
                 f"off by {abs(share - want) / want:5.1%} of it")
+        out = {n: got[n] / max(1, total) for n in LANES}
+        out["worst_off"] = max(abs(out[n] - weights[n] / 12) / (weights[n] / 12) for n in LANES)
+        out["rate"] = total / a.window
+        return out
     finally:
         stack.stop_all(timeout=30)
         stack.delete_topics()
@@ -166,6 +172,38 @@ def fair(tmp: Path, a: argparse.Namespace, on: bool) -> dict[str, float]:
     finally:
         stack.stop_all(timeout=30)
         stack.delete_topics()
+
+
+def bench(b: Bench) -> list[Row]:
+    """Bench 11 in benchmarks/run.py: the issue's sizes in a full run."""
+    a = argparse.Namespace(
+        bootstrap=b.bootstrap, low=b.size(100_000, 5_000), high=b.size(1000, 100), rate=50.0,
+        handler_ms=50, in_flight=64, timeout=600.0, shares=b.size(40_000, 3_000),
+        window=b.size(30, 5), fair=b.size(50_000, 2_000), small=20)
+    tmp = b.tmp / "lanes"
+    tmp.mkdir(parents=True, exist_ok=True)
+    with_lanes, without = latency(tmp, a, True), latency(tmp, a, False)
+    target = 100 + a.handler_ms
+    say(f"lanes: high p99 {with_lanes['p99']:,.0f} ms with lanes, {without['p99']:,.0f} ms "
+        f"without")
+    sh = shares(tmp, a)
+    fair_on, fifo = fair(tmp, a, True), fair(tmp, a, False)
+    setup = (f"{a.low:,} low queued, {a.high:,} high at {a.rate:g}/s, {a.handler_ms} ms "
+             f"handlers, max_in_flight {a.in_flight}")
+    return [
+        Row("11 lanes", "high enqueue->start p99 behind a low backlog", with_lanes["p99"], "ms",
+            without["p99"], "the same without lanes", with_lanes["p99"] / without["p99"],
+            f"<= {target} ms", with_lanes["p99"] <= target,
+            f"{setup}; p50 {with_lanes['p50']:,.0f} ms, max {with_lanes['max']:,.0f} ms"),
+        Row("11 lanes", "starts' distance from the weights 8:3:1, worst lane",
+            sh["worst_off"] * 100, "%", target="<= 10 %", passed=sh["worst_off"] <= 0.10,
+            note=f"{a.shares:,} jobs queued per lane, {a.window:g} s window, "
+                 + ", ".join(f"{n} {sh[n]:.1%}" for n in LANES)),
+        Row("11 lanes", "small tenants' jobs finished, p99 (fair_by)", fair_on["p99"], "ms",
+            fifo["p99"], "first in first out", fair_on["p99"] / fifo["p99"], "<= 2000 ms",
+            fair_on["p99"] <= 2000,
+            f"{a.small} tenants x 10 jobs among {a.fair:,} of one tenant, one partition"),
+    ]
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import confluent_kafka
 
-from benchmarks import costs, delayed, latency, ledger, publisher, retry, throughput
+from benchmarks import costs, delayed, lanes, latency, ledger, publisher, retry, throughput
 from benchmarks.common import ROOT, Bench, Row, say, scratch_dir
 from benchmarks.figures import fmt
 from jobstream.config.settings import load_settings
@@ -49,6 +49,8 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Bench], list[Row]]]] = {
     "costs": ("8 per-job cost breakdown (in-process)", costs.costs),
     "processes": ("9 one pod, 1 and 2 worker processes", throughput.processes),
     "delayed": ("10 delayed jobs: dispatch lateness, restore from a snapshot", delayed.delayed),
+    "lanes": ("11 priority lanes: a high job behind a low backlog, weights, fair sharing",
+              lanes.bench),
 }
 
 
