@@ -24,7 +24,8 @@ class UnknownBatch(InvalidJob):
 
 
 def cancel_batch(pub: Any, batch_id: str, timeout: float = 30.0,
-                 confirm_timeout: float = 10.0) -> list[CancelResult]:
+                 confirm_timeout: float = 10.0,
+                 job_type: str | None = None) -> list[CancelResult]:
     from jobstream.consumers.batches.topic import read_batch
 
     check_id("batch_id", batch_id)
@@ -32,6 +33,8 @@ def cancel_batch(pub: Any, batch_id: str, timeout: float = 30.0,
     if entry is None or entry.batch is None:
         raise UnknownBatch(f"batch {batch_id}: no such batch on {BATCHES_TOPIC}")
     b = entry.batch
+    if job_type is not None and job_type != b.job_type:
+        raise InvalidJob(f"batch {batch_id}: its members are {b.job_type}, not {job_type}")
     pub.registry.latest(b.job_type)
     pending = [(mid, b.key) for i in range(b.total)
                if (mid := br.member_id(batch_id, i)) not in entry.outcomes]

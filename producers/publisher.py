@@ -342,11 +342,13 @@ class Publisher:
         return publish_batch(self, job_type, payloads, on_complete=on_complete,
                              on_success=on_success, key=key, timeout=timeout)
 
-    def cancel_batch(self, batch_id: str, timeout: float = 30.0) -> list[CancelResult]:
-        """Cancel the batch's pending members (producers/batch_cancel.py); their results."""
+    def cancel_batch(self, batch_id: str, timeout: float = 30.0, confirm_timeout: float = 10.0,
+                     job_type: str | None = None) -> list[CancelResult]:
+        """Cancel the batch's members not yet final (producers/batch_cancel.py); each one's
+        result. The batch still closes: on_complete runs with the cancelled count."""
         from jobstream.producers.batch_cancel import cancel_batch
 
-        return cancel_batch(self, batch_id, timeout)
+        return cancel_batch(self, batch_id, timeout, confirm_timeout, job_type)
 
     def max_record_bytes(self, topic: str) -> int:
         """The topic's max.message.bytes (cached); the producer's limit if it cannot be read."""
