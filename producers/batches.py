@@ -143,7 +143,7 @@ def _txn_producer(pub: Publisher) -> Producer:
     if p is None:
         p = Producer(client_config(pub.settings.kafka, **{
             "transactional.id": f"jobstream-batch-{pub.producer_name}-{uuid.uuid4().hex[:8]}",
-            "transaction.timeout.ms": 60_000,
+            "transaction.timeout.ms": 30_000,
             "linger.ms": 5,
             "partitioner": "murmur2_random",  # a member's key picks its partition as publish
         }))

@@ -44,7 +44,7 @@ from jobstream.producers.batches import callback_payload
 from jobstream.producers.publisher import Publisher
 from jobstream.schemas import batch_record as br
 
-TXN_TIMEOUT_MS = 30_000
+TXN_TIMEOUT_MS = 10_000
 WAIT_S = 0.05
 Out = tuple[str, bytes, bytes | None, Any, int | None]  # topic, key, value, headers, part
 

@@ -183,3 +183,47 @@ def test_ctx_batch_writes_its_records_with_the_parents_success(
     runs = [m for m in rig.values(rig.topics.main)
             if wire.decode_headers(m.headers()).get(wire.BATCH) == bid]
     assert {wire.decode_headers(m.headers())[wire.JOB_ID] for m in runs} == members
+
+
+def _owner(monkeypatch: pytest.MonkeyPatch, rig: Rig, name: str = "w1") -> Any:
+    from tests.support.fake_kafka import patch_clients
+
+    patch_clients(monkeypatch, rig.cluster, ("jobstream.consumers.batches.owner",
+                                             "jobstream.producers.batches"))
+    from jobstream.consumers.batches.owner import BatchOwner
+
+    o = BatchOwner(rig.settings, "g", name)
+    o.start()
+    return o
+
+
+def test_the_owner_runs_each_callback_once_and_a_new_owner_does_not_again(
+        monkeypatch: pytest.MonkeyPatch, rigs: list[Rig]) -> None:
+    rig = Rig(monkeypatch, job={"retry_tiers": ["20ms"], "max_attempts": 1})
+    rigs.append(rig)
+    owner = _owner(monkeypatch, rig)
+    try:
+        bid = rig.publisher.batch(JOB_TYPE, [{"seq": i, "behaviour": "permanent" if i == 2
+                                              else "ok"} for i in range(5)],
+                                  on_complete=(JOB_TYPE, {"seq": 99}),
+                                  on_success=(JOB_TYPE, {"seq": 98}))
+        rig.start()
+        cb = br.callback_id(bid)
+        rig.wait(lambda: cb in rig.ids(rig.topics.main), "the callback", timeout=10)
+        rig.wait(lambda: owner.closed == 1, "closed")
+        assert br.callback_id(bid, "success") not in rig.ids(rig.topics.main), "a dead letter"
+        e = owner.books[br.partition_of(bid, BATCHES_PARTITIONS)].entries[bid]
+        assert e.batch is not None and e.batch.state == "closed"
+        assert e.batch.counts == {"succeeded": 4, "dead_lettered": 1, "cancelled": 0}
+    finally:
+        owner.stop()
+    again = _owner(monkeypatch, rig, "w2")  # restores the partition: the batch is closed
+    try:
+        rig.wait(lambda: len(again.restored) == BATCHES_PARTITIONS, "restored", timeout=10)
+        import time
+
+        time.sleep(0.3)
+        assert again.closed == 0
+        assert rig.ids(rig.topics.main).count(br.callback_id(bid)) == 1
+    finally:
+        again.stop()
