@@ -112,6 +112,9 @@ def test_a_dlq_replay_of_a_member_updates_the_counts(stack_factory: Any) -> None
     shown = run_cli("batches", "show", bid, env={"JOBSTREAM_CONFIG": str(stack.config_path)})
     assert shown.returncode == 0, shown.stderr
     assert "succeeded 3" in shown.stdout and "closed" in shown.stdout, shown.stdout
+    member = run_cli("jobs", "show", JT, br.member_id(bid, 1), env={
+        "JOBSTREAM_CONFIG": str(stack.config_path)})
+    assert f"batch: {bid}" in member.stdout and "succeeded" in member.stdout, member.stdout
     time.sleep(1.5)
     assert len(_callbacks(stack, bid)) == 1, "the callback does not run again"
 
@@ -134,3 +137,26 @@ def test_a_worker_killed_mid_batch_loses_no_member(stack_factory: Any) -> None:
     assert len(_callbacks(stack, bid)) == 1
     ran = {r["job_id"] for r in stack.runs() if r["batch"] == bid}
     assert ran == {br.member_id(bid, i) for i in range(n)}, "every member ran"
+
+
+def test_cancelling_a_batch_cancels_its_pending_members_and_it_still_closes(
+        stack_factory: Any) -> None:
+    stack = _stack(stack_factory)
+    with stack.publisher() as pub:
+        bid = pub.batch(JT, [{"seq": i} for i in range(4)],
+                        on_complete=(JT, {"seq": -1, "behaviour": "callback"}),
+                        on_success=(JT, {"seq": -2, "behaviour": "callback"}))
+    env = {"JOBSTREAM_CONFIG": str(stack.config_path)}
+    res = run_cli("jobs", "cancel", "--batch", bid, "--confirm-timeout", "0s", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "4 member(s) not final" in res.stdout, res.stdout
+    _start(stack)
+    cb = _wait_callback(stack, bid, 60)
+    assert _counts(cb) == (4, 0, 0, 4), cb
+    time.sleep(1.5)
+    assert len(_callbacks(stack, bid)) == 1, "on_success does not run: members were cancelled"
+    assert not [r for r in stack.runs() if r["batch"] == bid], "no member ran"
+    again = run_cli("jobs", "cancel", "--batch", bid, env=env)
+    assert again.returncode == 0 and "0 member(s) not final" in again.stdout, again.stdout
+    shown = run_cli("jobs", "show", JT, br.member_id(bid, 0), env=env)
+    assert "cancelled" in shown.stdout, shown.stdout
