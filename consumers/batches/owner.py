@@ -311,11 +311,20 @@ class BatchOwner(threading.Thread):
 
 def start_batch_owner(settings: Settings, group: str, worker_id: str,
                       metrics: Metrics | None = None,
-                      on_failure: Callable[[str], None] | None = None) -> BatchOwner:
-    """The worker's batch owner thread, started (jobstream.batches is created if missing)."""
+                      on_failure: Callable[[str], None] | None = None) -> BatchOwner | None:
+    """The worker's batch owner thread, started (jobstream.batches is created if missing).
+    None, with a warning, when the topic can neither be found nor created (no right to): the
+    worker runs its jobs, and batches on this cluster wait for an owner that can."""
     from jobstream.consumers.batches.topic import ensure_topic
 
-    ensure_topic(settings)
+    try:
+        ensure_topic(settings)
+    except KafkaException as e:
+        get_logger("jobstream.batches", worker=worker_id).warning(
+            "batches_owner_not_started", error=str(e.args[0] if e.args else e),
+            note="jobstream.batches is missing and cannot be created: create it with "
+                 "`jobstream topics apply`")
+        return None
     owner = BatchOwner(settings, group, worker_id, metrics, on_failure)
     owner.start()
     return owner
