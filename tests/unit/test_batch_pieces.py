@@ -227,3 +227,18 @@ def test_the_owner_runs_each_callback_once_and_a_new_owner_does_not_again(
         assert rig.ids(rig.topics.main).count(br.callback_id(bid)) == 1
     finally:
         again.stop()
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    ((), "give a job type and job ids, or --batch"),
+    (("test.echo",), "give a job type and job ids, or --batch"),
+    (("--batch", "b1", "test.echo", "j1"), "--batch: give no job ids"),
+    (("--batch", "b1", "--key", "k"), "--batch: give no job ids"),
+])
+def test_jobs_cancel_batch_mistakes_are_one_line(args: tuple[str, ...], words: str) -> None:
+    from tests.support.harness import free_port, run_cli
+
+    env = {"JOBSTREAM_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    proc = run_cli("jobs", "cancel", *args, env=env)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1 and words in lines[0], proc.stderr
