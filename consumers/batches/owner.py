@@ -45,6 +45,11 @@ from jobstream.producers.publisher import Publisher
 from jobstream.schemas import batch_record as br
 
 TXN_TIMEOUT_MS = 10_000
+RETRY_MISSING_S = 30.0
+
+
+class MissingTopic(Exception):
+    """The callback's job type has no topic (yet): `jobstream topics apply` creates it."""
 WAIT_S = 0.05
 Out = tuple[str, bytes, bytes | None, Any, int | None]  # topic, key, value, headers, part
 
@@ -79,6 +84,9 @@ class BatchOwner(threading.Thread):
         self.closed = 0
         self.failures = 0
         self._fields: dict[str, set[str]] = {}
+        self._topics: set[str] = set()
+        self._topics_at = 0.0
+        self.later: dict[tuple[int, str], float] = {}  # (partition, batch) -> when to retry
         self._stopping = threading.Event()
         self.error: BaseException | None = None
         self._on_failure = on_failure
@@ -128,7 +136,7 @@ class BatchOwner(threading.Thread):
 
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         self.books, self.restore_to, self.position = {}, {}, {}
-        self.restored = set()
+        self.restored, self.later = set(), {}
         for tp in parts:
             p = tp.partition
             self.books[p] = Book()
@@ -156,7 +164,7 @@ class BatchOwner(threading.Thread):
         if parts:
             self.log.info("batches_revoked", partitions=sorted(tp.partition for tp in parts))
         self.books, self.restore_to, self.position = {}, {}, {}
-        self.restored = set()
+        self.restored, self.later = set(), {}
         consumer.unassign()
         self._gauge()
 
@@ -196,6 +204,13 @@ class BatchOwner(threading.Thread):
 
     def _close_ready(self) -> None:
         plans: list[tuple[int, Entry]] = []
+        now_s = time.monotonic()
+        for (p, bid), at in list(self.later.items()):  # a callback's topic was missing
+            if at <= now_s:
+                del self.later[(p, bid)]
+                if p in self.books and bid in self.books[p].entries:
+                    self.books[p].entries[bid].closing = False
+                    self.books[p].dirty.add(bid)
         for p in sorted(self.restored):
             book = self.books[p]
             for bid in book.ready():
@@ -205,12 +220,18 @@ class BatchOwner(threading.Thread):
         records: list[Out] = []
         closing: list[tuple[Entry, br.Batch]] = []
         now = int(time.time() * 1000)
-        for _p, e in plans:
+        for p, e in plans:
             batch = e.batch
             assert batch is not None
             counts = e.counts()
             try:
                 records += self._callbacks(batch, counts)
+            except MissingTopic as ex:  # not one transaction held up by it: retried later
+                self.log.warning("batch_callback_topic_missing", batch_id=batch.id,
+                                 topic=str(ex), retry_s=RETRY_MISSING_S)
+                e.closing = True
+                self.later[(p, batch.id)] = now_s + RETRY_MISSING_S
+                continue
             except (ValueError, KeyError) as ex:  # the callback's type is not known here
                 self.log.error("batch_callback_invalid", batch_id=batch.id, error=str(ex))
                 e.closing = True  # not planned again until a restart
@@ -270,8 +291,20 @@ class BatchOwner(threading.Thread):
             jid = br.callback_id(batch.id, which)
             topic, jid, value, hdrs = self.pub.build(job_type, body, job_id=jid,
                                                      parent_job_id=batch.parent_job_id)
+            if not self._topic_exists(topic):
+                raise MissingTopic(topic)
             out.append((topic, jid.encode(), value, hdrs, None))
         return out
+
+    def _topic_exists(self, topic: str) -> bool:
+        """Whether the callback's topic exists (a produce to a missing one would hold the
+        transaction, and every batch closing with it, for the transaction timeout)."""
+        if topic in self._topics:
+            return True
+        if time.monotonic() - self._topics_at > 2.0:
+            self._topics_at = time.monotonic()
+            self._topics = set(self.producer.list_topics(timeout=5).topics)
+        return topic in self._topics
 
     def _commit(self, records: list[Out]) -> None:
         p = self.producer

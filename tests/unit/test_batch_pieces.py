@@ -242,3 +242,22 @@ def test_jobs_cancel_batch_mistakes_are_one_line(args: tuple[str, ...], words: s
     proc = run_cli("jobs", "cancel", *args, env=env)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and len(lines) == 1 and words in lines[0], proc.stderr
+
+
+def test_a_callback_without_a_topic_does_not_hold_up_other_batches(
+        monkeypatch: pytest.MonkeyPatch, rigs: list[Rig]) -> None:
+    rig = Rig(monkeypatch)
+    rigs.append(rig)
+    owner = _owner(monkeypatch, rig)
+    try:
+        stuck = rig.publisher.batch(JOB_TYPE, [{"seq": 1}],
+                                    on_complete=("test.aecho", {"seq": 9}))  # no topic
+        rig.start()
+        rig.wait(lambda: any(bid == stuck for _, bid in owner.later), "put aside", timeout=10)
+        fine = rig.publisher.batch(JOB_TYPE, [{"seq": 2}], on_complete=(JOB_TYPE, {"seq": 9}))
+        rig.wait(lambda: br.callback_id(fine) in rig.ids(rig.topics.main), "the other callback",
+                 timeout=10)
+        e = owner.books[br.partition_of(stuck, BATCHES_PARTITIONS)].entries[stuck]
+        assert e.is_open and e.complete, "closed once the topic exists (retried)"
+    finally:
+        owner.stop()
