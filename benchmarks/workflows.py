@@ -10,6 +10,12 @@ broker.
    poll thread's share, producing the collected children (`send_children`).
 2. End to end, one worker process (tests/apps/flows.py): P parents enqueueing K children each
    against P*(K+1) jobs published directly, each run to the last handler: jobs per second.
+3. Batches (--batches B --members M, tests/apps/batches.py, one worker): B batches of M members
+   published one after another; per batch, the callback latency from its last member's handler
+   finished to its callback's handler started (p50, p99, max), and the publish time.
+
+    .venv/bin/python -m benchmarks.workflows --bootstrap 127.0.0.1:9092 --calls 0 \\
+        --parents 0 --batches 30 --members 1000
 """
 
 from __future__ import annotations
@@ -95,12 +101,56 @@ def end_to_end(tmp: Path, bootstrap: str, parents: int, children: int) -> None:
         f"all published directly {total / took_plain:,.0f} jobs/s ({took_plain:.1f} s)")
 
 
+def batches(tmp: Path, bootstrap: str, n: int, members: int) -> None:
+    jt = "test.batch"
+    stack = make_stack(tmp, bootstrap, uuid.uuid4().hex[:8], job_type=jt,
+                       worker={"max_in_flight": 64})
+    proc = stack.spawn_worker("tests.apps.batches", (), stack.tmp / "worker.log", stack.env(),
+                              False)
+    lat: list[float] = []
+    pub_s: list[float] = []
+    try:
+        time.sleep(5)  # joined, assigned and restored before the clock starts
+        with stack.publisher() as pub:
+            for b in range(n):
+                t0 = time.monotonic()
+                bid = pub.batch(jt, [{"seq": i} for i in range(members)],
+                                on_complete=(jt, {"seq": -1, "behaviour": "callback"}))
+                pub_s.append(time.monotonic() - t0)
+
+                def called(bid: str = bid) -> bool:
+                    return any(r["behaviour"] == "callback" and r["batch_id"] == bid
+                               for r in stack.runs())
+
+                stack.wait_for(called, 120, f"batch {b}'s callback")
+                runs = [r for r in stack.runs() if r["batch"] == bid or (
+                    r["behaviour"] == "callback" and r["batch_id"] == bid)]
+                last = max(r["end"] for r in runs if r["behaviour"] != "callback")
+                cb = min(r["start"] for r in runs if r["behaviour"] == "callback")
+                lat.append(cb - last)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        stack.delete_topics()
+    lat.sort()
+
+    def q(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
+
+    say(f"batches ({n} x {members:,} members, one worker): callback latency (last member "
+        f"finished -> callback started) p50 {q(0.5):.0f} ms, p99 {q(0.99):.0f} ms, max "
+        f"{lat[-1] * 1000:.0f} ms; publishing a batch {sorted(pub_s)[len(pub_s) // 2]:.2f} s "
+        "(median)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bootstrap", default="127.0.0.1:9092")
     ap.add_argument("--calls", type=int, default=50_000)
     ap.add_argument("--parents", type=int, default=2_000)
     ap.add_argument("--children", type=int, default=10)
+    ap.add_argument("--batches", type=int, default=30, help="0: no batch benchmark")
+    ap.add_argument("--members", type=int, default=1_000)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-workflows-"))
     if args.calls:
@@ -109,6 +159,8 @@ def main() -> None:
         stack.delete_topics()
     if args.parents:
         end_to_end(tmp, args.bootstrap, args.parents, args.children)
+    if args.batches:
+        batches(tmp, args.bootstrap, args.batches, args.members)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ SCHEDULED_SUFFIX = ".scheduled"
 SNAPSHOTS_SUFFIX = ".scheduled.snapshots"
 AUDIT_TOPIC = "jobstream.audit"
 SCHEDULES_TOPIC = "jobstream.schedules"
+BATCHES_TOPIC = "jobstream.batches"
 
 
 def main_topic(job_type: str, cfg: JobTypeSettings | None = None) -> str:
@@ -91,6 +92,12 @@ AUDIT_SPEC = TopicSpec(AUDIT_TOPIC, "audit", 1, {"cleanup.policy": "delete", "re
 # The state of the recurring schedules, one record per schedule name (last slot fired, paused,
 # version): one partition, whose owner fires every schedule; compacted, kept forever.
 SCHEDULES_SPEC = TopicSpec(SCHEDULES_TOPIC, "schedules", 1, {"cleanup.policy": "compact"})
+# Batches (docs/workflows.md): key = batch id (the batch record) or <batch id>/<member id> (a
+# member's final outcome); every key of a batch in the partition its id picks (not the key's
+# hash), whose owner counts and runs the callback. Compacted, kept forever.
+BATCHES_PARTITIONS = 6
+BATCHES_SPEC = TopicSpec(BATCHES_TOPIC, "batches", BATCHES_PARTITIONS,
+                         {"cleanup.policy": "compact"})
 
 
 @dataclass(frozen=True)

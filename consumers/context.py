@@ -59,6 +59,19 @@ class JobContext:
             raise RuntimeError("chain: this context has no worker behind it")
         return self.children.add_chain(as_chain(steps), key=key, name=name)
 
+    def batch(self, job_type: str, payloads: Any, *, on_complete: Any, on_success: Any = None,
+              key: str | None = None, name: str | None = None) -> str:
+        """Open a batch (docs/workflows.md) with this job's completion: its record and members
+        are written in the same commit as this job's success, like `enqueue`; the batch id is
+        derived from this job's id and `name` (or the call's index). `on_complete` runs once
+        when every member has a final outcome, `on_success` too when none was dead-lettered.
+        Inside a batch member, the new batch is nested: the member counts as final when it
+        closes. Returns the batch id."""
+        if self.children is None:
+            raise RuntimeError("batch: this context has no worker behind it")
+        return self.children.add_batch(job_type, payloads, on_complete=on_complete,
+                                       on_success=on_success, key=key, name=name)
+
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Record how far the job is (0.0 to 1.0) and what it is doing, in the job's history
         (`jobstream jobs show`, `Publisher.status`). Cheap to call often: the worker keeps

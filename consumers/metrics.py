@@ -96,6 +96,17 @@ class Metrics:
             "jobstream_lane_paused", "1 while the lane's partitions do not fetch (its share "
             "of the buffer is full).", ["job_type", "lane"], registry=r,
         )
+        # Batches (docs/workflows.md), from the owner of jobstream.batches partitions.
+        self.batches_open = Gauge(
+            "jobstream_batches_open",
+            "Open batches on the jobstream.batches partitions this worker owns.", registry=r)
+        self.batch_completions = Counter(
+            "jobstream_batch_completions_total",
+            "Batches closed: every member final, callback published.", registry=r)
+        self.batch_callback_latency = Histogram(
+            "jobstream_batch_callback_latency_seconds",
+            "From a batch's last member finished to its callback published.",
+            buckets=_LATENCY_BUCKETS, registry=r)
         self.schedule_firings = Counter(
             "jobstream_schedule_firings_total",
             "Jobs published by a recurring schedule's slots (catch-up included; not triggers).",

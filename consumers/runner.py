@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from jobstream.config.logging import configure_logging, get_logger
 from jobstream.config.settings import Settings, SettingsError, WorkerSettings
+from jobstream.consumers.batches.owner import start_batch_owner
 from jobstream.consumers.errors import ExitCode
 from jobstream.consumers.health import Health, HealthServer
 from jobstream.consumers.jobs import AppError, load_app
@@ -42,7 +43,7 @@ def run_worker(
     health = Health()
     # Local problems (the module above, the port here) before any connection attempt.
     server = _bind_http(settings.worker, health, metrics.registry)
-    scheduler = firer = None
+    scheduler = firer = batches = None
     try:
         check_connection(settings.kafka)
         worker = Worker(settings, jobs, group=group, metrics=metrics, health=health)
@@ -57,8 +58,12 @@ def run_worker(
         scheduler = start_scheduler(settings, list(jobs), worker.group, worker.worker_id,
                                     on_failure=worker.stop)
         firer = start_firer(settings, worker.group, worker.worker_id, metrics, worker.stop)
+        batches = start_batch_owner(settings, worker.group, worker.worker_id, metrics,
+                                    worker.stop)
         return worker.run()
     finally:
+        if batches:
+            batches.stop()
         if firer:
             firer.stop()
         if scheduler:

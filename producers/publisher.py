@@ -332,6 +332,24 @@ class Publisher:
 
         return publish_chain(self, ch, key, timeout)
 
+    def batch(self, job_type: str, payloads: Any, on_complete: Any, on_success: Any = None,
+              key: str | None = None, timeout: float = 60.0) -> str:
+        """Publish a batch (docs/workflows.md): the members and the batch record in one
+        transaction; `on_complete=(job_type, payload)` runs once when every member has a final
+        outcome, `on_success` too when none was dead-lettered. Returns the batch id."""
+        from jobstream.producers.batches import publish_batch
+
+        return publish_batch(self, job_type, payloads, on_complete=on_complete,
+                             on_success=on_success, key=key, timeout=timeout)
+
+    def cancel_batch(self, batch_id: str, timeout: float = 30.0, confirm_timeout: float = 10.0,
+                     job_type: str | None = None) -> list[CancelResult]:
+        """Cancel the batch's members not yet final (producers/batch_cancel.py); each one's
+        result. The batch still closes: on_complete runs with the cancelled count."""
+        from jobstream.producers.batch_cancel import cancel_batch
+
+        return cancel_batch(self, batch_id, timeout, confirm_timeout, job_type)
+
     def max_record_bytes(self, topic: str) -> int:
         """The topic's max.message.bytes (cached); the producer's limit if it cannot be read."""
         return self._limits.max_record_bytes(topic)

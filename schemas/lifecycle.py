@@ -28,6 +28,7 @@ class JobStatus:
     finished_at: int | None = None
     trace_id: str | None = None
     parent_job_id: str | None = None
+    batch_id: str | None = None  # the batch the job is a member of
     submitter: str | None = None
     children: list[str] = field(default_factory=list)
     progress: tuple[float, str | None] | None = None
@@ -50,7 +51,7 @@ def fold(job_id: str, job_type: str, records: list[dict[str, Any]],
     st = JobStatus(job_id, job_type, events=list(records))
     for rec in records:
         kind = rec.get("event")
-        for k in ("trace_id", "parent_job_id", "submitter", "enqueued_at"):
+        for k in ("trace_id", "parent_job_id", "batch_id", "submitter", "enqueued_at"):
             if rec.get(k) is not None and getattr(st, k) is None:
                 setattr(st, k, rec[k])
         if kind == "attempt":

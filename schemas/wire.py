@@ -28,6 +28,10 @@ KEY: Final = "js-key"
 # number, every step's job type and the steps after this one in full.
 CHAIN: Final = "js-chain"
 
+# A batch member (docs/workflows.md): the id of its batch. The worker that records the member's
+# final outcome writes it to jobstream.batches in the same interval.
+BATCH: Final = "js-batch"
+
 # Failure headers, on retry and DLQ records.
 # transient | timeout | permanent | decode | unknown_job_type | crashed (consumers/runtime/retry.py)
 ERROR_CATEGORY: Final = "js-error-category"

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from jobstream.consumers.cli.audit import audit_app
+from jobstream.consumers.cli.batches import batches_app
 from jobstream.consumers.cli.broker import broker_app
 from jobstream.consumers.cli.dlq import dlq_app
 from jobstream.consumers.cli.errors import run_app
@@ -54,6 +55,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(schedules_app, name="schedules")
+app.add_typer(batches_app, name="batches")
 app.command(
     "publish",
     epilog="Example: jobstream publish orders.confirmation --key o-1 "

@@ -108,22 +108,30 @@ def jobs_wait(
 @jobs_app.command("cancel", epilog="Example: jobstream jobs cancel reports.generate 0f8e5c1a "
                                    "--key customer-42")
 def jobs_cancel(
-    job_type: JobType,
-    job_ids: Annotated[list[str], typer.Argument(help="The job ids publish returned.")],
+    job_type: Annotated[str | None, typer.Argument(
+        help="The job type, e.g. orders.confirmation (with --batch: optional).")] = None,
+    job_ids: Annotated[list[str] | None, typer.Argument(
+        help="The job ids publish returned.")] = None,
     key: Key = None, as_json: AsJson = False,
     confirm_timeout: Annotated[str, typer.Option(
         help="How long to wait for the workers to confirm they have read the cancel.")] = "10s",
+    batch: Annotated[str | None, typer.Option(
+        help="Cancel the pending members of this batch (its id from batch()).")] = None,
 ) -> None:
     """Cancel queued, scheduled or retrying jobs: a cancel entry in the ledger makes every
     worker skip the job (a delayed job's T.scheduled entry also gets a tombstone); audited. A
-    running attempt is not stopped, but no further attempt runs. Exit 0: cancelled; 3: a job
-    had already succeeded, was dead-lettered or cancelled (nothing changed); 4: no record of a
-    job."""
+    running attempt is not stopped, but no further attempt runs. With --batch, the batch's
+    members not yet final. Exit 0: cancelled; 3: a job had already succeeded, was
+    dead-lettered or cancelled (nothing changed); 4: no record of a job."""
     from jobstream.consumers.cli.errors import fail
     from jobstream.producers.errors import PublishError
     from jobstream.producers.publisher import Publisher
 
-    if key is not None and len(job_ids) > 1:
+    if batch is None and (job_type is None or not job_ids):
+        fail("give a job type and job ids, or --batch BATCH_ID")
+    if batch is not None and (job_ids or key is not None):
+        fail("--batch: give no job ids or --key with it (the batch names its members)")
+    if key is not None and job_ids and len(job_ids) > 1:
         fail("--key: give one job id with it (each job's key picks its partition)")
     try:
         wait_s = parse_duration(confirm_timeout, allow_zero=True)
@@ -131,9 +139,17 @@ def jobs_cancel(
         fail(f"--confirm-timeout: {e}")
     with _lookup_errors():
         try:
-            with Publisher.from_settings(_settings_for(job_type)) as pub:
-                results = pub.cancel_many(job_type, [(j, key) for j in job_ids],
-                                          confirm_timeout=wait_s)
+            s = _settings_for(job_type) if job_type else _settings()
+            with Publisher.from_settings(s) as pub:
+                if batch is not None:
+                    results = pub.cancel_batch(batch, confirm_timeout=wait_s,
+                                               job_type=job_type)
+                    if not as_json:
+                        out.print(Text(f"batch {batch}: {len(results)} member(s) not final"))
+                else:
+                    assert job_type is not None and job_ids
+                    results = pub.cancel_many(job_type, [(j, key) for j in job_ids],
+                                              confirm_timeout=wait_s)
         except PublishError as e:
             err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
             sys.exit(1)
@@ -178,7 +194,8 @@ def _print(st: JobStatus, as_json: bool) -> None:
     if st.last_error and st.state != "succeeded":
         e = st.last_error
         out.print(Text(f"  last error: {e.get('category')}: {e.get('class')}: {e.get('message')}"))
-    for label, value in (("parent", st.parent_job_id), ("trace", st.trace_id),
+    for label, value in (("parent", st.parent_job_id), ("batch", st.batch_id),
+                         ("trace", st.trace_id),
                          ("children", ", ".join(st.children)),
                          ("chain", chain_stop(st.chain) if st.chain else "")):
         if value:

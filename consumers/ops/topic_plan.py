@@ -16,7 +16,13 @@ from confluent_kafka.admin import (
 
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings
-from jobstream.config.topics import AUDIT_SPEC, SCHEDULES_SPEC, TopicSpec, topic_plan
+from jobstream.config.topics import (
+    AUDIT_SPEC,
+    BATCHES_SPEC,
+    SCHEDULES_SPEC,
+    TopicSpec,
+    topic_plan,
+)
 
 
 class TopicPlanError(RuntimeError):
@@ -38,6 +44,7 @@ def full_plan(settings: Settings, job_types: list[str]) -> list[TopicSpec]:
         plan += topic_plan(jt, settings)
     plan.append(AUDIT_SPEC)
     plan.append(SCHEDULES_SPEC)
+    plan.append(BATCHES_SPEC)
     return plan
 
 

@@ -62,6 +62,7 @@ class ChildRecord:
     headers: wire.HeaderList
     partition: int | None  # set for a delayed child (its T.scheduled partition)
     due_ms: int | None
+    kind: str = "job"  # job (in the parent's history) | member (of a batch) | batch (its records)
 
 
 class Children:
@@ -72,6 +73,8 @@ class Children:
                  publisher: Callable[[], Publisher]) -> None:
         self.parent_job_id = parent_job_id
         self.traceparent = parent_headers.get(wire.TRACEPARENT) or None
+        self.member_of = parent_headers.get(wire.BATCH) or None  # the parent is a batch member
+        self.nested = False  # this attempt opened a batch as a member of one (ctx.batch)
         self.publisher = publisher  # the interval's current one (renewed on fencing)
         self._lock = threading.Lock()
         self._records: list[ChildRecord] = []
@@ -134,6 +137,40 @@ class Children:
                 self._names.add(name)
             self._records.append(rec)
         return jid
+
+    def add_batch(self, job_type: str, payloads: Any, *, on_complete: Any,
+                  on_success: Any = None, key: str | None = None,
+                  name: str | None = None) -> str:
+        """A batch (producers/batches.py) as children: its record and members, in this job's
+        interval. Opened by a batch member, it is nested: the member is final when it closes."""
+        import time
+
+        from jobstream.producers.batches import build_batch
+
+        _check_name("batch", name)
+        with self._lock:
+            self._check_open()
+            index = self._calls
+            if name is not None and name in self._names:
+                raise InvalidJob(f"batch: name {name!r} was already used by this job")
+            self._calls += 1
+        bid = child_id(self.parent_job_id, name, index)
+        parent = (self.member_of, self.parent_job_id) if self.member_of else None
+        _, recs = build_batch(self.publisher(), job_type, payloads, batch_id=bid,
+                              on_complete=on_complete, on_success=on_success, key=key,
+                              parent_job_id=self.parent_job_id, traceparent=self.traceparent,
+                              parent=parent, now_ms=int(time.time() * 1000))
+        out = [ChildRecord(r.job_id, r.job_type, r.topic, r.key, r.value, r.headers,
+                           r.partition, None, kind="member" if r.job_type else "batch")
+               for r in recs]
+        with self._lock:
+            self._check_open()
+            if name is not None:
+                self._names.add(name)
+            if parent is not None:
+                self.nested = True
+            self._records += out
+        return bid
 
     def take(self) -> list[ChildRecord]:
         with self._lock:

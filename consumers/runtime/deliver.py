@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from jobstream.config.settings import JobTypeSettings, Mode, WorkerSettings
 from jobstream.config.topics import JobTopics
 from jobstream.consumers.errors import Failure, ResultError, WorkerFenced, classify
+from jobstream.consumers.runtime import batch_members
 from jobstream.consumers.runtime.assignment import Assignment, now_ms
 from jobstream.consumers.runtime.children import (
     ChildRecord,
@@ -85,11 +86,15 @@ class Deliverer:
             except ValueError as e:  # the side effect happened: say so, and never retry it
                 self.fail(ps, job, classify(ResultError(str(e))), duration)
                 return
+        nested = batch_members.opened_batch(job)
         try:  # its children (ctx.enqueue) and a chain's next step go with its success
             kids = children_of(self.interval.publisher, job, result)
         except InvalidJob as e:
             self.fail(ps, job, classify(ResultError(str(e))), duration)
             return
+        member = batch_members.outcome_record(job, "succeeded", nested)  # a batch member's
+        if member is not None:
+            kids.append(member)
         finished = now_ms()
         self.ledger.add_pending(ps.ledger_tp, job.job_id, finished)
         digest = result_digest(raw) if raw is not None else None
@@ -124,7 +129,9 @@ class Deliverer:
             return
         if out.outcome == "retried":
             self.due_floors[(out.topic, out.partition)] = out.not_before_ms
-        self.produce(ps, job, out, duration, failure=failure)
+        member = batch_members.outcome_record(job, "dead_lettered") if dead else None
+        self.produce(ps, job, out, duration, failure=failure,
+                     children=[member] if member is not None else None)
         if dead:
             self.history.chain_stopped(ps, job)
         if duration is not None or job.failure is None:
@@ -187,7 +194,8 @@ class Deliverer:
                 retry=(out.topic, out.not_before_ms) if out.outcome == "retried" else None,
                 result=result[0], has_result=result[1])
             for child in children or ():
-                self.history.child(ps, job, child.job_id, child.job_type, child.due_ms)
+                if child.kind == "job":
+                    self.history.child(ps, job, child.job_id, child.job_type, child.due_ms)
 
         if not children:
             send()

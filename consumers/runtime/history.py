@@ -123,6 +123,8 @@ class HistoryWriter:
             error=(failure.category.value, failure.error_class, failure.message)
             if failure else None,
             retry=retry, result=result, has_result=has_result)
+        if wire.BATCH in job.headers:  # a batch member: `jobs show` names its batch
+            rec["batch_id"] = job.headers[wire.BATCH]
         self._send(ps, job, rec)
 
     def progress(self, ps: PartitionState, job: Job, fraction: float,
