@@ -14,6 +14,8 @@ from jobstream.consumers.runtime.types import Job
 from jobstream.schemas import batch_record as br
 from jobstream.schemas import wire
 
+CANCELLED = br.CANCELLED
+
 
 def opened_batch(job: Job) -> bool:
     """This attempt opened a nested batch (ctx.batch in a member's handler)."""

@@ -141,6 +141,34 @@ class Deliverer:
         ps.offsets.finish(offset)
         self.interval.finished += 1
 
+    def finish_cancelled(self, ps: PartitionState, job: Job) -> None:
+        """A cancelled job's offset finishes. A batch member's `cancelled` record goes first, in
+        the interval (its batch could not close without it): the offset finishes once the
+        broker has the record, so at least once a crash in between redoes the skip."""
+        member = batch_members.outcome_record(job, batch_members.CANCELLED)
+        if member is None:
+            self.finish(ps, job.offset)
+            return
+        interval = self.interval
+        if interval.broken:
+            return
+        gen = ps.gen
+
+        def finished() -> None:
+            cur = self.assignment.current(job.tp, gen)
+            if cur is not None:
+                self.finish(cur, job.offset)
+
+        gate = Countdown(1)
+        gate.then = finished
+        try:
+            interval.committer.before_produce()
+            send_children(interval, [member], gate)
+        except (CommitAborted, ProducerFenced) as e:
+            interval.break_(str(e))
+        except (KafkaException, SystemError) as raised:
+            interval.producer_failed(raised, "cannot produce a batch member's record")
+
     def produce(self, ps: PartitionState, job: Job, out: Outgoing, duration: float | None,
                 failure: Failure | None = None, result: tuple[Any, bool] = (None, False),
                 children: list[ChildRecord] | None = None) -> None:

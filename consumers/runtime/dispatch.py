@@ -67,6 +67,7 @@ class Dispatcher:
         succeed: Callable[[PartitionState, Job, float, Any], None],
         fail: Callable[[PartitionState, Job, Failure, float | None], None],
         finish: Callable[[PartitionState, int], None],
+        finish_cancelled: Callable[[PartitionState, Job], None],
         lanes: LaneGate | None = None,
     ) -> None:
         self.jobs = jobs
@@ -80,6 +81,7 @@ class Dispatcher:
         self.succeed = succeed
         self.fail = fail
         self.finish = finish
+        self.finish_cancelled = finish_cancelled
         self.hooks = hooks
         self.history = history
         # Running jobs' latest progress update: [(fraction, message, n), n recorded], the first
@@ -170,12 +172,13 @@ class Dispatcher:
 
     def skip_cancelled(self, ps: PartitionState, job: Job) -> None:
         """A job `jobs cancel` cancelled: its handler does not run; counted, logged, one
-        `cancelled` history record, and its offset finishes (committed with the interval)."""
+        `cancelled` history record (and a batch member's `cancelled` record), and its offset
+        finishes (committed with the interval)."""
         self._ended(job)
         self.hooks.after_outcome(Finished(job, job.job_type, Outcome.CANCELLED))
         self.history.attempt(ps, job, "cancelled", None)
         ps.release_hold(job)
-        self.finish(ps, job.offset)
+        self.finish_cancelled(ps, job)
         self.next(ps, job)
 
     def next(self, ps: PartitionState, job: Job) -> None:

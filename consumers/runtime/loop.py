@@ -125,7 +125,8 @@ class Worker:
         self.dispatcher = Dispatcher(
             jobs, self.cfg, self.assignment, self.ledger, self.executor, self.crash_watch,
             self.metrics, log, self.hooks, self.history, succeed=self.deliver.succeed,
-            fail=self.deliver.fail, finish=self.deliver.finish, lanes=self.lanes,
+            fail=self.deliver.fail, finish=self.deliver.finish,
+            finish_cancelled=self.deliver.finish_cancelled, lanes=self.lanes,
         )  # fmt: skip
         self.recovery = Recovery(
             ws, self.consumer, self.assignment, self.interval, self.dispatcher, self.ledger,

@@ -9,6 +9,8 @@ import signal
 import time
 from typing import Any
 
+import pytest
+
 from jobstream.consumers.batches.topic import read_batch
 from jobstream.schemas import batch_record as br
 from tests.support.harness import Stack, run_cli
@@ -16,8 +18,9 @@ from tests.support.harness import Stack, run_cli
 JT = "test.batch"
 
 
-def _stack(stack_factory: Any, **kw: Any) -> Stack:
-    return stack_factory(job_type=JT, job={"retry_tiers": ["1s"], "max_attempts": 2, **kw})
+def _stack(stack_factory: Any, worker: dict[str, Any] | None = None, **kw: Any) -> Stack:
+    return stack_factory(job_type=JT, job={"retry_tiers": ["1s"], "max_attempts": 2, **kw},
+                         **({"worker": worker} if worker else {}))
 
 
 def _start(stack: Stack, **env: str) -> None:
@@ -160,3 +163,24 @@ def test_cancelling_a_batch_cancels_its_pending_members_and_it_still_closes(
     assert again.returncode == 0 and "0 member(s) not final" in again.stdout, again.stdout
     shown = run_cli("jobs", "show", JT, br.member_id(bid, 0), env=env)
     assert "cancelled" in shown.stdout, shown.stdout
+
+
+@pytest.mark.parametrize("mode", ["transactional", "at_least_once"])
+def test_a_member_cancelled_alone_still_lets_its_batch_close(stack_factory: Any,
+                                                             mode: str) -> None:
+    """`jobs cancel` of one member (not the batch): the worker skips it and writes its
+    `cancelled` member record, so the batch closes with cancelled=1. Before the fix the skip
+    wrote no member record and the batch stayed open for ever, its callback never run."""
+    stack = _stack(stack_factory, worker={"mode": mode})
+    with stack.publisher() as pub:
+        bid = pub.batch(JT, [{"seq": i} for i in range(5)],
+                        on_complete=(JT, {"seq": -1, "behaviour": "callback"}))
+        res = pub.cancel(JT, br.member_id(bid, 2), confirm_timeout=0)
+        assert res.outcome == "cancelled", res
+    _start(stack)
+    cb = _wait_callback(stack, bid, 60)
+    assert _counts(cb) == (5, 4, 0, 1), cb
+    ran = sorted(r["seq"] for r in stack.runs() if r["batch"] == bid)
+    assert ran == [0, 1, 3, 4], ran
+    time.sleep(1.5)
+    assert len(_callbacks(stack, bid)) == 1
