@@ -177,6 +177,12 @@ class WorkerSettings(_Model):
         description="How long a job's recorded success keeps a duplicate of it from running: "
         "the ledger topics' retention and the views' expiry.",
     )
+    batch_retention_s: Seconds = Field(
+        7 * 86_400.0, gt=0,
+        description="How long a closed batch's records stay on jobstream.batches (for "
+        "`batches show`, and so a member replayed from the DLQ updates its counts) before the "
+        "batch owner retires them with tombstones.",
+    )
     scheduler_snapshot_changes: int = Field(
         10_000, ge=0,
         description="The scheduler writes a snapshot of a T.scheduled partition's pending index "

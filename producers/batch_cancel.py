@@ -36,6 +36,8 @@ def cancel_batch(pub: Any, batch_id: str, timeout: float = 30.0,
     if job_type is not None and job_type != b.job_type:
         raise InvalidJob(f"batch {batch_id}: its members are {b.job_type}, not {job_type}")
     pub.registry.latest(b.job_type)
+    if b.state == br.CLOSED:
+        return []  # every member has a final outcome
     pending = [(mid, b.key) for i in range(b.total)
                if (mid := br.member_id(batch_id, i)) not in entry.outcomes]
     if not pending:

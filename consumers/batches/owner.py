@@ -13,6 +13,9 @@ jobstream.batches counts the batches of that partition and runs each callback on
 - Nested: a batch opened by a member of another batch (ctx.batch in the member's handler) is
   that member's outcome: closing it writes the outer member's record in the same transaction
   (succeeded, or dead_lettered when the inner batch had dead letters).
+- Retiring: a batch closed longer than `worker.batch_retention_s` ago gets tombstones for its
+  record and every member's (the member ids derive from the batch id), in one transaction with
+  the offsets, so neither the topic nor a new owner's restore grows without end.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from jobstream.schemas import batch_record as br
 
 TXN_TIMEOUT_MS = 10_000
 RETRY_MISSING_S = 30.0
+RETIRE_EVERY_S = 10.0
+RETIRE_MAX_RECORDS = 20_000  # tombstones per transaction
 
 
 class MissingTopic(Exception):
@@ -87,6 +92,9 @@ class BatchOwner(threading.Thread):
         self._topics: set[str] = set()
         self._topics_at = 0.0
         self.later: dict[tuple[int, str], float] = {}  # (partition, batch) -> when to retry
+        self.retention_ms = int(ws.batch_retention_s * 1000)
+        self._retire_at = 0.0
+        self.retired = 0
         self._stopping = threading.Event()
         self.error: BaseException | None = None
         self._on_failure = on_failure
@@ -121,6 +129,9 @@ class BatchOwner(threading.Thread):
                 if msgs:
                     self._gauge()
                 self._close_ready()
+                if time.monotonic() >= self._retire_at:
+                    self._retire_at = time.monotonic() + RETIRE_EVERY_S
+                    self._retire()
         except:  # noqa: E722 - a bare KafkaError (no Exception) can come out of a callback
             e = sys.exc_info()[1]
             self.error = e
@@ -139,7 +150,7 @@ class BatchOwner(threading.Thread):
         self.restored, self.later = set(), {}
         for tp in parts:
             p = tp.partition
-            self.books[p] = Book()
+            self.books[p] = Book(prune=True)
             self.position[p] = 0
             self.restore_to[p] = self._high_watermark(consumer, tp)
             if self.restore_to[p] <= 0:
@@ -271,6 +282,38 @@ class BatchOwner(threading.Thread):
                     self.metrics.batch_callback_latency.observe(max(0.0, published - last / 1000))
             self.log.info("batch_closed", batch_id=done.id, total=done.total, **done.counts)
         self._gauge()
+
+    def _retire(self) -> None:
+        """Tombstones for the batches closed longer than the retention ago (a bounded number
+        per pass), then forget them."""
+        before = int(time.time() * 1000) - self.retention_ms
+        records: list[Out] = []
+        gone: list[tuple[int, str]] = []
+        due = [(p, bid) for p in sorted(self.restored) for bid in self.books[p].retirable(before)]
+        for p, bid in due:
+            e = self.books[p].entries[bid]
+            members = ([br.member_id(bid, i) for i in range(e.batch.total)]
+                       if e.batch is not None else list(e.outcomes))
+            if records and len(records) + len(members) + 1 > RETIRE_MAX_RECORDS:
+                break  # the rest next pass
+            records += [(BATCHES_TOPIC, br.member_key(bid, m), None, [], p) for m in members]
+            if e.batch is not None:
+                records.append((BATCHES_TOPIC, bid.encode(), None, [], p))
+            gone.append((p, bid))
+        if not gone:
+            return
+        try:
+            self._commit(records)
+        except KafkaException as ex:
+            self._failed(ex)
+            return
+        for p, bid in gone:
+            book = self.books.get(p)
+            if book is not None:
+                book.entries.pop(bid, None)
+                book.dirty.discard(bid)
+        self.retired += len(gone)
+        self.log.info("batches_retired", batches=len(gone), records=len(records))
 
     def _callbacks(self, batch: br.Batch, counts: dict[str, int]
                    ) -> list[Out]:

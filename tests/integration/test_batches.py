@@ -184,3 +184,18 @@ def test_a_member_cancelled_alone_still_lets_its_batch_close(stack_factory: Any,
     assert ran == [0, 1, 3, 4], ran
     time.sleep(1.5)
     assert len(_callbacks(stack, bid)) == 1
+
+
+def test_a_closed_batch_is_retired_after_the_retention(stack_factory: Any) -> None:
+    """Tombstones for a closed batch's records once `worker.batch_retention_s` has passed, on
+    the real broker (compaction then drops them): `batches show` no longer finds it."""
+    stack = _stack(stack_factory, worker={"batch_retention_s": 1})
+    with stack.publisher() as pub:
+        bid = pub.batch(JT, [{"seq": i} for i in range(3)],
+                        on_complete=(JT, {"seq": -1, "behaviour": "callback"}))
+    _start(stack)
+    _wait_callback(stack, bid, 60)
+    stack.wait_for(lambda: read_batch(stack.settings, bid) is None, 60, "retired")
+    env = {"JOBSTREAM_CONFIG": str(stack.config_path)}
+    shown = run_cli("batches", "show", bid, env=env)
+    assert shown.returncode == 4 and "no record of it" in shown.stdout, shown.stdout

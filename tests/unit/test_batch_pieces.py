@@ -83,6 +83,39 @@ def test_a_batch_is_ready_once_every_member_is_final_and_closes_once() -> None:
     assert book.entries["b1"].batch is not None and book.entries["b1"].batch.state == "closed"
 
 
+def test_the_owners_pruned_book_keeps_a_closed_batchs_counts_without_its_successes() -> None:
+    """A closed batch in the owner's book counts its succeeded members instead of keeping an
+    entry for each (10,000 entries per batch until retirement otherwise); a dead letter stays
+    so its replay still updates the counts, and a repeated success is not counted twice."""
+    book = Book(prune=True)
+    b = br.Batch("b1", JOB_TYPE, 4, (JOB_TYPE, {}))
+    book.apply(b.id.encode(), b.encode())
+    _feed(book, b, {0: "succeeded", 1: "succeeded", 2: "dead_lettered", 3: "cancelled"})
+    e = book.entries["b1"]
+    book.apply(b.id.encode(), b.closed(e.counts(), 10).encode())
+    assert set(e.outcomes) == {br.member_id("b1", 2), br.member_id("b1", 3)}
+    assert e.pruned == 2 and e.last_at == 3 and e.complete
+    assert e.counts() == {"succeeded": 2, "dead_lettered": 1, "cancelled": 1}
+    _feed(book, b, {0: "succeeded"})  # a success's record read again (at least once)
+    assert e.counts() == {"succeeded": 2, "dead_lettered": 1, "cancelled": 1}
+    _feed(book, b, {2: "succeeded"})  # the dead letter replayed and succeeded
+    assert e.counts() == {"succeeded": 3, "dead_lettered": 0, "cancelled": 1}
+    _feed(book, b, {2: "succeeded"})
+    assert e.counts()["succeeded"] == 3 and book.ready() == []
+
+
+def test_retirable_batches_are_the_long_closed_ones_and_orphan_members() -> None:
+    book = Book(prune=True)
+    old, new, still = (br.Batch(n, JOB_TYPE, 1, None) for n in ("old", "new", "open"))
+    for b, closed in ((old, 100), (new, 5_000), (still, None)):
+        book.apply(b.id.encode(), (b.closed({}, closed) if closed else b).encode())
+    _feed(book, br.Batch("gone", JOB_TYPE, 1, None), {0: "succeeded"})  # at=0, no record
+    assert book.retirable(1_000) == ["gone", "old"]
+    book.apply(br.member_key("x", "m"), None)  # a tombstone of an unknown batch's member
+    book.apply(b"y", None)
+    assert "x" not in book.entries and "y" not in book.entries
+
+
 def test_the_callback_payload_gets_the_counts_its_schema_has() -> None:
     p = callback_payload({"seq": 1, "batch_id": "x"}, "b1", {"succeeded": 2}, 3,
                          {"seq", "batch_id", "succeeded", "dead_lettered"})
@@ -259,5 +292,34 @@ def test_a_callback_without_a_topic_does_not_hold_up_other_batches(
                  timeout=10)
         e = owner.books[br.partition_of(stuck, BATCHES_PARTITIONS)].entries[stuck]
         assert e.is_open and e.complete, "closed once the topic exists (retried)"
+    finally:
+        owner.stop()
+
+
+def test_the_owner_retires_a_batch_closed_longer_than_the_retention(
+        monkeypatch: pytest.MonkeyPatch, rigs: list[Rig]) -> None:
+    """Closed batches were kept for ever: jobstream.batches and every owner's restore grew
+    without end. After worker.batch_retention_s the owner writes tombstones for the batch
+    record and every member's record, and forgets the batch."""
+    import jobstream.consumers.batches.owner as owner_mod
+
+    monkeypatch.setattr(owner_mod, "RETIRE_EVERY_S", 0.1)
+    rig = Rig(monkeypatch, job={"retry_tiers": ["20ms"], "max_attempts": 1},
+              worker={"batch_retention_s": 0.5})
+    rigs.append(rig)
+    owner = _owner(monkeypatch, rig)
+    try:
+        bid = rig.publisher.batch(JOB_TYPE, [{"seq": i} for i in range(3)],
+                                  on_complete=(JOB_TYPE, {"seq": 99}))
+        rig.start()
+        rig.wait(lambda: owner.closed == 1, "closed", timeout=10)
+        p = br.partition_of(bid, BATCHES_PARTITIONS)
+        rig.wait(lambda: owner.retired == 1, "retired", timeout=10)
+        assert bid not in owner.books[p].entries
+        latest: dict[bytes, Any] = {}
+        for m in rig.values(BATCHES_TOPIC):
+            latest[m.key()] = m.value()
+        mine = {k: v for k, v in latest.items() if k.startswith(bid.encode())}
+        assert len(mine) == 4 and all(v is None for v in mine.values()), mine
     finally:
         owner.stop()
