@@ -224,6 +224,9 @@ class Deliverer:
             for child in children or ():
                 if child.kind == "job":
                     self.history.child(ps, job, child.job_id, child.job_type, child.due_ms)
+                elif child.kind == "batch" and child.key == child.job_id.encode():
+                    # a batch it opened (ctx.batch), named once, not each of its members
+                    self.history.child(ps, job, child.job_id, "batch")
 
         if not children:
             send()

@@ -216,6 +216,12 @@ def test_ctx_batch_writes_its_records_with_the_parents_success(
     runs = [m for m in rig.values(rig.topics.main)
             if wire.decode_headers(m.headers()).get(wire.BATCH) == bid]
     assert {wire.decode_headers(m.headers())[wire.JOB_ID] for m in runs} == members
+    import json
+
+    told = [json.loads(m.value()) for m in rig.values(rig.topics.history)]
+    named = [(r["child_job_id"], r["child_job_type"]) for r in told
+             if r.get("event") == "enqueued" and r.get("job_id") == pid]
+    assert named == [(bid, "batch")], "the parent's history names its batch, once"
 
 
 def _owner(monkeypatch: pytest.MonkeyPatch, rig: Rig, name: str = "w1") -> Any:
