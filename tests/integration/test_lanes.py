@@ -136,8 +136,9 @@ def test_weights_hold_when_every_lane_is_backlogged_and_a_lone_lane_gets_the_ful
     for name, weight in (("high", 8), ("default", 3), ("low", 1)):
         share = got[name] / total
         assert abs(share - weight / 12) <= 0.1 * weight / 12, (got, stack.tmp)
-    # the lane alone ran at the worker's full rate: the same as all three together
-    assert alone >= 0.8 * total / 6, (alone, total / 6)
+    # The lane alone ran at the worker's full rate, not at its 1/12 share: about the rate of
+    # all three together (loose: the two windows are seconds apart on a shared machine).
+    assert alone >= 0.6 * total / 6, (alone, total / 6)
 
 
 def test_fair_sharing_small_tenants_are_not_kept_behind_a_big_tenants_burst(
