@@ -30,7 +30,17 @@ from typing import Any
 
 import confluent_kafka
 
-from benchmarks import costs, delayed, lanes, latency, ledger, publisher, retry, throughput
+from benchmarks import (
+    costs,
+    delayed,
+    lanes,
+    latency,
+    ledger,
+    publisher,
+    retry,
+    throughput,
+    workflows,
+)
 from benchmarks.common import ROOT, Bench, Row, say, scratch_dir
 from benchmarks.figures import fmt
 from jobstream.config.settings import load_settings
@@ -51,6 +61,8 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Bench], list[Row]]]] = {
     "delayed": ("10 delayed jobs: dispatch lateness, restore from a snapshot", delayed.delayed),
     "lanes": ("11 priority lanes: a high job behind a low backlog, weights, fair sharing",
               lanes.bench),
+    "workflows": ("12 workflows: ctx.enqueue per child, batch callback latency",
+                  workflows.bench),
 }
 
 

@@ -10,6 +10,8 @@ broker.
    poll thread's share, producing the collected children (`send_children`).
 2. End to end, one worker process (tests/apps/flows.py): P parents enqueueing K children each
    against P*(K+1) jobs published directly, each run to the last handler: jobs per second.
+In `make bench` as bench 12 (`--only workflows`, bench() below) at these sizes.
+
 3. Batches (--batches B --members M, tests/apps/batches.py, one worker): B batches of M members
    published one after another; per batch, the callback latency from its last member's handler
    finished to its callback's handler started (p50, p99, max), and the publish time.
@@ -27,12 +29,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import say
+from benchmarks.common import Bench, Row, say
 from jobstream.consumers.runtime.children import Children, Countdown, send_children
 from tests.support.harness import Stack, make_stack
 
 
-def per_call(stack: Stack, calls: int) -> None:
+def per_call(stack: Stack, calls: int) -> dict[str, float]:
     payloads = [{"seq": i, "behaviour": "ok"} for i in range(calls)]
     with stack.publisher() as pub:
         pub.publish(stack.job_type, payloads[0])  # metadata and connections warm
@@ -67,6 +69,7 @@ def per_call(stack: Stack, calls: int) -> None:
         f"{enqueue_us:.1f} us on the handler thread + {produce_us:.1f} us producing on the "
         f"poll thread = {enqueue_us + produce_us:.1f} us "
         f"({(enqueue_us + produce_us) / publish_us:.2f} x publish_async)")
+    return {"publish_us": publish_us, "enqueue_us": enqueue_us, "produce_us": produce_us}
 
 
 def _run(stack: Stack, n: int, publish: Any, timeout: float = 600) -> float:
@@ -85,7 +88,7 @@ def _run(stack: Stack, n: int, publish: Any, timeout: float = 600) -> float:
         proc.wait(60)
 
 
-def end_to_end(tmp: Path, bootstrap: str, parents: int, children: int) -> None:
+def end_to_end(tmp: Path, bootstrap: str, parents: int, children: int) -> dict[str, float]:
     total = parents * (children + 1)
     flows = make_stack(tmp, bootstrap, uuid.uuid4().hex[:8], worker={"max_in_flight": 64})
     took_flows = _run(flows, total, lambda: flows.publish_many(
@@ -99,9 +102,10 @@ def end_to_end(tmp: Path, bootstrap: str, parents: int, children: int) -> None:
     say(f"end to end ({parents:,} parents x {children} children = {total:,} jobs, one "
         f"worker): via ctx.enqueue {total / took_flows:,.0f} jobs/s ({took_flows:.1f} s); "
         f"all published directly {total / took_plain:,.0f} jobs/s ({took_plain:.1f} s)")
+    return {"flows": total / took_flows, "plain": total / took_plain, "jobs": total}
 
 
-def batches(tmp: Path, bootstrap: str, n: int, members: int) -> None:
+def batches(tmp: Path, bootstrap: str, n: int, members: int) -> dict[str, float]:
     jt = "test.batch"
     stack = make_stack(tmp, bootstrap, uuid.uuid4().hex[:8], job_type=jt,
                        worker={"max_in_flight": 64})
@@ -141,6 +145,38 @@ def batches(tmp: Path, bootstrap: str, n: int, members: int) -> None:
         f"finished -> callback started) p50 {q(0.5):.0f} ms, p99 {q(0.99):.0f} ms, max "
         f"{lat[-1] * 1000:.0f} ms; publishing a batch {sorted(pub_s)[len(pub_s) // 2]:.2f} s "
         "(median)")
+    return {"p50": q(0.5), "p99": q(0.99), "max": lat[-1] * 1000,
+            "publish_s": sorted(pub_s)[len(pub_s) // 2]}
+
+
+def bench(b: Bench) -> list[Row]:
+    """Bench 12 in benchmarks/run.py: ctx.enqueue next to publish_async, a workflow's jobs/s
+    next to the same jobs published directly, and a 1,000-member batch's callback latency."""
+    tmp = b.tmp / "workflows"
+    tmp.mkdir(parents=True, exist_ok=True)
+    calls, parents, n, members = (b.size(50_000, 5_000), b.size(2_000, 200), b.size(30, 5),
+                                  b.size(1_000, 200))
+    stack = make_stack(tmp, b.bootstrap, uuid.uuid4().hex[:8])
+    try:
+        c = per_call(stack, calls)
+    finally:
+        stack.delete_topics()
+    e = end_to_end(tmp, b.bootstrap, parents, 10)
+    bt = batches(tmp, b.bootstrap, n, members)
+    child_us = c["enqueue_us"] + c["produce_us"]
+    return [
+        Row("12 workflows", "ctx.enqueue per child (handler + poll thread)", child_us, "us",
+            c["publish_us"], "publish_async", child_us / c["publish_us"],
+            note=f"{calls:,} calls; {c['enqueue_us']:.1f} us on the handler thread + "
+                 f"{c['produce_us']:.1f} us producing on the poll thread"),
+        Row("12 workflows", "parents enqueueing 10 children each, one worker", e["flows"],
+            "jobs/s", e["plain"], "the same jobs published directly", e["flows"] / e["plain"],
+            note=f"{parents:,} parents, {int(e['jobs']):,} jobs"),
+        Row("12 workflows", f"batch callback latency p99 ({members:,} members)", bt["p99"],
+            "ms", note=f"{n} batches one after another, one worker; last member finished -> "
+                       f"callback started; p50 {bt['p50']:,.0f} ms, max {bt['max']:,.0f} ms; "
+                       f"publishing a batch {bt['publish_s']:.2f} s (median)"),
+    ]
 
 
 def main() -> None:
