@@ -169,9 +169,10 @@ class Worker:
                 # new work (500 at a time kept 64 I/O-bound threads idle ~80 ms per batch).
                 msgs = self.consumer.consume(100, timeout=0)
                 if not msgs:
-                    busy = len(self.interval.producer) > 0 or self.assignment.busy()
+                    busy = self.assignment.busy()
+                    acks = not busy and len(self.interval.producer) > 0
                     quiet = time.monotonic() - self._last_event
-                    msg = self.consumer.poll(poll_timeout(busy, quiet))
+                    msg = self.consumer.poll(poll_timeout(busy, quiet, acks))
                     msgs = [msg] if msg is not None else []
                 if msgs:
                     self._last_event = time.monotonic()
