@@ -133,6 +133,8 @@ class _BoundOnUse:
         return bound
 
     def __getattr__(self, name: str) -> Any:
+        if name in _BoundOnUse.__slots__:  # unset: a copy being made, not the logger's own
+            raise AttributeError(name)
         return getattr(self._target(), name)
 
     def __repr__(self) -> str:

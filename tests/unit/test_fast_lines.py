@@ -131,3 +131,18 @@ def test_ctx_log_binds_the_job_fields_when_used(worker_log: Any) -> None:
         for k in ("job_id", "job_type", "offset"):
             assert f'"{k}": ' in line and str(fields[k]) in line
     assert '"amount": 3' in first and '"step": 2' in second
+
+
+def test_ctx_log_can_be_copied_before_and_after_use(worker_log: Any) -> None:
+    """A copy (copy.copy, or a library copying what it is given) asks for the proxy's own
+    attributes before they are set: they must not be looked up on the logger (that recursed)."""
+    import copy
+
+    make, lines = worker_log
+    ctx = context_for(_job(), make())
+    fresh = copy.copy(ctx.log)
+    fresh.info("from_a_copy")
+    ctx.log.info("used")
+    copy.copy(ctx.log).info("copied_after_use")
+    assert [line.split('"event": ')[1].split(",")[0] for line in lines()] == [
+        '"from_a_copy"', '"used"', '"copied_after_use"']
