@@ -49,7 +49,9 @@ def poll_timeout(busy: bool, quiet_s: float, acks: bool = False) -> float:
     reports are (acks)."""
     if busy:
         return busy_poll_s(quiet_s)
-    return ACKS_POLL_S if acks else IDLE_POLL_S  # a record ends an idle poll at once
+    if acks:  # never shorter than a result's: acks overdue (a broker away) back off the same
+        return max(ACKS_POLL_S, busy_poll_s(quiet_s))
+    return IDLE_POLL_S  # a record ends an idle poll at once
 
 
 class Receiver:

@@ -40,3 +40,12 @@ def test_only_delivery_reports_due_wait_longer_than_a_result_but_not_idle() -> N
     assert poll_timeout(False, 0.0, acks=True) == ACKS_POLL_S
     assert BUSY_POLL_S < ACKS_POLL_S < IDLE_POLL_S
     assert poll_timeout(False, 0.0) == IDLE_POLL_S
+
+
+def test_overdue_delivery_reports_back_off_like_results() -> None:
+    """Reports that do not come (a broker away) must not keep the loop at 200 wake-ups a
+    second for the whole outage when a result due would back off to 50."""
+    from jobstream.consumers.runtime.poll import ACKS_POLL_S, poll_timeout
+
+    assert poll_timeout(False, 0.01, acks=True) == ACKS_POLL_S
+    assert poll_timeout(False, 60.0, acks=True) == BUSY_POLL_MAX_S == poll_timeout(True, 60.0)
