@@ -169,7 +169,8 @@ class Worker:
                 # new work (500 at a time kept 64 I/O-bound threads idle ~80 ms per batch).
                 msgs = self.consumer.consume(100, timeout=0)
                 if not msgs:
-                    busy = self.assignment.busy()
+                    # (a parent's outcome waiting for its children's acks is a job's end due)
+                    busy = self.assignment.busy() or bool(self.deliver.gated)
                     acks = not busy and len(self.interval.producer) > 0
                     quiet = time.monotonic() - self._last_event
                     msg = self.consumer.poll(poll_timeout(busy, quiet, acks))
