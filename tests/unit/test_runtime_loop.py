@@ -316,3 +316,36 @@ def test_at_least_once_a_parent_waiting_for_its_childs_ack_is_polled_for_like_a_
     rig.wait(lambda: parent in rig.ledger_keys(), "the parent's ledger entry")
     waiting = [timeout for gated, timeout in seen if gated]
     assert waiting and max(waiting) < ACKS_POLL_S
+
+
+def test_an_idle_loop_waits_in_poll_without_a_consume_call_each_pass(make) -> None:
+    """Nothing to fetch: each pass is one waiting poll, not a consume() that finds nothing and
+    then the poll; the records that come are all handled."""
+    import threading
+
+    rig = make()
+    w = rig.start()
+    rig.wait(lambda: w.group_member.joined, "the worker in the group")
+    calls = {"consume": 0, "poll": 0}
+    lock = threading.Lock()
+    consumer = w.consumer
+    real_consume, real_poll = consumer.consume, consumer.poll
+
+    def consume(*args: object, **kwargs: object) -> object:
+        with lock:
+            calls["consume"] += 1
+        return real_consume(*args, **kwargs)
+
+    def poll(*args: object, **kwargs: object) -> object:
+        with lock:
+            calls["poll"] += 1
+        return real_poll(*args, **kwargs)
+
+    consumer.consume, consumer.poll = consume, poll
+    rig.wait(lambda: calls["poll"] >= 20, "20 idle passes")
+    with lock:
+        assert calls["consume"] <= 1, calls  # (the pass already under way)
+    ids = [rig.publish(i) for i in range(30)]
+    rig.wait(rig.committed_to_end, "offsets committed to the end")
+    assert sorted(rig.ledger_keys()) == sorted(ids)
+    assert calls["consume"] >= 1  # a record polled: the next pass takes a batch
