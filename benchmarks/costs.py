@@ -23,6 +23,8 @@ from jobstream.consumers.runtime.hooks import Finished
 from jobstream.consumers.runtime.ledger_view import LedgerView
 from jobstream.consumers.runtime.loop import Worker
 from jobstream.consumers.runtime.types import Job, Outcome
+from jobstream.schemas import history, wire
+from jobstream.schemas.chain import GENESIS
 from jobstream.schemas.ledger_entry import SUCCEEDED, encode_entry
 
 LEDGER_ENTRIES = 100_000
@@ -112,6 +114,18 @@ def _measure(b: Bench, topic: str, ledger_topic: str, worker: Worker, calls: int
     def outcome_line() -> None:
         outcome_log.after_outcome(succeeded)
 
+    policy = history.Policy((1.0, 10.0, 60.0), 3, 30.0)
+
+    def history_record() -> None:  # HistoryWriter.attempt's record, sealed (not produced)
+        rec = history.attempt(
+            job_id=job.job_id, job_type=job.job_type, attempt=job.attempt,
+            worker=worker.worker_id, started_at=1_700_000_000_000,
+            finished_at=1_700_000_000_001, outcome="succeeded", policy=policy,
+            source=(job.topic, job.partition, job.offset),
+            trace_id=wire.trace_id(job.headers.get(wire.TRACEPARENT)),
+            enqueued_at=job.enqueued_at_ms or None, submitter=job.headers.get(wire.PRODUCER))
+        history.encode(rec, GENESIS, history.stream_for(job.topic, job.partition), plain=True)
+
     def ledger_write() -> None:
         value = encode_entry(SUCCEEDED, 1_700_000_000_000, 1, worker.worker_id)
         worker.ledger.add_pending(ltp, job.job_id, 1_700_000_000_000)
@@ -164,6 +178,12 @@ def _measure(b: Bench, topic: str, ledger_topic: str, worker: Worker, calls: int
             _best_us(outcome_line, calls),
             "the one INFO line a job writes; "
             + ("made in one string" if outcome_log.lines.usable else "through structlog"),
+        ),
+        (
+            "history record (attempt, sealed into its chain)",
+            _best_us(history_record, calls),
+            "1 per attempt (job types with history: true, the default); its produce not "
+            "included",
         ),
         (
             "JobContext (context_for, binds ctx.log)",
