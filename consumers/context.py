@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from jobstream.config.logging import json_value
 from jobstream.schemas import wire
 
 if TYPE_CHECKING:
@@ -110,6 +111,49 @@ def log_fields(job: Job) -> dict[str, Any]:
     }
 
 
+LOG_FIELD_NAMES = (
+    "job_id", "parent_job_id", "job_type", "attempt", "topic", "partition", "offset", "trace_id"
+)
+
+
+def log_pairs(job: Job) -> str:
+    """log_fields(job) as JSON pairs (config/logging.py json_pairs), made in one string: the
+    fields of a job's outcome line, written without a dict or a bound logger."""
+    h = job.headers
+    parent = h.get(wire.PARENT_JOB_ID)
+    trace = wire.trace_id(h.get(wire.TRACEPARENT))
+    return (
+        f'"job_id": {json_value(job.job_id)}, "parent_job_id": {json_value(parent)}, '
+        f'"job_type": {json_value(job.job_type)}, "attempt": {json_value(job.attempt)}, '
+        f'"topic": {json_value(job.topic)}, "partition": {json_value(job.partition)}, '
+        f'"offset": {json_value(job.offset)}, "trace_id": {json_value(trace)}'
+    )
+
+
+class _BoundOnUse:
+    """ctx.log: the worker's logger bound to the job's fields when the handler first uses it
+    (most handlers never log: binding for each job cost a dict and a context copy)."""
+
+    __slots__ = ("_bound", "_job", "_log")
+
+    def __init__(self, log: Any, job: Job) -> None:
+        self._log, self._job, self._bound = log, job, None
+
+    def _target(self) -> Any:
+        bound = self._bound
+        if bound is None:
+            bound = self._bound = self._log.bind(**log_fields(self._job))
+        return bound
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _BoundOnUse.__slots__:  # unset: a copy being made, not the logger's own
+            raise AttributeError(name)
+        return getattr(self._target(), name)
+
+    def __repr__(self) -> str:
+        return repr(self._target())
+
+
 def context_for(job: Job, log: Any,
                 reporter: Callable[[float, str | None], None] | None = None,
                 children: Children | None = None) -> JobContext:
@@ -120,7 +164,7 @@ def context_for(job: Job, log: Any,
         attempt=job.attempt,
         key=job.key.decode("utf-8", "replace") if job.key is not None else None,
         headers=h,
-        log=log.bind(**log_fields(job)),
+        log=_BoundOnUse(log, job),
         parent_job_id=h.get(wire.PARENT_JOB_ID),
         traceparent=h.get(wire.TRACEPARENT),
         topic=job.topic,

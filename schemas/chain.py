@@ -23,22 +23,33 @@ GENESIS = "0" * 64  # the `prev` of a partition's first chained record
 CHAIN_FIELD = "chain"
 
 
+# Made once: json.dumps with options builds a new encoder per call (a worker seals one record
+# per job).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode
+_STRICT = json.JSONEncoder(allow_nan=False).encode
+
+
 def canonical(content: dict[str, Any]) -> bytes:
     """One byte form per content: sorted keys, no spaces, UTF-8 (RFC 8785-like for JSON data)."""
-    body = {k: v for k, v in content.items() if k != CHAIN_FIELD}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode()
+    body = {k: v for k, v in content.items() if k != CHAIN_FIELD} if CHAIN_FIELD in content \
+        else content
+    return _CANONICAL(body).encode()
 
 
 def link(prev: str, content: dict[str, Any]) -> str:
     return hashlib.sha256(prev.encode() + b"\n" + canonical(content)).hexdigest()
 
 
-def seal(content: dict[str, Any], prev: str, stream: str | None = None) -> dict[str, Any]:
+def seal(content: dict[str, Any], prev: str, stream: str | None = None,
+         plain: bool = False) -> dict[str, Any]:
     """The record with its chain field, linked after the record whose hash is `prev` (in
     `stream`, when the partition holds several). The content goes through JSON first, so what is
-    hashed is what a reader will decode; the stream name is part of the hashed content."""
-    content = json.loads(json.dumps(content, allow_nan=False))
+    hashed is what a reader will decode; the stream name is part of the hashed content.
+    `plain`: the caller vouches that the content is JSON already (str keys; str, int, float,
+    bool, None, lists, tuples and such dicts as values), which JSON gives back as it is: the
+    round trip is skipped (one dumps and loads per record)."""
+    content = dict(content) if plain else json.loads(_STRICT(content))
     if stream is not None:
         content["chain_stream"] = stream
     return {**content, CHAIN_FIELD: {"prev": prev, "hash": link(prev, content)}}

@@ -83,11 +83,15 @@ def event(kind: str, *, job_id: str, job_type: str, at: int, **fields: Any) -> d
             **{k: v for k, v in fields.items() if v is not None}}
 
 
-def encode(record: dict[str, Any], prev: str, stream: str) -> tuple[bytes, str]:
-    """The record sealed into `stream` after `prev`: (value bytes, its hash)."""
-    sealed = seal(record, prev, stream=stream)
-    return (json.dumps(sealed, separators=(",", ":"), ensure_ascii=False).encode(),
-            sealed["chain"]["hash"])
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def encode(record: dict[str, Any], prev: str, stream: str,
+           plain: bool = False) -> tuple[bytes, str]:
+    """The record sealed into `stream` after `prev`: (value bytes, its hash). `plain`: made of
+    JSON types only (an `attempt` record without a result is): see chain.seal."""
+    sealed = seal(record, prev, stream=stream, plain=plain)
+    return _COMPACT(sealed).encode(), sealed["chain"]["hash"]
 
 
 def decode(value: bytes | None) -> dict[str, Any]:

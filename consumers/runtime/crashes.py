@@ -32,6 +32,7 @@ from jobstream.config.kafka import client_config
 from jobstream.config.logging import flush_logs
 from jobstream.config.settings import Settings
 from jobstream.consumers.errors import Failure
+from jobstream.consumers.runtime.clients import Reports
 from jobstream.consumers.runtime.executor import Executor, Task
 from jobstream.consumers.runtime.handler_exit import watched, where
 from jobstream.consumers.runtime.ledger import Ledger, decode_started, encode_started, started_key
@@ -100,6 +101,7 @@ class CrashWatch:
         self._write_error: str | None = None
         self._kafka = settings.kafka
         self.producer: Producer | None = None  # made on the first write
+        self._reports = Reports()
 
     # -- the poll loop's calls -----------------------------------------------------------
 
@@ -130,7 +132,7 @@ class CrashWatch:
         when anything was acknowledged."""
         if not self.enabled:
             return False
-        served = self.producer is not None and self.producer.poll(0) > 0
+        served = self.producer is not None and self._reports.serve(self.producer) > 0
         self._drain_ended()
         if not self._due:
             return served

@@ -26,7 +26,7 @@ from jobstream.consumers.runtime.commit import CommitAborted, ProducerFenced
 from jobstream.consumers.runtime.freeze import FreezeWatch
 from jobstream.consumers.runtime.history import HistoryWriter, result_digest
 from jobstream.consumers.runtime.hooks import Finished, Hooks
-from jobstream.consumers.runtime.interval import Interval
+from jobstream.consumers.runtime.interval import Interval, State
 from jobstream.consumers.runtime.ledger import ROUTED, Ledger
 from jobstream.consumers.runtime.outcomes import (
     Outgoing,
@@ -77,6 +77,14 @@ class Deliverer:
         self.marks_due: list[tuple[PartitionState, Job, str]] = []  # at least once: on the ack
         self.outcomes_due: list[Callable[[], None]] = []  # at least once: children acknowledged
         self.due_floors: dict[tuple[str, int], int] = {}  # latest js-not-before per tier partition
+        # At least once: parents' outcomes waiting for their children's acknowledgements. The
+        # loop polls for reports as for a handler's result then (a job's end waits on them).
+        self.gated: set[Countdown] = set()
+        interval.on_end.append(self._ended)
+
+    def _ended(self, how: State) -> None:
+        if how is State.ABORTED:  # what they gate is redone: their acks finish nothing now
+            self.gated.clear()
 
     def succeed(self, ps: PartitionState, job: Job, duration: float, result: Any = None) -> None:
         raw = None
@@ -236,7 +244,14 @@ class Deliverer:
         # entry written before a child that then failed would have the redo skip the parent,
         # and the child would be lost.
         gate = Countdown(len(children))
-        gate.then = (lambda: self.outcomes_due.append(send)) if mark_after else None
+        if mark_after:
+            self.gated.add(gate)
+
+            def release() -> None:
+                self.gated.discard(gate)
+                self.outcomes_due.append(send)
+
+            gate.then = release
         try:
             interval.committer.before_produce()
             send_children(interval, children, gate)

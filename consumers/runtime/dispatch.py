@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import queue
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -278,11 +279,14 @@ class Dispatcher:
     def collect(self, discard: bool = False) -> bool:
         """Route the results of handlers that ended (discard: drop them, their jobs redone from
         the last commit). True when there were any."""
-        results = self.executor.results
-        if results.empty():
-            return False
-        while not results.empty():
-            (gen, job), error, duration, value = results.get()
+        get = self.executor.results.get_nowait
+        got = False
+        while True:
+            try:  # one call per result, not two (empty() then get())
+                (gen, job), error, duration, value = get()
+            except queue.Empty:
+                return got
+            got = True
             entry = self.progress.pop(id(job), None)
             if entry is not None:
                 self._record_progress(*entry)
@@ -312,4 +316,3 @@ class Dispatcher:
             else:
                 failure = classify(error, self.cfg[job.job_type].permanent_errors)
                 self.fail(ps, job, failure, duration)
-        return True

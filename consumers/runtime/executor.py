@@ -225,11 +225,10 @@ class Executor:
                     f"handler ran past its timeout of {task.timeout_s}s "
                     f"(done after {took:.2f}s{late})"
                 )
-            with self._mutex:
+            with self._mutex:  # once the task is out, check_timeouts cannot retire us
                 self._running.pop(id(task), None)
+                retired = task.thread not in self._threads
             self._finish(task, error)
-            with self._mutex:
-                retired = threading.current_thread() not in self._threads
             if retired:
                 return  # replaced when it overran; the pool already has a new one
 

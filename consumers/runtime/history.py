@@ -62,6 +62,7 @@ class HistoryWriter:
         self._committed: dict[str, _Stream] = {}
         self._pending: dict[str, _Stream] = {}
         self.written = 0
+        self._policies: dict[str, history.Policy] = {}  # per job type's settings
         interval.on_end.append(self._ended)
 
     def _ended(self, how: State) -> None:
@@ -106,16 +107,21 @@ class HistoryWriter:
                 failure: Failure | None = None, retry: tuple[str, int] | None = None,
                 result: Any = None, has_result: bool = False) -> None:
         job_type = ps.job_type
-        cfg = self.cfg.get(job.job_type) or self.cfg[job_type]
+        own = job.job_type if job.job_type in self.cfg else job_type
+        cfg = self.cfg[own]
         if not self.cfg[job_type].history or self.interval.broken:
             return
         finished = int(time.time() * 1000)
         started = finished - int((duration or 0.0) * 1000)
+        policy = self._policies.get(own)
+        if policy is None:  # (tier_seconds parses the durations each time)
+            policy = self._policies[own] = history.Policy(
+                cfg.tier_seconds, cfg.max_attempts, cfg.timeout_s)
         rec = history.attempt(
             job_id=job.job_id or f"@{job.topic}/{job.partition}/{job.offset}",
             job_type=job.job_type or job_type, attempt=job.attempt, worker=self.worker_id,
             started_at=started, finished_at=finished, outcome=outcome,
-            policy=history.Policy(cfg.tier_seconds, cfg.max_attempts, cfg.timeout_s),
+            policy=policy,
             source=(job.topic, job.partition, job.offset),
             trace_id=wire.trace_id(job.headers.get(wire.TRACEPARENT)),
             parent_job_id=job.headers.get(wire.PARENT_JOB_ID),
@@ -125,7 +131,7 @@ class HistoryWriter:
             retry=retry, result=result, has_result=has_result)
         if wire.BATCH in job.headers:  # a batch member: `jobs show` names its batch
             rec["batch_id"] = job.headers[wire.BATCH]
-        self._send(ps, job, rec)
+        self._send(ps, job, rec, plain=not has_result)
 
     def progress(self, ps: PartitionState, job: Job, fraction: float,
                  message: str | None) -> None:
@@ -157,10 +163,11 @@ class HistoryWriter:
                             worker=self.worker_id, stopped=True, **note)
         self._send(ps, job, rec)
 
-    def _send(self, ps: PartitionState, job: Job, rec: dict[str, Any]) -> None:
+    def _send(self, ps: PartitionState, job: Job, rec: dict[str, Any],
+              plain: bool = False) -> None:
         stream = history.stream_for(job.topic, job.partition)
         prev = self._head(stream, ps.gen, ps.ledger_tp, job.topic, job.partition)
-        value, digest = history.encode(rec, prev, stream)
+        value, digest = history.encode(rec, prev, stream, plain=plain)
         topic = self.topics[ps.job_type].history
         interval = self.interval
 

@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from jobstream.config.settings import WorkerSettings
 from jobstream.consumers.errors import WorkerFenced
 from jobstream.consumers.health import Health
+from jobstream.consumers.runtime.clients import Reports
 from jobstream.consumers.runtime.commit import (
     CommitAborted,
     Committer,
@@ -52,6 +53,7 @@ class Interval:
         self.publisher = make_publisher()
         self.producer: Producer = self.publisher.producer
         self.committer = Committer(ws.mode, consumer, self.producer)
+        self._reports = Reports()
         self.state = State.OPEN
         self.reason: str | None = None
         self.last: State | None = None  # how the previous interval ended
@@ -86,7 +88,7 @@ class Interval:
         and renewing."""
         try:
             if flush_s is None:
-                return bool(self.producer.poll(0))
+                return bool(self._reports.serve(self.producer))
             self.producer.flush(flush_s)
         except (KafkaException, SystemError) as raised:
             self.producer_failed(raised, "producer failed")

@@ -164,16 +164,24 @@ class Worker:
         gc.freeze()
         try:
             self.group_member.subscribe()
+            fetched = True
             while not self._stopping:
                 # consume() waits its whole timeout unless the batch fills; poll() returns at the
                 # first record. Small batches: results are drained between them, so handlers get
                 # new work (500 at a time kept 64 I/O-bound threads idle ~80 ms per batch).
-                msgs = self.consumer.consume(100, timeout=0)
+                # After a pass that found no record the queue is most likely empty still: the
+                # poll comes at once (a consume() finding nothing cost as much as the poll, on
+                # every pass of a worker at a steady, moderate rate); a record it returns has
+                # the next pass take a batch.
+                msgs = self.consumer.consume(100, timeout=0) if fetched else []
                 if not msgs:
-                    busy = len(self.interval.producer) > 0 or self.assignment.busy()
+                    # (a parent's outcome waiting for its children's acks is a job's end due)
+                    busy = self.assignment.busy() or bool(self.deliver.gated)
+                    acks = not busy and len(self.interval.producer) > 0
                     quiet = time.monotonic() - self._last_event
-                    msg = self.consumer.poll(poll_timeout(busy, quiet))
+                    msg = self.consumer.poll(poll_timeout(busy, quiet, acks))
                     msgs = [msg] if msg is not None else []
+                fetched = bool(msgs)
                 if msgs:
                     self._last_event = time.monotonic()
                 self.health.beat()

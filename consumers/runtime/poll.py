@@ -29,6 +29,11 @@ BUSY_POLL_S = 0.001
 BUSY_POLL_MAX_S = 0.02
 BUSY_POLL_SHARE = 0.05  # of the time since the loop last had something to do
 IDLE_POLL_S = 0.1
+# Only delivery reports due (no handler running, nothing queued): they finish offsets for the
+# next commit and nothing waits on them sooner, so one poll covers the linger and the broker's
+# round trip instead of a 1 ms poll every loop pass (most of the CPU of a worker at a steady,
+# moderate rate).
+ACKS_POLL_S = 0.005
 
 
 def busy_poll_s(quiet_s: float) -> float:
@@ -39,9 +44,14 @@ def busy_poll_s(quiet_s: float) -> float:
     return min(max(BUSY_POLL_S, quiet_s * BUSY_POLL_SHARE), BUSY_POLL_MAX_S)
 
 
-def poll_timeout(busy: bool, quiet_s: float) -> float:
-    """Short while a handler's result or a ledger record's acknowledgement is due."""
-    return busy_poll_s(quiet_s) if busy else IDLE_POLL_S  # a record ends an idle poll at once
+def poll_timeout(busy: bool, quiet_s: float, acks: bool = False) -> float:
+    """Short while a handler's result is due (busy), a little longer while only delivery
+    reports are (acks)."""
+    if busy:
+        return busy_poll_s(quiet_s)
+    if acks:  # never shorter than a result's: acks overdue (a broker away) back off the same
+        return max(ACKS_POLL_S, busy_poll_s(quiet_s))
+    return IDLE_POLL_S  # a record ends an idle poll at once
 
 
 class Receiver:

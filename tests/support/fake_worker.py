@@ -101,6 +101,8 @@ class Rig:
                 from jobstream.consumers.errors import PermanentError
 
                 raise PermanentError("bad order")
+            elif behaviour == "child":
+                ctx.enqueue(JOB_TYPE, {"seq": payload["seq"] + 1000, "behaviour": "ok"})
             elif behaviour.startswith("sleep_ms:"):
                 time.sleep(int(behaviour.split(":")[1]) / 1000)
         finally:

@@ -28,3 +28,24 @@ def test_never_shorter_than_the_floor_and_never_shrinks_as_quiet_grows() -> None
     timeouts = [busy_poll_s(q) for q in steps]
     assert min(timeouts) == BUSY_POLL_S
     assert timeouts == sorted(timeouts)
+
+
+def test_only_delivery_reports_due_wait_longer_than_a_result_but_not_idle() -> None:
+    """Acknowledgements cannot wake the poll either, but nothing waits on them before the next
+    commit: one poll covers linger and round trip (a 1 ms poll each pass cost most of the CPU
+    of a worker at a steady 500 jobs/s)."""
+    from jobstream.consumers.runtime.poll import ACKS_POLL_S, IDLE_POLL_S, poll_timeout
+
+    assert poll_timeout(True, 0.0, acks=True) == BUSY_POLL_S  # a result due wins
+    assert poll_timeout(False, 0.0, acks=True) == ACKS_POLL_S
+    assert BUSY_POLL_S < ACKS_POLL_S < IDLE_POLL_S
+    assert poll_timeout(False, 0.0) == IDLE_POLL_S
+
+
+def test_overdue_delivery_reports_back_off_like_results() -> None:
+    """Reports that do not come (a broker away) must not keep the loop at 200 wake-ups a
+    second for the whole outage when a result due would back off to 50."""
+    from jobstream.consumers.runtime.poll import ACKS_POLL_S, poll_timeout
+
+    assert poll_timeout(False, 0.01, acks=True) == ACKS_POLL_S
+    assert poll_timeout(False, 60.0, acks=True) == BUSY_POLL_MAX_S == poll_timeout(True, 60.0)

@@ -282,3 +282,70 @@ def test_at_least_once_a_failed_retry_write_is_redone_not_lost(make) -> None:
     rig.start()
     rig.wait(lambda: rig.ids(tier) == [jid], "the retry record, after the redo")
     rig.wait(rig.committed_to_end, "committed")
+
+
+def test_at_least_once_a_parent_waiting_for_its_childs_ack_is_polled_for_like_a_result(
+        make) -> None:
+    """The parent's outcome (its ledger entry) is written once its children are acknowledged:
+    those reports are a job's end due, not the 5 ms poll of reports nothing waits on."""
+    import time
+
+    from jobstream.consumers.runtime.poll import ACKS_POLL_S
+
+    rig = make(worker={"mode": "at_least_once"})
+    w = rig.start()
+    rig.wait(lambda: w.group_member.joined, "the worker in the group")
+    producer, consumer = w.interval.producer, w.consumer
+    real_poll, real_produce, real_consumer_poll = producer.poll, producer.produce, consumer.poll
+    held_until = [0.0]
+    seen: list[tuple[bool, float]] = []
+
+    def produce(*args: object, **kwargs: object) -> None:
+        held_until[0] = time.monotonic() + 0.03  # the broker's round trip
+        real_produce(*args, **kwargs)
+
+    def poll(timeout: float | None = None) -> int:
+        return 0 if time.monotonic() < held_until[0] else real_poll(timeout)
+
+    def consumer_poll(timeout: float | None = None) -> object:
+        seen.append((bool(w.deliver.gated), timeout or 0.0))
+        return real_consumer_poll(timeout)
+
+    producer.produce, producer.poll, consumer.poll = produce, poll, consumer_poll
+    parent = rig.publish(0, "child")
+    rig.wait(lambda: parent in rig.ledger_keys(), "the parent's ledger entry")
+    waiting = [timeout for gated, timeout in seen if gated]
+    assert waiting and max(waiting) < ACKS_POLL_S
+
+
+def test_an_idle_loop_waits_in_poll_without_a_consume_call_each_pass(make) -> None:
+    """Nothing to fetch: each pass is one waiting poll, not a consume() that finds nothing and
+    then the poll; the records that come are all handled."""
+    import threading
+
+    rig = make()
+    w = rig.start()
+    rig.wait(lambda: w.group_member.joined, "the worker in the group")
+    calls = {"consume": 0, "poll": 0}
+    lock = threading.Lock()
+    consumer = w.consumer
+    real_consume, real_poll = consumer.consume, consumer.poll
+
+    def consume(*args: object, **kwargs: object) -> object:
+        with lock:
+            calls["consume"] += 1
+        return real_consume(*args, **kwargs)
+
+    def poll(*args: object, **kwargs: object) -> object:
+        with lock:
+            calls["poll"] += 1
+        return real_poll(*args, **kwargs)
+
+    consumer.consume, consumer.poll = consume, poll
+    rig.wait(lambda: calls["poll"] >= 20, "20 idle passes")
+    with lock:
+        assert calls["consume"] <= 1, calls  # (the pass already under way)
+    ids = [rig.publish(i) for i in range(30)]
+    rig.wait(rig.committed_to_end, "offsets committed to the end")
+    assert sorted(rig.ledger_keys()) == sorted(ids)
+    assert calls["consume"] >= 1  # a record polled: the next pass takes a batch
