@@ -114,13 +114,27 @@ def browser() -> Any:
 def click_through(driver: Any, element: Any, timeout: float = 30) -> None:
     """Click a link or a form's button and wait for the page it leads to: a click returns
     before the browser has loaded it, and reading the old page then is a flaky test."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.expected_conditions import staleness_of
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, timeout).until(staleness_of(old))
+
+    def gone(_driver: Any) -> bool:
+        # Mid-navigation chromedriver can answer "Node with given id does not belong to the
+        # document" (an unknown error, not a stale reference): the old page is gone too.
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as e:
+            if "does not belong to the document" in str(e):
+                return True
+            raise
+        return False
+
+    WebDriverWait(driver, timeout).until(gone)
 
 
 def sign_in(driver: Any, authorization: str | None) -> None:
