@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 from confluent_kafka import KafkaException, Producer
 
 from jobstream.config.kafka import client_config
-from jobstream.config.topics import BATCHES_PARTITIONS, BATCHES_TOPIC
+from jobstream.config.topics import BATCHES_PARTITIONS, BATCHES_TOPIC, main_topic
 from jobstream.producers.errors import InvalidJob, PublishError
 from jobstream.schemas import batch_record as br
 from jobstream.schemas import wire
@@ -128,9 +128,11 @@ def build_batch(pub: Publisher, job_type: str, payloads: Sequence[Mapping[str, A
             raise InvalidJob(f"batch: member {i}: the record is {size} bytes; {topic} accepts "
                              f"at most {limit}")
         recs.append(Rec(mid, job_type, topic, rkey, value, hdrs, None))
+    topics = {which: main_topic(cb[0], pub.settings.jobs.get(cb[0]))
+              for which, cb in (("complete", complete), ("success", success)) if cb is not None}
     batch = br.Batch(id=batch_id, job_type=job_type, total=len(recs), on_complete=complete,
                      on_success=success, key=key, parent=parent, parent_job_id=parent_job_id,
-                     created_ms=now_ms)
+                     created_ms=now_ms, topics=topics)
     head = Rec(batch_id, "", BATCHES_TOPIC, batch_id.encode(), batch.encode(), [],
                br.partition_of(batch_id, BATCHES_PARTITIONS))
     # The batch record first: an owner reading the partition knows the batch before any

@@ -3,7 +3,8 @@
 - key `<batch id>`: the batch record, JSON: `{"v": 1, "id", "job_type", "total", "key",
   "on_complete": [job_type, payload] | null, "on_success": [...] | null, "parent":
   [batch id, member id] | null, "state": "open" | "closed", "created_ms", "closed_ms",
-  "counts": {"succeeded", "dead_lettered", "cancelled"} (when closed)}`.
+  "counts": {"succeeded", "dead_lettered", "cancelled"} (when closed), "topics": {"complete",
+  "success"}: where the publisher's settings put each callback job type}`.
 - key `<batch id>/<member id>`: a member's final outcome, JSON `{"o": "succeeded" |
   "dead_lettered" | "cancelled", "at": ms}`. Compaction keeps the latest, so a member
   replayed from the DLQ that then succeeds overwrites its own record.
@@ -84,6 +85,10 @@ class Batch:
     created_ms: int = 0
     closed_ms: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    # The callbacks' topics as the publisher resolved them: an owner whose own settings name
+    # another topic for the job type (another worker group, other prefixes) still sends the
+    # callback where the batch's publisher meant it to go.
+    topics: dict[str, str] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         return json.dumps({
@@ -93,6 +98,7 @@ class Batch:
             "key": self.key, "parent": list(self.parent) if self.parent else None,
             "parent_job_id": self.parent_job_id, "state": self.state,
             "created_ms": self.created_ms, "closed_ms": self.closed_ms, "counts": self.counts,
+            "topics": self.topics,
         }, separators=(",", ":"), sort_keys=True).encode()
 
     def closed(self, counts: dict[str, int], now_ms: int) -> Batch:
@@ -125,6 +131,8 @@ def decode_batch(value: bytes | None) -> Batch | None:
             created_ms=int(d.get("created_ms") or 0),
             closed_ms=int(d["closed_ms"]) if d.get("closed_ms") is not None else None,
             counts={k: int(v) for k, v in (d.get("counts") or {}).items() if k in OUTCOMES},
+            topics={k: v for k, v in (d.get("topics") or {}).items()
+                    if k in ("complete", "success") and isinstance(v, str) and v},
         )
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None

@@ -43,6 +43,7 @@ from jobstream.config.settings import Settings
 from jobstream.config.topics import BATCHES_PARTITIONS, BATCHES_TOPIC
 from jobstream.consumers.batches.book import Book, Entry
 from jobstream.consumers.metrics import Metrics
+from jobstream.consumers.runtime.clients import owner_consumer_config
 from jobstream.producers.batches import callback_payload
 from jobstream.producers.publisher import Publisher
 from jobstream.schemas import batch_record as br
@@ -70,16 +71,7 @@ class BatchOwner(threading.Thread):
         self.metrics = metrics
         self.log = get_logger("jobstream.batches", worker=worker_id)
         ws = settings.worker
-        self.consumer = Consumer(client_config(settings.kafka, **{
-            "group.id": self.group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "session.timeout.ms": ws.session_timeout_ms,
-            "heartbeat.interval.ms": max(100, ws.session_timeout_ms // 5),
-            "fetch.wait.max.ms": 50,
-        }))
+        self.consumer = Consumer(owner_consumer_config(settings, self.group, 50))
         self.txn_id = f"jobstream-{self.group}-{worker_id}"
         self._renew()
         self.books: dict[int, Book] = {}
@@ -334,6 +326,7 @@ class BatchOwner(threading.Thread):
             jid = br.callback_id(batch.id, which)
             topic, jid, value, hdrs = self.pub.build(job_type, body, job_id=jid,
                                                      parent_job_id=batch.parent_job_id)
+            topic = batch.topics.get(which, topic)  # where its publisher meant it to go
             if not self._topic_exists(topic):
                 raise MissingTopic(topic)
             out.append((topic, jid.encode(), value, hdrs, None))

@@ -3,8 +3,7 @@ back whole (the CLI's batch view, `cancel --batch`)."""
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings
@@ -14,19 +13,9 @@ from jobstream.schemas import batch_record as br
 
 
 def ensure_topic(settings: Settings) -> None:
-    admin = AdminClient(client_config(settings.kafka))
-    md = admin.list_topics(timeout=15)
-    if BATCHES_TOPIC in md.topics:
-        return
-    spec = BATCHES_SPEC
-    fut = admin.create_topics([NewTopic(spec.name, spec.partitions, 1, config=spec.config)],
-                              request_timeout=15)[BATCHES_TOPIC]
-    try:
-        fut.result(timeout=20)
-    except KafkaException as e:
-        err = e.args[0] if e.args else None
-        if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
-            raise
+    from jobstream.consumers.ops.topic_plan import ensure
+
+    ensure(settings, BATCHES_SPEC)
 
 
 def read_batch(settings: Settings, batch_id: str) -> Entry | None:

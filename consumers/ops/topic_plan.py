@@ -102,6 +102,23 @@ def describe(settings: Settings, plan: list[TopicSpec], timeout: float = 15.0) -
     return states
 
 
+def ensure(settings: Settings, spec: TopicSpec, timeout: float = 20.0) -> None:
+    """Create one internal topic when it is missing (a worker's owner thread, at its start); one
+    that exists is left as it is (`topics apply` aligns configs). KafkaException when it can be
+    neither found nor created (no right to)."""
+    admin = _admin(settings)
+    if spec.name in admin.list_topics(timeout=15).topics:
+        return
+    fut = admin.create_topics([NewTopic(spec.name, spec.partitions, 1, config=spec.config)],
+                              request_timeout=15)[spec.name]
+    try:
+        fut.result(timeout=timeout)
+    except KafkaException as e:
+        err = e.args[0] if e.args else None
+        if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+            raise
+
+
 def apply(settings: Settings, plan: list[TopicSpec], timeout: float = 30.0) -> list[TopicState]:
     """Create missing topics and align configs. A partition count that differs from the plan
     is never changed silently: raise, naming each topic, and change nothing."""

@@ -61,6 +61,25 @@ def consumer_config(
     )
 
 
+def owner_consumer_config(settings: Settings, group: str, fetch_wait_ms: int,
+                          **extra: Any) -> dict[str, Any]:
+    """The consumer of a worker's owner thread (scheduler, recurring schedules, batches): a
+    group of its own, each partition read from its start to the end seen at assignment (EOF
+    events say when), read_committed, its offsets committed in the owner's transactions."""
+    ws = settings.worker
+    return client_config(settings.kafka, **{
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+        "session.timeout.ms": ws.session_timeout_ms,
+        "heartbeat.interval.ms": max(100, ws.session_timeout_ms // 5),
+        "fetch.wait.max.ms": fetch_wait_ms,
+        **extra,
+    })
+
+
 def producer_config(
     settings: Settings, group: str, worker_id: str, error_cb: Callable[..., None]
 ) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings
 from jobstream.config.topics import SCHEDULES_TOPIC, main_topic
 from jobstream.consumers.metrics import Metrics
+from jobstream.consumers.runtime.clients import owner_consumer_config
 from jobstream.consumers.scheduling import state as states
 from jobstream.consumers.scheduling.cron import plan, slot_id
 from jobstream.consumers.scheduling.definitions import Schedule, job_id, version_of
@@ -63,17 +64,7 @@ class Firer(threading.Thread):
         self.version = version_of(schedules)
         self.metrics = metrics
         self.log = get_logger("jobstream.schedules", worker=worker_id)
-        ws = settings.worker
-        self.consumer = Consumer(client_config(settings.kafka, **{
-            "group.id": self.group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "session.timeout.ms": ws.session_timeout_ms,
-            "heartbeat.interval.ms": max(100, ws.session_timeout_ms // 5),
-            "fetch.wait.max.ms": 100,
-        }))
+        self.consumer = Consumer(owner_consumer_config(settings, self.group, 100))
         self.txn_id = f"jobstream-{self.group}-{worker_id}"
         self.producer = self._new_producer()
         # Builds (encodes, validates) the jobs; the transactional producer sends them.

@@ -43,6 +43,7 @@ from jobstream.config.kafka import client_config
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings
 from jobstream.config.topics import job_topics
+from jobstream.consumers.runtime.clients import owner_consumer_config
 from jobstream.consumers.scheduling.index import PendingIndex, key_hash
 from jobstream.consumers.scheduling.reader import ReadAhead
 from jobstream.consumers.scheduling.snapshot import SnapshotError, Snapshots
@@ -117,17 +118,8 @@ class Scheduler(threading.Thread):
         self.snapshots_of = {t.scheduled: t.snapshots for t in tops}
         self.lanes_of = {t.scheduled: t.lanes for t in tops}  # a due job goes to its lane
         ws = settings.worker
-        self.consumer = Consumer(client_config(settings.kafka, **{
-            "group.id": self.group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "session.timeout.ms": ws.session_timeout_ms,
-            "heartbeat.interval.ms": max(100, ws.session_timeout_ms // 5),
-            "partition.assignment.strategy": "roundrobin",
-            "fetch.wait.max.ms": 100,
-        }))
+        self.consumer = Consumer(owner_consumer_config(
+            settings, self.group, 100, **{"partition.assignment.strategy": "roundrobin"}))
         self.txn_id = f"jobstream-{self.group}-{worker_id}"
         self.producer = self._new_producer()
         self.reader = ReadAhead(settings, f"{self.group}-reader")

@@ -16,8 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings
@@ -118,16 +117,6 @@ def topic_exists(settings: Settings) -> bool:
 
 def ensure_topic(settings: Settings) -> None:
     """Create jobstream.schedules when missing (`jobstream topics apply` creates it too)."""
-    admin = AdminClient(client_config(settings.kafka))
-    md = admin.list_topics(timeout=15)
-    if SCHEDULES_TOPIC in md.topics:
-        return
-    spec = SCHEDULES_SPEC
-    fut = admin.create_topics([NewTopic(spec.name, spec.partitions, 1, config=spec.config)],
-                              request_timeout=15)[SCHEDULES_TOPIC]
-    try:
-        fut.result(timeout=20)
-    except KafkaException as e:
-        err = e.args[0] if e.args else None
-        if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
-            raise
+    from jobstream.consumers.ops.topic_plan import ensure
+
+    ensure(settings, SCHEDULES_SPEC)

@@ -6,6 +6,7 @@ before anything is sent, and the worker writing a member's final outcome in its 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -327,5 +328,28 @@ def test_the_owner_retires_a_batch_closed_longer_than_the_retention(
             latest[m.key()] = m.value()
         mine = {k: v for k, v in latest.items() if k.startswith(bid.encode())}
         assert len(mine) == 4 and all(v is None for v in mine.values()), mine
+    finally:
+        owner.stop()
+
+
+def test_the_callback_goes_to_the_topic_its_publisher_resolved(
+        monkeypatch: pytest.MonkeyPatch, rigs: list[Rig]) -> None:
+    """Every worker group runs a batch owner over all of jobstream.batches. An owner whose
+    settings map the callback's job type to another topic (another group's, other prefixes)
+    sent the callback there and closed the batch, so the batch's own workers never ran it. The
+    batch record now carries the callback topics its publisher resolved."""
+    rig = Rig(monkeypatch)
+    rigs.append(rig)
+    batch, _ = build_batch(rig.publisher, JOB_TYPE, [{"seq": 1}], batch_id="b1",
+                           on_complete=(JOB_TYPE, {"seq": 99}),
+                           on_success=(JOB_TYPE, {"seq": 98}))
+    assert batch.topics == {"complete": rig.topics.main, "success": rig.topics.main}
+    assert br.decode_batch(batch.encode()) == batch
+    elsewhere = replace(batch, topics={"complete": "other.group.topic"})
+    owner = _owner(monkeypatch, rig)
+    try:
+        monkeypatch.setattr(owner, "_topic_exists", lambda _t: True)
+        out = owner._callbacks(elsewhere, {"succeeded": 1, "dead_lettered": 0, "cancelled": 0})
+        assert [o[0] for o in out] == ["other.group.topic", rig.topics.main]
     finally:
         owner.stop()
