@@ -55,6 +55,23 @@ def seal(content: dict[str, Any], prev: str, stream: str | None = None,
     return {**content, CHAIN_FIELD: {"prev": prev, "hash": link(prev, content)}}
 
 
+def seal_bytes(content: dict[str, Any], prev: str, stream: str | None = None,
+               plain: bool = False) -> tuple[bytes, str]:
+    """seal, encoded: (the sealed record's JSON bytes, its hash), with one JSON encode. The bytes
+    are the canonical form that is hashed (sorted keys, no spaces, UTF-8) with the chain field
+    appended as the last key, so the hash is the one seal gives and a reader's link() over the
+    decoded record finds it again."""
+    content = dict(content) if plain else json.loads(_STRICT(content))
+    if stream is not None:
+        content["chain_stream"] = stream
+    content.pop(CHAIN_FIELD, None)
+    body = _CANONICAL(content).encode()
+    own = hashlib.sha256(prev.encode() + b"\n" + body).hexdigest()
+    # prev and the hash are hex (or come from a chain field, JSON-clean): no escaping needed
+    tail = f'"{CHAIN_FIELD}":{{"prev":{json.dumps(prev)},"hash":"{own}"}}}}'.encode()
+    return (body[:-1] + (b"," if len(body) > 2 else b"") + tail), own
+
+
 def stream_of(record: Any) -> str:
     s = record.get("chain_stream") if isinstance(record, dict) else None
     return s if isinstance(s, str) else ""

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from jobstream.schemas.chain import seal
+from jobstream.schemas.chain import seal_bytes
 
 VERSION: Final = 1
 EVENTS: Final = ("attempt", "progress", "enqueued", "cancelled", "replayed", "chain")
@@ -83,15 +83,12 @@ def event(kind: str, *, job_id: str, job_type: str, at: int, **fields: Any) -> d
             **{k: v for k, v in fields.items() if v is not None}}
 
 
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
 def encode(record: dict[str, Any], prev: str, stream: str,
            plain: bool = False) -> tuple[bytes, str]:
     """The record sealed into `stream` after `prev`: (value bytes, its hash). `plain`: made of
-    JSON types only (an `attempt` record without a result is): see chain.seal."""
-    sealed = seal(record, prev, stream=stream, plain=plain)
-    return _COMPACT(sealed).encode(), sealed["chain"]["hash"]
+    JSON types only (an `attempt` record without a result is): see chain.seal. Stored as the
+    canonical JSON that is hashed, the chain field last (chain.seal_bytes): one encode."""
+    return seal_bytes(record, prev, stream=stream, plain=plain)
 
 
 def decode(value: bytes | None) -> dict[str, Any]:

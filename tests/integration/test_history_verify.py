@@ -85,3 +85,25 @@ def test_an_intact_job_type_passes_with_anchors_and_since(stack: Stack) -> None:
     res = run_cli("audit", "verify", "no.such.type",
                   env={"JOBSTREAM_CONFIG": str(stack.config_path)})
     assert res.returncode == 1 and "unknown job type 'no.such.type'" in res.stderr, res.stderr
+
+
+def test_records_stored_before_the_canonical_form_then_after_verify(stack: Stack) -> None:
+    """A worker upgraded mid-chain: its chain head came from records stored in insertion order
+    (before T.history records were stored canonical, issue 29); it goes on in the new form."""
+    from jobstream.schemas.chain import seal
+
+    compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    prev, values = "0" * 64, []
+    for i in range(2):
+        sealed = seal(_rec(f"old-{i}", 1), prev, stream="main:0")
+        values.append(compact(sealed).encode())
+        prev = sealed["chain"]["hash"]
+    for i in range(3):
+        value, prev = history.encode(_rec(f"new-{i}", 1), prev, "main:0", plain=True)
+        values.append(value)
+    assert not values[0].startswith(b'{"at"') and values[2].startswith(b'{"at"')
+    stack.produce_raw([(0, b"k", v, []) for v in values], topic=stack.topics.history)
+    rc, data = _verify(stack)
+    assert rc == 0 and data["ok"], data
+    part = data["partitions"]["0"]
+    assert part["records"] == 5 and part["head"] == prev, part
