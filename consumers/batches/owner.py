@@ -37,18 +37,16 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from jobstream.config.kafka import client_config
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings
 from jobstream.config.topics import BATCHES_PARTITIONS, BATCHES_TOPIC
 from jobstream.consumers.batches.book import Book, Entry
 from jobstream.consumers.metrics import Metrics
-from jobstream.consumers.runtime.clients import owner_consumer_config
+from jobstream.consumers.runtime.clients import owner_consumer_config, owner_producer_config
 from jobstream.producers.batches import callback_payload
 from jobstream.producers.publisher import Publisher
 from jobstream.schemas import batch_record as br
 
-TXN_TIMEOUT_MS = 10_000
 RETRY_MISSING_S = 30.0
 RETIRE_EVERY_S = 10.0
 RETIRE_MAX_RECORDS = 20_000  # tombstones per transaction
@@ -92,12 +90,8 @@ class BatchOwner(threading.Thread):
         self._on_failure = on_failure
 
     def _renew(self) -> None:
-        p = Producer(client_config(self.settings.kafka, **{
-            "transactional.id": self.txn_id,
-            "transaction.timeout.ms": TXN_TIMEOUT_MS,
-            "linger.ms": 2,
-            "partitioner": "murmur2_random",
-        }))
+        p = Producer(owner_producer_config(self.settings, self.txn_id,
+                                           **{"partitioner": "murmur2_random"}))
         p.init_transactions(30)
         self.producer = p
         self.pub = Publisher(self.settings, make_producer=lambda _conf: p)

@@ -13,6 +13,8 @@ from jobstream.config.kafka import client_config, group_config
 from jobstream.config.settings import Mode, Settings
 
 MakeConsumer = Callable[[dict[str, Any]], Consumer]
+OWNER_TXN_TIMEOUT_MS = 10_000
+
 MakeProducer = Callable[[dict[str, Any]], Producer]
 
 IDLE_SERVE_S = 0.005  # a producer with nothing to serve is still polled this often
@@ -76,6 +78,18 @@ def owner_consumer_config(settings: Settings, group: str, fetch_wait_ms: int,
         "session.timeout.ms": ws.session_timeout_ms,
         "heartbeat.interval.ms": max(100, ws.session_timeout_ms // 5),
         "fetch.wait.max.ms": fetch_wait_ms,
+        **extra,
+    })
+
+
+def owner_producer_config(settings: Settings, txn_id: str, **extra: Any) -> dict[str, Any]:
+    """The transactional producer of a worker's owner thread (scheduler, recurring schedules,
+    batches): a short transaction timeout, so a killed owner's open transaction is aborted
+    soon and the next owner's read_committed restore is not held up for long."""
+    return client_config(settings.kafka, **{
+        "transactional.id": txn_id,
+        "transaction.timeout.ms": OWNER_TXN_TIMEOUT_MS,
+        "linger.ms": 2,
         **extra,
     })
 

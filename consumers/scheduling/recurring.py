@@ -35,19 +35,17 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from jobstream.config.kafka import client_config
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings
 from jobstream.config.topics import SCHEDULES_TOPIC, main_topic
 from jobstream.consumers.metrics import Metrics
-from jobstream.consumers.runtime.clients import owner_consumer_config
+from jobstream.consumers.runtime.clients import owner_consumer_config, owner_producer_config
 from jobstream.consumers.scheduling import state as states
 from jobstream.consumers.scheduling.cron import plan, slot_id
 from jobstream.consumers.scheduling.definitions import Schedule, job_id, version_of
 from jobstream.consumers.scheduling.state import State
 from jobstream.producers.publisher import Publisher
 
-TXN_TIMEOUT_MS = 10_000
 MAX_WAIT_S = 0.2
 
 
@@ -83,12 +81,9 @@ class Firer(threading.Thread):
         self._on_failure = on_failure
 
     def _new_producer(self) -> Producer:
-        p = Producer(client_config(self.settings.kafka, **{
-            "transactional.id": self.txn_id,
-            "transaction.timeout.ms": TXN_TIMEOUT_MS,
-            "linger.ms": 2,
-            "partitioner": "murmur2_random",  # a job's key picks its partition as publish does
-        }))
+        p = Producer(owner_producer_config(self.settings, self.txn_id, **{
+            # a job's key picks its partition as publish does
+            "partitioner": "murmur2_random"}))
         p.init_transactions(30)
         return p
 

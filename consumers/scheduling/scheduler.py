@@ -39,11 +39,10 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from jobstream.config.kafka import client_config
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings
 from jobstream.config.topics import job_topics
-from jobstream.consumers.runtime.clients import owner_consumer_config
+from jobstream.consumers.runtime.clients import owner_consumer_config, owner_producer_config
 from jobstream.consumers.scheduling.index import PendingIndex, key_hash
 from jobstream.consumers.scheduling.reader import ReadAhead
 from jobstream.consumers.scheduling.snapshot import SnapshotError, Snapshots
@@ -54,7 +53,6 @@ from jobstream.schemas import wire
 # due time does not wait for a fetch.
 LOOKAHEAD_MS = 5000
 BATCH = 500  # jobs per dispatch transaction
-TXN_TIMEOUT_MS = 10_000
 SNAPSHOT_AT_STOP = 1_000  # a stopping owner leaves a snapshot past this many changes
 
 
@@ -135,12 +133,8 @@ class Scheduler(threading.Thread):
         self._on_failure = on_failure
 
     def _new_producer(self) -> Producer:
-        p = Producer(client_config(self.settings.kafka, **{
-            "transactional.id": self.txn_id,
-            "transaction.timeout.ms": TXN_TIMEOUT_MS,
-            "linger.ms": 2,
-            "message.max.bytes": 1_048_588,
-        }))
+        p = Producer(owner_producer_config(self.settings, self.txn_id,
+                                           **{"message.max.bytes": 1_048_588}))
         p.init_transactions(30)
         return p
 
