@@ -169,13 +169,22 @@ class Deliverer:
 
         gate = Countdown(1)
         gate.then = finished
+        self._send_children([member], gate, "cannot produce a batch member's record")
+
+    def _send_children(self, records: list[ChildRecord], gate: Countdown, what: str) -> bool:
+        """Produce records in the interval (each acknowledgement counts the gate down); False
+        when they could not be: the interval is broken then and will be redone."""
+        interval = self.interval
         try:
             interval.committer.before_produce()
-            send_children(interval, [member], gate)
+            send_children(interval, records, gate)
         except (CommitAborted, ProducerFenced) as e:
             interval.break_(str(e))
+            return False
         except (KafkaException, SystemError) as raised:
-            interval.producer_failed(raised, "cannot produce a batch member's record")
+            interval.producer_failed(raised, what)
+            return False
+        return True
 
     def produce(self, ps: PartitionState, job: Job, out: Outgoing, duration: float | None,
                 failure: Failure | None = None, result: tuple[Any, bool] = (None, False),
@@ -252,16 +261,7 @@ class Deliverer:
                 self.outcomes_due.append(send)
 
             gate.then = release
-        try:
-            interval.committer.before_produce()
-            send_children(interval, children, gate)
-        except (CommitAborted, ProducerFenced) as e:
-            interval.break_(str(e))
-            return
-        except (KafkaException, SystemError) as raised:
-            interval.producer_failed(raised, "cannot produce a child job")
-            return
-        if not mark_after:
+        if self._send_children(children, gate, "cannot produce a child job") and not mark_after:
             send()
 
     def write_marks(self) -> None:
