@@ -36,6 +36,7 @@ from benchmarks import (
     lanes,
     latency,
     ledger,
+    lookup,
     publisher,
     retry,
     throughput,
@@ -63,6 +64,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Bench], list[Row]]]] = {
               lanes.bench),
     "workflows": ("12 workflows: ctx.enqueue per child, batch callback latency",
                   workflows.bench),
+    "lookup": ("13 jobs show: one job among 1,000,000 history records", lookup.bench),
 }
 
 

@@ -95,7 +95,28 @@ def overhead(b: Bench) -> list[Row]:
         )
         rows.append(stall_row("1 overhead", st, f"no-op worker, {mode.value}"))
         st.tidy()
+        rows.append(history_cost(b, mode, n, rate))
     return rows
+
+
+def history_cost(b: Bench, mode: Mode, n: int, rate: float) -> Row:
+    """The no-op worker again with `history: false`: what writing T.history costs the worker."""
+    short = MODES[mode][0]
+    st = b.stack(f"overhead-{short}-nohist", "bench.noop", job={"history": False},
+                 worker={"mode": mode.value})
+    bare = run_worker(st, n, timeout=max(300.0, n / 200))
+    say(f"overhead/{short}: worker without history {bare:,.0f} jobs/s")
+    st.tidy()
+    return ratio_row(
+        "1 overhead",
+        f"no-op worker with history vs history: false, {mode.value}",
+        rate,
+        bare,
+        "jobs/s",
+        "history: false",
+        0.9,
+        "one T.history record per attempt, in the interval (issue 21: within 10 %)",
+    )
 
 
 def handoff_floor(st: Stack, n: int, mode: Mode, raw_rate: float, out: str) -> Row:

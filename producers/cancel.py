@@ -154,25 +154,37 @@ class _Reader:
             self.consumer.unassign()
 
 
+@dataclass
+class _Where:
+    state: str
+    attempts: int
+    scheduled: bool  # waits in T.scheduled
+    partition: int
+    key: str | None
+
+
 def _state(settings: Settings, topics: JobTopics, job_type: str, job_id: str,
-           key: str | None, p: int, timeout: float) -> tuple[str, int, bool]:
-    """(state, attempts, waits in T.scheduled). T.scheduled and the tiers are read only when
-    history, ledger and T's tail know nothing of the job (a delayed job not yet due, or a job
-    type without history)."""
+           key: str | None, p: int, timeout: float) -> _Where:
+    """Where the job stands, and the partition and key its records are under (without a key,
+    the lookup searches every partition: a job published with a key is found there). T.scheduled
+    and the tiers are read only when history, ledger and T's tail know nothing of the job (a
+    delayed job not yet due, or a job type without history)."""
     from jobstream.producers.status import status
 
     st = status(settings, job_type, job_id, key, timeout)
+    if key is None and st.partition is not None:
+        p, key = st.partition, st.key
     if st.state != "unknown":
-        return st.state, st.attempts, False
+        return _Where(st.state, st.attempts, False, p, key)
     reader = _Reader(settings, timeout)
     try:
         if reader.scheduled(topics.scheduled, p, job_id):
-            return "scheduled", st.attempts, True
+            return _Where("scheduled", st.attempts, True, p, key)
         if reader.waiting(topics.retries, p, job_id):
-            return "retrying", st.attempts, False
+            return _Where("retrying", st.attempts, False, p, key)
     finally:
         reader.close()
-    return "unknown", st.attempts, False
+    return _Where("unknown", st.attempts, False, p, key)
 
 
 def cancel(pub: Any, job_type: str, job_id: str, key: str | None = None,
@@ -206,9 +218,12 @@ def cancel_many(pub: Any, job_type: str, jobs: list[tuple[str, str | None]],
     with ThreadPoolExecutor(min(16, len(jobs)), thread_name_prefix="js-cancel") as pool:
         states = list(pool.map(lambda i: _state(settings, topics, job_type, jobs[i][0],
                                                 jobs[i][1], parts[i], timeout), range(len(jobs))))
+    jobs = [(job_id, w.key) for (job_id, _), w in zip(jobs, states, strict=True)]
+    parts = [w.partition for w in states]
     results: list[CancelResult | None] = [None] * len(jobs)
     todo = []
-    for i, (state, _, _) in enumerate(states):
+    for i, w in enumerate(states):
+        state = w.state
         if state in FINAL:
             results[i] = CancelResult(job_type, jobs[i][0], "already_final", state, True)
         elif state == "unknown":
@@ -222,7 +237,7 @@ def cancel_many(pub: Any, job_type: str, jobs: list[tuple[str, str | None]],
     rows = []
     for i in todo:
         job_id, key = jobs[i]
-        state, attempts, _ = states[i]
+        state, attempts = states[i].state, states[i].attempts
         rows.append((topics.ledger, parts[i], cancel_key(job_id).encode(),
                      encode_cancel(now, attempts, by)))
         if not keeps_history:
@@ -237,7 +252,7 @@ def cancel_many(pub: Any, job_type: str, jobs: list[tuple[str, str | None]],
     sent = _send_all(pub, rows, timeout)
     offsets = sent[::2] if keeps_history else sent
     for i in todo:
-        if states[i][2]:
+        if states[i].scheduled:
             tombstone(pub, job_type, jobs[i][0], jobs[i][1], timeout, audit=False)
     last: dict[int, int] = {}
     for i, off in zip(todo, offsets, strict=True):
@@ -247,7 +262,7 @@ def cancel_many(pub: Any, job_type: str, jobs: list[tuple[str, str | None]],
                                max(0.0, deadline - time.monotonic()))
                  for p, off in sorted(last.items())}
     for i, off in zip(todo, offsets, strict=True):
-        results[i] = CancelResult(job_type, jobs[i][0], "cancelled", states[i][0],
+        results[i] = CancelResult(job_type, jobs[i][0], "cancelled", states[i].state,
                                   confirmed[parts[i]], f"{topics.ledger}[{parts[i]}]@{off}")
     done = [r for r in results if r is not None]
     _audit(settings, job_type, [(jobs[i][0], jobs[i][1], results[i]) for i in todo], cancel_id)

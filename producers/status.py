@@ -4,8 +4,11 @@ A job's records all sit in one partition number p, the one its key hashes to (th
 the partition number on every tier): its T.history records, its T.ledger entry, and, while it
 is not yet taken, the job itself in T's unconsumed tail. A lookup reads those three partitions
 (read_committed, never joining a group or committing) and folds them (schemas/lifecycle.py).
-`JobLookup.refresh` goes on from where it stopped, so waiting for a job costs a read of what
-is new, not of the whole partition again.
+Without a key it reads the partition the job id hashes to first (publish's default key is the
+id), and when that knows nothing of the job, every other partition; once the job is found, only
+its partition is followed. `since_ms` starts each read at that time (the broker's time index),
+so an old partition is not read from its beginning. `JobLookup.refresh` goes on from where it
+stopped, so waiting for a job costs a read of what is new, not of the whole partition again.
 
 History is bounded by its retention (`history_retention_ms`); the ledger keeps completions for
 the ledger TTL. A job older than both is `unknown`, which `jobs show` says in those words.
@@ -64,20 +67,24 @@ class _Found:
     ledger_state: str | None = None
     cancelled: bool = False  # a `!cancel/<id>` entry (producers/cancel.py)
     queued_at: int | None = None  # offset in T when seen waiting there
+    partition: int | None = None  # where a record of the job was found
+    key: bytes | None = None  # the key its records carry (history or T), when one was read
 
 
 class JobLookup:
     """Reads one job's records; `refresh()` reads what is new and returns the status."""
 
     def __init__(self, settings: Settings, job_type: str, job_id: str,
-                 key: str | None = None, *, timeout: float = 30.0) -> None:
+                 key: str | None = None, *, since_ms: int | None = None,
+                 timeout: float = 30.0) -> None:
         check_id("job_id", job_id)
         if key is not None:
             check_key(key)
         self.job_type, self.job_id = job_type, job_id
-        self.key = (key if key is not None else job_id).encode()
+        self._id_bytes = job_id.encode()
+        self.key = key.encode() if key is not None else None
         self._cancel_key = cancel_key(job_id).encode()
-        self.timeout = timeout
+        self.timeout, self.since_ms = timeout, since_ms
         topics = job_topics(job_type, settings.job(job_type))
         self._topics = topics
         self._consumer = Consumer(client_config(settings.kafka, **{
@@ -86,12 +93,18 @@ class JobLookup:
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
+            # A partition at its end is long-polled, and the offset requests of partitions
+            # added later queue behind that fetch on the connection: 0.4 s each at 500 ms.
+            "fetch.wait.max.ms": 10,
+            "max.partition.fetch.bytes": 8 << 20,  # a long partition in fewer round trips
         }))
         self._found = _Found()
+        self._sources: dict[tuple[str, int], _Source] = {}
         try:
-            n = self._partitions(topics.history, topics.ledger, topics.main)
-            self.partition = partition_for(self.key, n)
-            self._sources = self._start()
+            self._n = self._partitions(topics.history, topics.ledger, topics.main)
+            self.partition = partition_for(self.key or self._id_bytes, self._n)
+            self._searched = self.key is not None  # every partition it can be in was read
+            self._add([self.partition])
         except BaseException:
             self._consumer.close()
             raise
@@ -111,22 +124,36 @@ class JobLookup:
             raise JobLookupError(f"{', '.join(names)} have different partition counts {counts}")
         return counts.pop()
 
-    def _start(self) -> dict[str, _Source]:
-        p = self.partition
-        sources: dict[str, _Source] = {}
-        for name in (self._topics.history, self._topics.ledger):
-            low, high = self._watermarks(TopicPartition(name, p))
-            sources[name] = _Source(TopicPartition(name, p, low), high)
-        main = TopicPartition(self._topics.main, p)
-        committed = self._ask("reading the workers' committed offsets", lambda: int(
-            self._consumer.committed([main], timeout=5)[0].offset))
-        low, high = self._watermarks(main)
-        start = max(committed if committed >= 0 else low, low, high - _QUEUED_SCAN)
-        sources[self._topics.main] = _Source(TopicPartition(main.topic, p, start), high)
-        self._consumer.assign([s.tp for s in sources.values()])
-        for s in sources.values():
+    def _add(self, partitions: list[int]) -> None:
+        """Start reading these partitions of T.history, T.ledger and T's unconsumed tail too
+        (added to what is read already, whose positions stay)."""
+        added: list[_Source] = []
+        main = self._topics.main
+        committed = {tp.partition: int(tp.offset) for tp in self._ask(
+            "reading the workers' committed offsets", lambda: self._consumer.committed(
+                [TopicPartition(main, p) for p in partitions], timeout=5))}
+        for p in partitions:
+            for name in (self._topics.history, self._topics.ledger):
+                low, high = self._watermarks(TopicPartition(name, p))
+                start = max(low, self._since(name, p, high))
+                added.append(_Source(TopicPartition(name, p, start), high))
+            low, high = self._watermarks(TopicPartition(main, p))
+            start = max(committed[p] if committed[p] >= 0 else low, low, high - _QUEUED_SCAN,
+                        self._since(main, p, high))
+            added.append(_Source(TopicPartition(main, p, start), high))
+        for s in added:
             s.done = s.tp.offset >= s.end
-        return sources
+            self._sources[(s.tp.topic, s.tp.partition)] = s
+        self._consumer.incremental_assign([s.tp for s in added])
+
+    def _since(self, topic: str, p: int, high: int) -> int:
+        """The first offset at or after since_ms (0 without it; the end when none is)."""
+        if self.since_ms is None:
+            return 0
+        tp = TopicPartition(topic, p, self.since_ms)
+        found = self._ask(f"finding {topic}[{p}]'s offset at --since", lambda: int(
+            self._consumer.offsets_for_times([tp], timeout=5)[0].offset))
+        return found if found >= 0 else high
 
     def _ask(self, what: str, fn: Callable[[], T]) -> T:
         """A broker request, retried while its error is retriable: right after a topic or group
@@ -150,34 +177,61 @@ class JobLookup:
     def refresh(self) -> JobStatus:
         """Read up to the partitions' ends as of now and fold what was found."""
         self._read(time.monotonic() + self.timeout)
+        if not self._searched and self._found.partition is None:
+            self._searched = True  # not in its id's partition: it was published with a key
+            self._add([p for p in range(self._n) if p != self.partition])
+            self._read(time.monotonic() + self.timeout)
+        self._narrow()
         f = self._found
         st = fold(self.job_id, self.job_type, f.history, f.ledger_state,
                   cancelled=f.cancelled)
         if st.state == "unknown" and f.queued_at is not None:
             st.state = "queued"
+        st.partition = f.partition
+        st.key = f.key.decode("utf-8", "replace") if f.key is not None else None
         return st
 
+    def _narrow(self) -> None:
+        """Once the job is found, follow only its partition."""
+        p = self._found.partition
+        if p is None or all(tp_p == p for _, tp_p in self._sources):
+            return
+        self.partition = p
+        self._consumer.incremental_unassign([TopicPartition(t, q) for t, q in self._sources
+                                             if q != p])
+        self._sources = {k: s for k, s in self._sources.items() if k[1] == p}
+
     def _read(self, deadline: float) -> None:
-        pending = {n for n, s in self._sources.items() if not s.done}
+        pending = {k for k, s in self._sources.items() if not s.done}
         if not pending:
             self._reopen()
-            pending = {n for n, s in self._sources.items() if not s.done}
+            pending = {k for k, s in self._sources.items() if not s.done}
+        hist, ids = self._topics.history, self._id_bytes
         while pending and time.monotonic() < deadline:
-            for msg in self._consumer.consume(500, timeout=0.2):
+            for msg in self._consumer.consume(5000, timeout=0.2):
                 err = msg.error()
+                if err is None and msg.topic() == hist:
+                    # Most records are other jobs': skipped on a byte search, with no call
+                    # into the decoding below (1,000,000 records are read in seconds).
+                    value = msg.value()
+                    if value is None or ids not in value:
+                        continue
+                where = (msg.topic() or "", msg.partition() or 0)
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.topic() or "")
-                        source = self._sources[msg.topic() or ""]
-                        source.done, source.eof_at = True, msg.offset() or 0
+                        pending.discard(where)
+                        source = self._sources.get(where)
+                        if source is not None:
+                            source.done, source.eof_at = True, msg.offset() or 0
                         continue
                     if err.fatal() or not err.retriable():
                         raise JobLookupError(f"reading {msg.topic()}: {err.str()}")
                     continue
-                self._take(msg.topic() or "", msg.key(), msg.value(), msg.headers(),
-                           msg.offset() or 0)
+                if where in self._sources:
+                    self._take(where, msg.key(), msg.value(), msg.headers(), msg.offset() or 0)
         if pending:
-            raise JobLookupError(f"timed out after {self.timeout:g} s reading {sorted(pending)}")
+            names = sorted({f"{t}[{p}]" for t, p in pending})
+            raise JobLookupError(f"timed out after {self.timeout:g} s reading {names}")
 
     def _reopen(self) -> None:
         """A later refresh: read on to the partitions' new ends (their EOF events come again
@@ -185,31 +239,39 @@ class JobLookup:
         for s in self._sources.values():
             s.reopen(self._watermarks(s.tp)[1])
 
-    def _take(self, topic: str, key: bytes | None, value: bytes | None,
+    def _take(self, where: tuple[str, int], key: bytes | None, value: bytes | None,
               headers: Any, offset: int) -> None:
-        if key != self.key and topic != self._topics.ledger:
-            return
-        if topic == self._topics.history:
-            try:
-                rec = history.decode(value)
-            except history.HistoryError:
-                return  # not ours: never let a foreign record hide the job
-            if rec["job_id"] == self.job_id:
-                self._found.history.append(rec)
-        elif topic == self._topics.ledger:
+        topic, p = where
+        if topic == self._topics.ledger:
             if key == self._cancel_key:
                 self._found.cancelled = value is not None
+                self._found.partition = p
                 return
-            if key != self.job_id.encode():
+            if key != self._id_bytes:
                 return
+            self._found.partition = p
             if value is None:
                 self._found.ledger_state = None
                 return
             entry = decode_entry(value)
             status = entry.get("status") if entry is not None else None
             self._found.ledger_state = status if status in _LEDGER_FINAL else None
+            return
+        if self.key is not None and key != self.key:
+            return
+        if topic == self._topics.history:
+            if value is None or self._id_bytes not in value:  # cheap: most records are others'
+                return
+            try:
+                rec = history.decode(value)
+            except history.HistoryError:
+                return  # not ours: never let a foreign record hide the job
+            if rec["job_id"] == self.job_id:
+                self._found.history.append(rec)
+                self._found.partition, self._found.key = p, key
         elif wire.decode_headers(headers).get(wire.JOB_ID) == self.job_id:
             self._found.queued_at = offset
+            self._found.partition, self._found.key = p, key
 
     def close(self) -> None:
         self._consumer.close()
@@ -230,16 +292,19 @@ class WaitTimeout(TimeoutError):
 
 
 def status(settings: Settings, job_type: str, job_id: str, key: str | None = None,
-           timeout: float = 30.0) -> JobStatus:
-    with JobLookup(settings, job_type, job_id, key, timeout=timeout) as lookup:
+           timeout: float = 30.0, since_ms: int | None = None) -> JobStatus:
+    with JobLookup(settings, job_type, job_id, key, since_ms=since_ms,
+                   timeout=timeout) as lookup:
         return lookup.refresh()
 
 
 def wait(settings: Settings, job_type: str, job_id: str, key: str | None = None,
-         timeout: float = 30.0, interval: float = 0.5) -> JobStatus:
+         timeout: float = 30.0, interval: float = 0.5, since_ms: int | None = None
+         ) -> JobStatus:
     """Block until the job is succeeded, dead-lettered or cancelled; WaitTimeout otherwise."""
     deadline = time.monotonic() + timeout
-    with JobLookup(settings, job_type, job_id, key, timeout=max(timeout, 5.0)) as lookup:
+    with JobLookup(settings, job_type, job_id, key, since_ms=since_ms,
+                   timeout=max(timeout, 5.0)) as lookup:
         while True:
             st = lookup.refresh()
             if st.final:

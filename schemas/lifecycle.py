@@ -34,6 +34,8 @@ class JobStatus:
     progress: tuple[float, str | None] | None = None
     chain: dict[str, Any] | None = None  # a chain step's place, once its chain stopped there
     events: list[dict[str, Any]] = field(default_factory=list)  # the history records
+    partition: int | None = None  # where a lookup found the job's records
+    key: str | None = None  # the key they carry, when a lookup read one
 
     @property
     def final(self) -> bool:

@@ -35,7 +35,11 @@ jobs_app = typer.Typer(
 JobType = Annotated[str, typer.Argument(help="The job type, e.g. orders.confirmation.")]
 JobId = Annotated[str, typer.Argument(help="The job id publish returned.")]
 Key = Annotated[str | None, typer.Option(
-    help="The key the job was published with (default: its id, as publish does).")]
+    help="The key the job was published with: only its partition is read. Without it the "
+         "partition of the job's id is read first (publish's default key), then every other.")]
+Since = Annotated[str | None, typer.Option(
+    help="Read only records from this time on (ISO 8601 or relative, e.g. -1d): quicker in "
+         "a long history; older records of the job are not seen.")]
 AsJson = Annotated[bool, typer.Option("--json", help="The status as one JSON object.")]
 
 
@@ -66,13 +70,27 @@ def _settings_for(job_type: str) -> Settings:
 
 
 @jobs_app.command("show", epilog="Example: jobstream jobs show reports.generate 0f8e5c1a --json")
-def jobs_show(job_type: JobType, job_id: JobId, key: Key = None, as_json: AsJson = False) -> None:
+def jobs_show(job_type: JobType, job_id: JobId, key: Key = None, since: Since = None,
+              as_json: AsJson = False) -> None:
     """The job's state and its timeline: each attempt, retry, dead letter, replay and result."""
     from jobstream.producers.status import status
 
+    since_ms = _since_ms(since)
     with _lookup_errors():
-        st = status(_settings_for(job_type), job_type, job_id, key)
+        st = status(_settings_for(job_type), job_type, job_id, key, since_ms=since_ms)
     _print(st, as_json)
+
+
+def _since_ms(since: str | None) -> int | None:
+    from jobstream.consumers.cli.errors import fail
+    from jobstream.consumers.ops.dlq import parse_time, to_ms
+
+    if since is None:
+        return None
+    try:
+        return int(to_ms(parse_time(since)))
+    except ValueError as e:
+        fail(f"--since {since!r}: {e}")
 
 
 @jobs_app.command("wait", epilog="Example: jobstream jobs wait reports.generate 0f8e5c1a "
@@ -80,7 +98,7 @@ def jobs_show(job_type: JobType, job_id: JobId, key: Key = None, as_json: AsJson
 def jobs_wait(
     job_type: JobType, job_id: JobId, key: Key = None,
     timeout: Annotated[str, typer.Option(help="How long to wait, e.g. 30s, 5m.")] = "30s",
-    as_json: AsJson = False,
+    since: Since = None, as_json: AsJson = False,
 ) -> None:
     """Wait until the job succeeded (exit 0), was dead-lettered or cancelled (exit 3); exit 124
     when it is still not done after --timeout."""
@@ -93,9 +111,11 @@ def jobs_wait(
         fail(f"--timeout: {e}")
     if seconds <= 0:
         fail(f"--timeout: must be above zero, got {timeout!r}")
+    since_ms = _since_ms(since)
     with _lookup_errors():
         try:
-            st = wait(_settings_for(job_type), job_type, job_id, key, timeout=seconds)
+            st = wait(_settings_for(job_type), job_type, job_id, key, timeout=seconds,
+                      since_ms=since_ms)
         except WaitTimeout as e:
             _print(e.status, as_json)
             err.print(f"timed out: {e}", highlight=False, markup=False)
@@ -194,7 +214,8 @@ def _print(st: JobStatus, as_json: bool) -> None:
     if st.last_error and st.state != "succeeded":
         e = st.last_error
         out.print(Text(f"  last error: {e.get('category')}: {e.get('class')}: {e.get('message')}"))
-    for label, value in (("parent", st.parent_job_id), ("batch", st.batch_id),
+    found = f"{st.key} (partition {st.partition})" if st.key is not None else ""
+    for label, value in (("key", found), ("parent", st.parent_job_id), ("batch", st.batch_id),
                          ("trace", st.trace_id),
                          ("children", ", ".join(st.children)),
                          ("chain", chain_stop(st.chain) if st.chain else "")):

@@ -1,5 +1,7 @@
 """Scenario 1: SIGKILL a random worker every few seconds while 3 workers run a backlog,
-restarting each one killed (what Kubernetes does to a crashed pod)."""
+restarting each one killed (what Kubernetes does to a crashed pod). Besides the usual books, the
+job history must be whole: one record per finished attempt, none of an aborted interval, and
+every chain verified (tests/chaos/history_books.py; transactional mode)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from tests.chaos.books import (
     sized,
     wait_quiescent,
 )
+from tests.chaos.history_books import history_violations
 from tests.support.harness import Stack
 
 WORKERS = 3
@@ -54,6 +57,15 @@ def test_sigkill_random_workers_every_few_seconds(stack_factory) -> None:  # typ
             kills += 1
             last_kill, at_last, interval = time.monotonic(), ran, rng.uniform(2, 5)
     quiet = wait_quiescent(stack, fleet, wl, timeout=sized(120, 300, 600))
-    books = conclude("sigkill", stack, fleet, wl, started, {"sigkill": kills}, quiet)
+    books = conclude("sigkill", stack, fleet, wl, started, {"sigkill": kills}, quiet,
+                     extra=_history(stack, wl))
     assert kills >= min_kills, f"only {kills} kills before the run ended"
     assert not books.violations, balanced(books)
+
+
+def _history(stack: Stack, wl: Workload) -> list[str]:
+    """Read once quiescent (every job on the books, so every record committed), before
+    conclude() stops the fleet and audits this with the rest."""
+    if stack.settings.worker.mode.value != "transactional":
+        return []
+    return history_violations(stack, wl)

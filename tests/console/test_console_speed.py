@@ -108,7 +108,9 @@ def test_every_page_under_a_second(big) -> None:  # type: ignore[no-untyped-def]
     stack, url = big
     pages = ["/", f"/jobs/{stack.job_type}", "/dlq", f"/dlq/{stack.job_type}",
              f"/dlq/{stack.job_type}?error_class=Error3&category=permanent&limit=200",
-             f"/dlq/{stack.job_type}/1/2000", "/jobs/perf.j42", "/audit"]
+             f"/dlq/{stack.job_type}/1/2000", "/jobs/perf.j42", "/audit", "/schedules",
+             "/lookup", f"/lookup?job_type={stack.job_type}&job_id=job-7&key=k7",
+             f"/lookup?job_type={stack.job_type}&job_id=job-7"]
     timings: dict[str, list[float]] = {}
     stalls: list[str] = []
     for round_ in range(4):  # the first round may include the cold DLQ read

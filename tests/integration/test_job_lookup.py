@@ -103,6 +103,37 @@ def test_wait_returns_when_the_job_finishes_and_times_out_otherwise(stack: Stack
         assert e.value.status.state == "unknown"
 
 
+def test_without_a_key_every_partition_is_searched(stack: Stack) -> None:
+    """Issue 21: `jobs show` without --key searches every partition. Before, it read only the
+    partition of the job's id, so a job published with a key of its own was `unknown` there
+    (and a cancel without --key went to the wrong ledger partition)."""
+    key = next(f"k{i}" for i in range(100)  # a key whose partition is not the id's
+               if partition_for(f"k{i}".encode(), 6) != partition_for(b"job-far", 6))
+    _write_history(stack, key, [
+        _attempt("job-far", 1, "retried", retry=("t.retry", 1)),
+        _attempt("job-far", 2, "succeeded", result={"ok": 1}, has_result=True)])
+    with stack.publisher() as pub:
+        st = pub.status("test.echo", "job-far")
+        assert (st.state, st.attempts, st.key, st.partition) == (
+            "succeeded", 2, key, partition_for(key.encode(), 6)), st
+        queued = pub.publish("test.echo", {"seq": 1}, key=key)
+        st = pub.status("test.echo", queued)
+        assert (st.state, st.key) == ("queued", key), st
+    env = {"JOBSTREAM_CONFIG": str(stack.config_path)}
+    res = run_cli("jobs", "show", "test.echo", "job-far", env=env)
+    assert res.returncode == 0 and "succeeded after 2 attempts" in res.stdout, res.stdout
+    assert f"key: {key} (partition {partition_for(key.encode(), 6)})" in res.stdout, res.stdout
+    # --since: records before it are not read; after it, they are.
+    res = run_cli("jobs", "show", "test.echo", "job-far", "--since", "-1h", "--json", env=env)
+    assert json.loads(res.stdout)["state"] == "succeeded", res.stdout
+    res = run_cli("jobs", "show", "test.echo", "job-far", "--since", "2999-01-01", "--json",
+                  env=env)
+    assert json.loads(res.stdout)["state"] == "unknown", res.stdout
+    res = run_cli("jobs", "show", "test.echo", "job-far", "--since", "yesterday", env=env)
+    assert res.returncode == 1 and "--since 'yesterday'" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+
+
 def test_bad_lookups_are_clear_errors(stack: Stack, tmp_path: Path, bootstrap: str) -> None:
     with stack.publisher() as pub:
         with pytest.raises(UnknownJobType):
