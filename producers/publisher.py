@@ -357,18 +357,19 @@ class Publisher:
     # -- looking a job up (producers/status.py) --------------------------------------------
 
     def status(self, job_type: str, job_id: str, key: str | None = None,
-               timeout: float = 30.0) -> JobStatus:
+               timeout: float = 30.0, since_ms: int | None = None) -> JobStatus:
         """Where the job stands now: state, attempts, last error, result. `key`: the key it was
-        published with, if any (its records are in the partition the key picks)."""
+        published with (only its partition is read; without it every partition is searched);
+        `since_ms`: read only records from then on."""
         self.registry.latest(job_type)  # UnknownJobType before any read
-        return job_status.status(self.settings, job_type, job_id, key, timeout)
+        return job_status.status(self.settings, job_type, job_id, key, timeout, since_ms)
 
     def wait(self, job_type: str, job_id: str, key: str | None = None,
-             timeout: float = 30.0) -> JobStatus:
+             timeout: float = 30.0, since_ms: int | None = None) -> JobStatus:
         """Block until the job succeeded, was dead-lettered or cancelled; raises
         `WaitTimeout` (a TimeoutError, with `.status`) when it has not within `timeout`."""
         self.registry.latest(job_type)
-        return job_status.wait(self.settings, job_type, job_id, key, timeout)
+        return job_status.wait(self.settings, job_type, job_id, key, timeout, since_ms=since_ms)
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for outstanding deliveries; return how many are still queued. Raises
