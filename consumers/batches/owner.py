@@ -42,7 +42,11 @@ from jobstream.config.settings import Settings
 from jobstream.config.topics import BATCHES_PARTITIONS, BATCHES_TOPIC
 from jobstream.consumers.batches.book import Book, Entry
 from jobstream.consumers.metrics import Metrics
-from jobstream.consumers.runtime.clients import owner_consumer_config, owner_producer_config
+from jobstream.consumers.runtime.clients import (
+    LogEnds,
+    owner_consumer_config,
+    owner_producer_config,
+)
 from jobstream.producers.batches import callback_payload
 from jobstream.producers.publisher import Publisher
 from jobstream.schemas import batch_record as br
@@ -70,6 +74,7 @@ class BatchOwner(threading.Thread):
         self.log = get_logger("jobstream.batches", worker=worker_id)
         ws = settings.worker
         self.consumer = Consumer(owner_consumer_config(settings, self.group, 50))
+        self.ends = LogEnds(settings, f"{self.group}-ends")
         self.txn_id = f"jobstream-{self.group}-{worker_id}"
         self._renew()
         self.books: dict[int, Book] = {}
@@ -125,8 +130,9 @@ class BatchOwner(threading.Thread):
             if self._on_failure is not None:
                 self._on_failure("batches_failed")
         finally:
-            with contextlib.suppress(Exception):
-                self.consumer.close()
+            for closer in (self.consumer.close, self.ends.close):
+                with contextlib.suppress(Exception):
+                    closer()
             self.producer.flush(5)
 
     # -- ownership -----------------------------------------------------------------------------
@@ -138,7 +144,7 @@ class BatchOwner(threading.Thread):
             p = tp.partition
             self.books[p] = Book(prune=True)
             self.position[p] = 0
-            self.restore_to[p] = self._high_watermark(consumer, tp)
+            self.restore_to[p] = self.ends.of(tp.topic, tp.partition)[1]
             if self.restore_to[p] <= 0:
                 self.restored.add(p)
             tp.offset = OFFSET_BEGINNING
@@ -146,16 +152,6 @@ class BatchOwner(threading.Thread):
         self._gauge()
         self.log.info("batches_assigned", partitions=sorted(self.books),
                       offsets=sum(self.restore_to.values()))
-
-    def _high_watermark(self, consumer: Consumer, tp: TopicPartition) -> int:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                return int(consumer.get_watermark_offsets(tp, timeout=5, cached=False)[1])
-            except:  # noqa: E722 - seen raised as a bare KafkaError, which is no Exception
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         if parts:

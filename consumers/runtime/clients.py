@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from jobstream.config.kafka import client_config, group_config
 from jobstream.config.settings import Mode, Settings
@@ -80,6 +80,41 @@ def owner_consumer_config(settings: Settings, group: str, fetch_wait_ms: int,
         "fetch.wait.max.ms": fetch_wait_ms,
         **extra,
     })
+
+
+class LogEnds:
+    """Partitions' true ends (low and high watermarks), asked of a read_uncommitted client.
+
+    A read_committed consumer's get_watermark_offsets returns the last stable offset as the
+    high mark (librdkafka honours isolation.level in ListOffsets): it stops before the records
+    of a transaction still open, and of one whose commit returned but whose markers are not
+    written yet. An owner that restored "up to the end" by that mark took the previous
+    owner's last dispatch for undone. Reading with read_committed until the end-of-partition
+    event reaches the true high mark waits for every such transaction to end instead."""
+
+    def __init__(self, settings: Settings, group: str) -> None:
+        self._consumer = Consumer(client_config(settings.kafka, **{
+            "group.id": group,  # assign only: never joins it or commits
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",
+        }))
+
+    def of(self, topic: str, partition: int, timeout_s: float = 30.0) -> tuple[int, int]:
+        """(low, high) of the partition, retried while its leader is not known yet (a topic
+        just created)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=5, cached=False)
+                return int(low), int(high)
+            except:  # noqa: E722 - seen raised as a bare KafkaError, which is no Exception
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def owner_producer_config(settings: Settings, txn_id: str, **extra: Any) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Mode, Settings
+from jobstream.consumers.runtime.clients import LogEnds
 from jobstream.consumers.runtime.heads import HEAD_MARK, decode_head
 from jobstream.consumers.runtime.ledger_tail import LedgerTail
 from jobstream.consumers.runtime.ledger_view import LedgerView
@@ -138,22 +139,15 @@ def restore_partitions(
             },
         )
     )
-    marks = Consumer(
-        client_config(
-            settings.kafka,
-            **{"group.id": "jobstream-ledger-restore", "isolation.level": "read_uncommitted"},
-        )
-    )
+    marks = LogEnds(settings, "jobstream-ledger-restore")
     try:
         # Read up to the high watermark taken now, not just to the first end-of-partition: with
         # read_committed that end is the last stable offset, which a crashed worker's dangling
         # transaction holds back until it times out, hiding entries committed after it.
-        # A read_committed consumer reports the last stable offset as its high watermark, so
-        # ask a read_uncommitted one for the real end.
         ends: dict[LedgerTP, int] = {}
         assign = []
         for topic, p in wanted:
-            low, high = marks.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            low, high = marks.of(topic, p)
             view = views[(topic, p)]
             if view.read_to < low:  # what the seed missed was cleaned away: read it all
                 view = views[(topic, p)] = LedgerView()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -39,7 +38,11 @@ from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings
 from jobstream.config.topics import SCHEDULES_TOPIC, main_topic
 from jobstream.consumers.metrics import Metrics
-from jobstream.consumers.runtime.clients import owner_consumer_config, owner_producer_config
+from jobstream.consumers.runtime.clients import (
+    LogEnds,
+    owner_consumer_config,
+    owner_producer_config,
+)
 from jobstream.consumers.scheduling import state as states
 from jobstream.consumers.scheduling.cron import plan, slot_id
 from jobstream.consumers.scheduling.definitions import Schedule, job_id, version_of
@@ -63,6 +66,7 @@ class Firer(threading.Thread):
         self.metrics = metrics
         self.log = get_logger("jobstream.schedules", worker=worker_id)
         self.consumer = Consumer(owner_consumer_config(settings, self.group, 100))
+        self.ends = LogEnds(settings, f"{self.group}-ends")
         self.txn_id = f"jobstream-{self.group}-{worker_id}"
         self.producer = self._new_producer()
         # Builds (encodes, validates) the jobs; the transactional producer sends them.
@@ -112,8 +116,9 @@ class Firer(threading.Thread):
             if self._on_failure is not None:
                 self._on_failure("schedules_failed")
         finally:
-            with contextlib.suppress(Exception):
-                self.consumer.close()
+            for closer in (self.consumer.close, self.ends.close):
+                with contextlib.suppress(Exception):
+                    closer()
             self.producer.flush(5)
 
     def _wait_s(self) -> float:
@@ -135,7 +140,7 @@ class Firer(threading.Thread):
         self.dirty.clear()
         self.owner = bool(parts)
         for tp in parts:
-            self.restore_to = self._high_watermark(consumer, tp)
+            self.restore_to = self.ends.of(tp.topic, tp.partition)[1]
             self.restored = self.restore_to <= 0
             self.position = 0
             tp.offset = OFFSET_BEGINNING
@@ -143,16 +148,6 @@ class Firer(threading.Thread):
         if self.restored:
             self._restored()
         self.log.info("schedules_assigned", owner=self.owner, offsets=self.restore_to)
-
-    def _high_watermark(self, consumer: Consumer, tp: TopicPartition) -> int:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                return int(consumer.get_watermark_offsets(tp, timeout=5, cached=False)[1])
-            except:  # noqa: E722 - seen raised as a bare KafkaError, which is no Exception
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         if parts:

@@ -6,13 +6,13 @@ partitions of T.scheduled it owns.
   after restoring p.
 - Restore: on assignment, p's latest snapshot is loaded (consumers/scheduling/snapshot.py) and
   p is read from the offset it covers up to, or, without a usable snapshot, from its beginning
-  (the topic is compacted: what is left is each job id's latest record), up to the high
-  watermark seen at assignment. The owner writes a snapshot once `worker.scheduler_snapshot_changes`
-  records were read since the last one (at most every `scheduler_snapshot_every_s`) and when it
-  stops. The end is reached
-  only once every transaction open at assignment has ended (read_committed stops at the last
-  stable offset), so a dispatch of the previous owner is known, committed or aborted, before
-  this owner dispatches anything.
+  (the topic is compacted: what is left is each job id's latest record), up to the true high
+  watermark seen at assignment (clients.LogEnds; not the last stable offset, which stops
+  before a transaction still open). The read_committed consumer reaches that mark only once
+  every transaction open at assignment has ended, so a dispatch of the previous owner is
+  known, committed or aborted, before this owner dispatches anything. The owner writes a
+  snapshot once `worker.scheduler_snapshot_changes` records were read since the last one (at
+  most every `scheduler_snapshot_every_s`) and when it stops.
 - Dispatch: shortly before a job is due its record is read back by offset; at its due time
   (never before) the job goes to T partition p with the same key, value and headers (minus
   js-run-at), and its tombstone to T.scheduled p, with the consumed offsets, in one
@@ -42,7 +42,11 @@ from confluent_kafka import (
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings
 from jobstream.config.topics import job_topics
-from jobstream.consumers.runtime.clients import owner_consumer_config, owner_producer_config
+from jobstream.consumers.runtime.clients import (
+    LogEnds,
+    owner_consumer_config,
+    owner_producer_config,
+)
 from jobstream.consumers.scheduling.index import PendingIndex, key_hash
 from jobstream.consumers.scheduling.reader import ReadAhead
 from jobstream.consumers.scheduling.snapshot import SnapshotError, Snapshots
@@ -121,6 +125,7 @@ class Scheduler(threading.Thread):
         self.txn_id = f"jobstream-{self.group}-{worker_id}"
         self.producer = self._new_producer()
         self.reader = ReadAhead(settings, f"{self.group}-reader")
+        self.ends = LogEnds(settings, f"{self.group}-ends")
         self.snapshots = Snapshots(settings, f"{self.group}-snapshots")
         # 0 changes: no snapshots (none written, none loaded)
         self.snapshot_changes = ws.scheduler_snapshot_changes
@@ -173,7 +178,8 @@ class Scheduler(threading.Thread):
             for st in list(self.parts.values()):
                 if st.restored and st.changed >= self.snapshot_at_stop:
                     self._snapshot(st)
-        for closer in (self.consumer.close, self.reader.stop, self.snapshots.close):
+        for closer in (self.consumer.close, self.reader.stop, self.snapshots.close,
+                       self.ends.close):
             with contextlib.suppress(Exception):
                 closer()
         self.producer.flush(5)
@@ -189,7 +195,7 @@ class Scheduler(threading.Thread):
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         spans: dict[str, dict[int, tuple[int, int]]] = {}
         for tp in parts:
-            low, high = self._watermarks(consumer, tp)
+            low, high = self.ends.of(tp.topic, tp.partition)
             st = _Part(tp.topic, tp.partition, self.main_of[tp.topic], restore_to=high)
             st.restored = high <= 0
             self.parts[(tp.topic, tp.partition)] = st
@@ -217,19 +223,6 @@ class Scheduler(threading.Thread):
         consumer.assign(parts)
         self.log.info("scheduler_assigned", partitions=[f"{p.topic}[{p.partition}]"
                                                         for p in parts])
-
-    def _watermarks(self, consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
-        """The partition's start and end; retried while its leader is not known yet (a new
-        topic)."""
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-                return int(low), int(high)
-            except:  # noqa: E722 - seen raised as a bare KafkaError, which is no Exception
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         for tp in parts:

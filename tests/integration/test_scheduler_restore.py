@@ -128,3 +128,61 @@ def test_without_a_usable_snapshot_the_owner_reads_from_the_beginning(stack: Sta
         assert sum(len(p.index) for p in s.parts.values()) == len(ids)
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("outcome", ["commit", "abort"])
+def test_a_new_owner_waits_for_the_previous_owners_open_dispatch(stack: Stack,
+                                                                  outcome: str) -> None:
+    """The chaos scenario `scheduler` once found 432 of 1,500 delayed jobs on T twice. A new
+    owner restored a partition "up to the high watermark seen at assignment", but asked a
+    read_committed consumer for it, and librdkafka answers that with the last stable offset:
+    the start of a transaction still open, such as the previous owner's last dispatch, whose
+    commit had returned while its markers were not written yet. The new owner took the
+    dispatched jobs for pending and sent them again. Now the end comes from a read_uncommitted
+    client (clients.LogEnds), and the restore ends only once that transaction has: committed,
+    its jobs are not sent again; aborted, they are sent once."""
+    from confluent_kafka import Producer
+
+    from jobstream.config.kafka import client_config
+
+    due = datetime.now(UTC) + timedelta(seconds=2)
+    with stack.publisher() as pub:
+        jid = pub.publish_async(stack.job_type, {"seq": 1}, key="k1", run_at=due)
+        pub.flush(30)
+    part = partition_for(b"k1", 6)
+    (record,) = [m for m in stack.read_topic(stack.topics.scheduled, timeout=30)
+                 if m.key() == jid.encode()]
+    # The previous owner's dispatch of the job, its commit not visible yet.
+    previous = Producer(client_config(stack.settings.kafka, **{
+        "transactional.id": f"{stack.group}-previous-owner"}))
+    previous.init_transactions(30)
+    previous.begin_transaction()
+    hdrs = [(k, v) for k, v in (record.headers() or []) if k != wire.RUN_AT]
+    previous.produce(stack.topics.main, record.value(), record.key(), partition=part,
+                     headers=hdrs)
+    previous.produce(stack.topics.scheduled, None, record.key(), partition=part)
+    previous.flush(30)
+    s = Scheduler(stack.settings, [stack.job_type], stack.group, "owner-2")
+    s.start()
+    try:
+        _wait(lambda: (len(s.parts) == 6 and sum(p.restored for p in s.parts.values()) == 5)
+              or s.error is not None, 60, "the partitions without the transaction to restore")
+        time.sleep(max(0.0, due.timestamp() - time.time()) + 2)  # the job is due meanwhile
+        assert s.error is None, s.error
+        assert not s.parts[(stack.topics.scheduled, part)].restored, \
+            "restored past a transaction still open"
+        assert s.dispatched == 0
+        if outcome == "commit":
+            previous.commit_transaction(30)
+        else:
+            previous.abort_transaction(30)
+        _wait(lambda: _restored(s), 30, "the partition to restore once the transaction ended")
+        _wait(lambda: s.dispatched == (outcome == "abort"), 10, "the dispatch")
+        time.sleep(1.5)
+    finally:
+        s.stop()
+    assert s.error is None
+    assert s.dispatched == (1 if outcome == "abort" else 0)
+    ids = [wire.decode_headers(m.headers()).get(wire.JOB_ID)
+           for m in stack.read_topic(stack.topics.main, timeout=30)]
+    assert ids == [jid]

@@ -372,6 +372,7 @@ class FakeCluster:
 
 DEFAULT_MODULES = (
     "jobstream.consumers.runtime.loop",
+    "jobstream.consumers.runtime.clients",
     "jobstream.consumers.runtime.ledger",
     "jobstream.consumers.runtime.ledger_tail",
     "jobstream.consumers.ops.topic_plan",

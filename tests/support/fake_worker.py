@@ -27,6 +27,7 @@ from tests.support.fake_kafka import FakeCluster, patch_clients
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 JOB_TYPE = "test.echo"
 MODULES = (
+    "jobstream.consumers.runtime.clients",
     "jobstream.consumers.runtime.ledger",
     "jobstream.consumers.runtime.ledger_tail",
     "jobstream.consumers.runtime.crashes",

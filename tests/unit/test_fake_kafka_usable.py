@@ -82,7 +82,7 @@ def test_the_publisher_and_the_ledger_restore_run_against_the_fake(
         monkeypatch,
         cluster,
         ["jobstream.producers.publisher", "jobstream.producers.limits",
-         "jobstream.consumers.runtime.ledger"],
+         "jobstream.consumers.runtime.clients", "jobstream.consumers.runtime.ledger"],
     )
     settings = Settings.model_validate({
         "kafka": {"bootstrap_servers": "fake:9092"},
