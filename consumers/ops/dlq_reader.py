@@ -25,6 +25,7 @@ from jobstream.consumers.ops.dlq import DeadLetter, DlqError, Filters
 from jobstream.schemas.registry import SchemaRegistry
 
 METADATA_TIMEOUT_S = 6.0  # short: an unreachable broker must fail fast, not hang the CLI
+ELECTION_WAIT_S = 5.0  # a partition without a leader gets one this soon, or is reported
 STALL_TIMEOUT_S = 30.0  # no record and no end-of-partition for this long: the broker is gone
 
 # librdkafka logs every failed connection attempt; the CLI reports one clear error instead.
@@ -106,8 +107,20 @@ class Reader:
     def bounds(self) -> dict[int, tuple[int, int]]:
         """partition -> (low, high) watermarks, taken now."""
         try:
-            md = self.consumer.list_topics(self.topic, timeout=METADATA_TIMEOUT_S)
-            tmd = md.topics.get(self.topic)
+            deadline = time.monotonic() + ELECTION_WAIT_S
+            while True:
+                md = self.consumer.list_topics(self.topic, timeout=METADATA_TIMEOUT_S)
+                tmd = md.topics.get(self.topic)
+                electing = tmd is not None and (
+                    (tmd.error is not None
+                     and tmd.error.code() == KafkaError.LEADER_NOT_AVAILABLE)
+                    or any(p.leader < 0 for p in tmd.partitions.values()))
+                if not electing or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)  # a topic just created, or a leader moving: not a missing topic
+            if electing:
+                raise DlqError(f"topic {self.topic} has partitions without a leader after "
+                               f"{ELECTION_WAIT_S:g}s (is a broker down?)")
             if tmd is None or tmd.error is not None or not tmd.partitions:
                 raise DlqError(f"topic {self.topic} does not exist")
             return {p: self.consumer.get_watermark_offsets(

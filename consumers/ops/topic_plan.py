@@ -103,9 +103,10 @@ def describe(settings: Settings, plan: list[TopicSpec], timeout: float = 15.0) -
 
 
 def ensure(settings: Settings, spec: TopicSpec, timeout: float = 20.0) -> None:
-    """Create one internal topic when it is missing (a worker's owner thread, at its start); one
-    that exists is left as it is (`topics apply` aligns configs). KafkaException when it can be
-    neither found nor created (no right to)."""
+    """Create one internal topic when it is missing (a worker's owner thread, at its start) and
+    wait until it can be used; one that exists is left as it is (`topics apply` aligns configs).
+    KafkaException when it can be neither found nor created (no right to); TopicPlanError when
+    it was created but is not usable within `timeout`."""
     admin = _admin(settings)
     if spec.name in admin.list_topics(timeout=15).topics:
         return
@@ -117,6 +118,7 @@ def ensure(settings: Settings, spec: TopicSpec, timeout: float = 20.0) -> None:
         err = e.args[0] if e.args else None
         if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
             raise
+    _wait_usable(admin, [spec.name], timeout)
 
 
 def apply(settings: Settings, plan: list[TopicSpec], timeout: float = 30.0) -> list[TopicState]:

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException
@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings
 from jobstream.config.topics import JobTopics, job_topics
+from jobstream.consumers.ops.dlq import DlqError
 from jobstream.consumers.ops.dlq_reader import METADATA_TIMEOUT_S, QUIET, unreachable
 from jobstream.schemas.registry import SchemaRegistry
 
@@ -62,6 +63,9 @@ class Offsets:
                    for k, h in self.high.items() if k[0] in ts)
 
 
+STALE_S = 60.0  # how old a reading may be to stand in for one that failed
+
+
 @dataclass
 class View:
     """One reading of the cluster for every job type."""
@@ -73,6 +77,11 @@ class View:
     members: list[Member]
     group: str
     group_state: str
+    stale: str | None = None  # a refresh failed: why (these figures are the last good ones)
+
+    @property
+    def age_s(self) -> float:
+        return time.monotonic() - self.taken
 
     def owner(self, topic: str, partition: int) -> Member | None:
         for m in self.members:
@@ -117,11 +126,19 @@ class KafkaView:
         return self._registry_types
 
     def view(self) -> View:
+        """The cluster's figures, read at most every `ui.cache_s`. When a refresh fails (the
+        broker stalled or went away) a reading up to STALE_S old is served marked `stale`, so
+        a hiccup shows a banner over the last figures; after that, the error page."""
         with self._lock:
             c = self._cached
             if c is not None and time.monotonic() - c.taken < self.settings.ui.cache_s:
                 return c
-            self._cached = self._read()
+            try:
+                self._cached = self._read()
+            except DlqError as e:
+                if c is None or time.monotonic() - c.taken > STALE_S:
+                    raise
+                return replace(c, stale=str(e))
             return self._cached
 
     def list_topics(self) -> dict[str, int]:

@@ -7,19 +7,21 @@ import json
 import threading
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings
+from jobstream.config.topics import TopicSpec
 from jobstream.consumers.ops.audit import write_audit
 from jobstream.consumers.ops.audit_chain import append, verify
+from jobstream.consumers.ops.topic_plan import ensure
 from jobstream.schemas.chain import seal
 from tests.support.harness import run_cli
 
 
 def _scratch_topic(settings: Settings, name: str) -> str:
-    admin = AdminClient(client_config(settings.kafka))
-    admin.create_topics([NewTopic(name, 1, 1)])[name].result(timeout=20)
+    """Created and usable: right after creation the topic's metadata can still lack a leader,
+    which made a writer here fail once with "does not exist" on a loaded machine."""
+    ensure(settings, TopicSpec(name, "audit", 1, {}))
     return name
 
 

@@ -142,3 +142,39 @@ def test_templates_escape_everything_from_kafka() -> None:
         nav=[], path="/", user=None, auth_enabled=False, csrf="", status_code=400,
         message="<script>alert(1)</script>")
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_a_failed_refresh_serves_the_last_reading_marked_stale(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker stall past the metadata timeout gave an error page for a page load in the middle
+    of a session (seen in CI under load): a reading up to STALE_S old now stands in, marked."""
+    from jobstream.consumers.ops.dlq import DlqError
+    from jobstream.consumers.ui import kafka_view
+    from jobstream.consumers.ui.kafka_view import KafkaView, Offsets, View
+
+    settings = load_settings(kafka={"bootstrap_servers": "127.0.0.1:1"}, ui={"cache_s": 0})
+    kv = KafkaView(settings)
+    clock = [1000.0]
+    monkeypatch.setattr(kafka_view.time, "monotonic", lambda: clock[0])
+    good = View(clock[0], {"t": 1}, {}, Offsets(), [], "g", "stable")
+    reads: list[Any] = [good, DlqError("broker unreachable at x"), DlqError("still down")]
+
+    def read() -> View:
+        r = reads.pop(0)
+        if isinstance(r, Exception):
+            raise r
+        return r  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(kv, "_read", read)
+    assert kv.view() is good and good.stale is None
+    clock[0] += 5
+    stale = kv.view()
+    assert stale.stale == "broker unreachable at x" and stale.topics == {"t": 1}
+    assert round(stale.age_s) == 5
+    clock[0] += kafka_view.STALE_S
+    with pytest.raises(DlqError, match="still down"):  # too old to stand in
+        kv.view()
+    html = env.get_template("overview.html").render(
+        nav=[], path="/", user=None, auth_enabled=False, csrf="", rows=[], view=stale,
+        scrapes=[], history_s=0, scrape_configured=False)
+    assert 'id="stale"' in html and "broker unreachable at x" in html
