@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from jobstream.config.kafka import client_config
 from jobstream.config.settings import Settings
@@ -32,6 +33,7 @@ def writer_id(topic: str) -> str:
 # Writers fence each other in turn: three appending at once on a loaded machine used up six.
 ATTEMPTS = 12
 TIMEOUT_S = 30.0
+VISIBLE_WAIT_S = 5.0
 
 
 def _decode(value: bytes | None) -> Any:
@@ -66,6 +68,34 @@ def tail_hash(settings: Settings, topic: str = AUDIT_TOPIC) -> str:
         r.close()
 
 
+def _offsets_into(into: list[int]) -> Callable[[KafkaError | None, Message], None]:
+    def delivered(err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            into.append(msg.offset() or 0)
+    return delivered
+
+
+def _until_visible(settings: Settings, topic: str, offset: int) -> None:
+    """A commit returns before its markers are written, and read_committed readers (audit
+    verify, the console's audit page) stop at the last stable offset until they are: wait,
+    briefly, so that an append is visible to whoever reads right after it. Committed either
+    way, so running out of time is not an error."""
+    r = Reader(settings, topic, group="jobstream-audit-writer")
+    try:
+        deadline = time.monotonic() + VISIBLE_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                _, stable = r.consumer.get_watermark_offsets(
+                    TopicPartition(topic, 0), timeout=2.0, cached=False)
+            except KafkaException:
+                return
+            if stable > offset:
+                return
+            time.sleep(0.01)
+    finally:
+        r.close()
+
+
 def append(settings: Settings, key: bytes, content: dict[str, Any],
            topic: str = AUDIT_TOPIC) -> dict[str, Any]:
     """Link `content` after the last record of the topic's (one) partition and write it; the
@@ -82,8 +112,12 @@ def append(settings: Settings, key: bytes, content: dict[str, Any],
             producer.init_transactions(TIMEOUT_S)
             record = seal(content, tail_hash(settings, topic))
             producer.begin_transaction()
-            producer.produce(topic, key=key, value=json.dumps(record).encode(), partition=0)
+            written: list[int] = []
+            producer.produce(topic, key=key, value=json.dumps(record).encode(), partition=0,
+                             on_delivery=_offsets_into(written))
             producer.commit_transaction(TIMEOUT_S)
+            if written:
+                _until_visible(settings, topic, written[0])
             return record
         except KafkaException as e:
             err = e.args[0] if e.args else None

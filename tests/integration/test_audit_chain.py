@@ -27,7 +27,10 @@ def _scratch_topic(settings: Settings, name: str) -> str:
 
 def test_concurrent_writers_form_one_chain(env: dict[str, str], unique: str) -> None:
     """Three writers appending at once must each link to the true tail (the shared
-    transactional id fences the others while one reads the tail and writes)."""
+    transactional id fences the others while one reads the tail and writes). Verified right
+    after: once 8 of the 9 were seen, because a commit returns before its markers are written
+    and a read_committed reader stops at the last stable offset; an append now waits until its
+    record is visible."""
     settings = Settings()
     topic = _scratch_topic(settings, f"test.chain.{unique}")
     errors: list[BaseException] = []
