@@ -230,15 +230,15 @@ class PendingIndex:
                 buckets[win] = (offs, millis)
             offs.append(offset)
             millis.append(ms)
-        secs = array("q", sorted(buckets))
-        counts = array("q", (len(buckets[s][0]) for s in secs))
+        wins = array("q", sorted(buckets))
+        counts = array("q", (len(buckets[s][0]) for s in wins))
         offsets, millis = array("q"), array("H")
-        for sec in secs:
-            offsets.extend(buckets[sec][0])
-            millis.extend(buckets[sec][1])
-        head = _HEAD.pack(_MAGIC, _FORMAT, self._cap, self._used, self._live, len(secs),
+        for win in wins:
+            offsets.extend(buckets[win][0])
+            millis.extend(buckets[win][1])
+        head = _HEAD.pack(_MAGIC, _FORMAT, self._cap, self._used, self._live, len(wins),
                           len(offsets))
-        parts = (self._keys, self._vals, secs, counts, offsets, millis)
+        parts = (self._keys, self._vals, wins, counts, offsets, millis)
         return head + b"".join(_le(a).tobytes() for a in parts)
 
     @classmethod
@@ -247,13 +247,13 @@ class PendingIndex:
         view = memoryview(data)
         if len(view) < _HEAD.size:
             raise IndexFormatError(f"{len(view)} bytes is shorter than the header")
-        magic, fmt, cap, used, live, nsecs, nentries = _HEAD.unpack_from(view)
+        magic, fmt, cap, used, live, nwins, nentries = _HEAD.unpack_from(view)
         if magic != _MAGIC or fmt != _FORMAT:
             raise IndexFormatError(f"not a pending index dump of format {_FORMAT}")
-        if not (cap >= _MIN_CAPACITY and 0 <= live <= used <= cap and nsecs >= 0
+        if not (cap >= _MIN_CAPACITY and 0 <= live <= used <= cap and nwins >= 0
                 and nentries >= 0):
             raise IndexFormatError("inconsistent sizes in the header")
-        sizes = [("q", cap), ("q", cap), ("q", nsecs), ("q", nsecs), ("q", nentries),
+        sizes = [("q", cap), ("q", cap), ("q", nwins), ("q", nwins), ("q", nentries),
                  ("H", nentries)]
         want = _HEAD.size + sum(array(t).itemsize * n for t, n in sizes)
         if len(view) != want:
@@ -265,17 +265,17 @@ class PendingIndex:
             a.frombytes(view[at:end])
             arrays.append(_le(a))
             at = end
-        keys, vals, secs, counts, offsets, millis = arrays
+        keys, vals, wins, counts, offsets, millis = arrays
         if sum(counts) != nentries or any(c < 0 for c in counts):
             raise IndexFormatError("bucket sizes do not add up")
         idx = cls()
         idx._cap, idx._used, idx._live = cap, used, live
         idx._keys, idx._vals = keys, vals
         at = 0
-        for win, n in zip(secs, counts, strict=True):
+        for win, n in zip(wins, counts, strict=True):
             idx._buckets[win] = _Bucket(offsets[at:at + n], millis[at:at + n], ordered=False)
             at += n
-        idx._windows = list(secs)  # sorted: already a heap
+        idx._windows = list(wins)  # sorted: already a heap
         return idx
 
     def nbytes(self) -> int:
