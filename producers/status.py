@@ -257,8 +257,6 @@ class JobLookup:
             status = entry.get("status") if entry is not None else None
             self._found.ledger_state = status if status in _LEDGER_FINAL else None
             return
-        if self.key is not None and key != self.key:
-            return
         if topic == self._topics.history:
             if value is None or self._id_bytes not in value:  # cheap: most records are others'
                 return
@@ -266,9 +264,17 @@ class JobLookup:
                 rec = history.decode(value)
             except history.HistoryError:
                 return  # not ours: never let a foreign record hide the job
-            if rec["job_id"] == self.job_id:
-                self._found.history.append(rec)
-                self._found.partition, self._found.key = p, key
+            single = rec["event"] != history.BATCH  # a batch is keyed by its stream
+            if single and self.key is not None and key != self.key:
+                return
+            for ev in history.events(rec):
+                if ev["job_id"] == self.job_id:
+                    self._found.history.append(ev)
+                    self._found.partition = p
+                    if single:
+                        self._found.key = key
+        elif self.key is not None and key != self.key:
+            return
         elif wire.decode_headers(headers).get(wire.JOB_ID) == self.job_id:
             self._found.queued_at = offset
             self._found.partition, self._found.key = p, key

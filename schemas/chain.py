@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 GENESIS = "0" * 64  # the `prev` of a partition's first chained record
 CHAIN_FIELD = "chain"
 
@@ -32,13 +34,39 @@ _STRICT = json.JSONEncoder(allow_nan=False).encode
 
 def canonical(content: dict[str, Any]) -> bytes:
     """One byte form per content: sorted keys, no spaces, UTF-8 (RFC 8785-like for JSON data)."""
-    body = {k: v for k, v in content.items() if k != CHAIN_FIELD} if CHAIN_FIELD in content \
-        else content
-    return _CANONICAL(body).encode()
+    return _CANONICAL(_unchained(content)).encode()
+
+
+def fast_canonical(content: dict[str, Any]) -> bytes | None:
+    """The same form by orjson (7-8x faster), None where orjson cannot write the content (an
+    integer beyond 64 bits). It differs from canonical() only in how it writes some floats
+    (1e-05 is 0.00001): each is one byte form of the content, and a reader accepts either."""
+    try:
+        return orjson.dumps(_unchained(content), option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None
+
+
+def _unchained(content: dict[str, Any]) -> dict[str, Any]:
+    if CHAIN_FIELD in content:
+        return {k: v for k, v in content.items() if k != CHAIN_FIELD}
+    return content
+
+
+def _hash(prev: str, body: bytes) -> str:
+    return hashlib.sha256(prev.encode() + b"\n" + body).hexdigest()
 
 
 def link(prev: str, content: dict[str, Any]) -> str:
-    return hashlib.sha256(prev.encode() + b"\n" + canonical(content)).hexdigest()
+    return _hash(prev, canonical(content))
+
+
+def links(prev: str, content: dict[str, Any], own: str) -> bool:
+    """Whether `own` is the hash of `content` after `prev`, in either byte form."""
+    fast = fast_canonical(content)
+    if fast is not None and _hash(prev, fast) == own:
+        return True
+    return link(prev, content) == own
 
 
 def seal(content: dict[str, Any], prev: str, stream: str | None = None,
@@ -59,14 +87,14 @@ def seal_bytes(content: dict[str, Any], prev: str, stream: str | None = None,
                plain: bool = False) -> tuple[bytes, str]:
     """seal, encoded: (the sealed record's JSON bytes, its hash), with one JSON encode. The bytes
     are the canonical form that is hashed (sorted keys, no spaces, UTF-8) with the chain field
-    appended as the last key, so the hash is the one seal gives and a reader's link() over the
-    decoded record finds it again."""
+    appended as the last key, so the hash is the one seal gives and a reader's links() over
+    the decoded record finds it again."""
     content = dict(content) if plain else json.loads(_STRICT(content))
     if stream is not None:
         content["chain_stream"] = stream
     content.pop(CHAIN_FIELD, None)
-    body = _CANONICAL(content).encode()
-    own = hashlib.sha256(prev.encode() + b"\n" + body).hexdigest()
+    body = fast_canonical(content) or _CANONICAL(content).encode()
+    own = _hash(prev, body)
     # prev and the hash are hex (or come from a chain field, JSON-clean): no escaping needed
     tail = f'"{CHAIN_FIELD}":{{"prev":{json.dumps(prev)},"hash":"{own}"}}}}'.encode()
     return (body[:-1] + (b"," if len(body) > 2 else b"") + tail), own
@@ -102,6 +130,7 @@ class Verifier:
     starts_mid_chain: bool = False
     anchors: dict[int, str] = field(default_factory=dict)  # offset -> hash seen earlier
     records: int = 0
+    events: int = 0  # what the records hold: a T.history batch record holds several
     unchained: int = 0
     first_chained: int | None = None
     head: str | None = None  # of the last chained record, whatever its stream
@@ -113,6 +142,9 @@ class Verifier:
 
     def feed(self, offset: int, record: Any) -> None:
         self.records += 1
+        held = record.get("events") if isinstance(record, dict) and \
+            record.get("event") == "batch" else None
+        self.events += len(held) if isinstance(held, list) else 1
         chain = record.get(CHAIN_FIELD) if isinstance(record, dict) else None
         if chain is None and self.first_chained is None:
             self.unchained += 1
@@ -136,7 +168,7 @@ class Verifier:
             self._problem(offset, f"prev {prev[:12]}... does not match the hash before it"
                           f"{where} ({expected[:12]}...): a record before it was removed, "
                           "changed or reordered")
-        if link(prev, record) != own:
+        if not links(prev, record, own):
             self._problem(offset, "its content does not match its hash: the record was changed")
         if offset in self.anchors:
             self._anchors_seen.add(offset)

@@ -5,6 +5,11 @@ Events: `attempt` (one per attempt's outcome), `progress`, `enqueued` (a child j
 `replayed`, `chain` (a dead-lettered chain step: where its chain stopped). Each record is sealed
 into its writer's stream (schemas/chain.py): the worker that owns partition p of a source topic
 (T, a tier, a lane) writes stream `<topic>:<p>`; operator commands write stream `ops`.
+
+A worker writes the events of one stream that arise in one pass of its loop as one `batch`
+record when there are several (`events`: the events in order, each as it would be alone; the
+record keyed by its stream): one produce and one seal for many jobs. `events()` gives a record's
+events either way.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from jobstream.schemas.chain import seal_bytes
 
 VERSION: Final = 1
 EVENTS: Final = ("attempt", "progress", "enqueued", "cancelled", "replayed", "chain")
+BATCH: Final = "batch"
 # An attempt's outcome in history; `deduplicated` is a delivery skipped as already done.
 OUTCOMES: Final = ("succeeded", "retried", "dead_lettered", "cancelled", "deduplicated")
 OPS_STREAM: Final = "ops"
@@ -91,19 +97,43 @@ def encode(record: dict[str, Any], prev: str, stream: str,
     return seal_bytes(record, prev, stream=stream, plain=plain)
 
 
+def batch(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several events of one stream as one record (sealed as one)."""
+    return {"v": VERSION, "event": BATCH, "at": events[-1]["at"], "events": events}
+
+
 def decode(value: bytes | None) -> dict[str, Any]:
-    """A record read back; HistoryError when it is not one of ours."""
-    try:
+    """A record read back (one event, or a batch of them); HistoryError when it is not one of
+    ours."""
+    try:  # (not orjson: it reads an integer beyond 64 bits, in a result, as a float)
         rec = json.loads(value or b"")
     except ValueError:
         raise HistoryError("not JSON") from None
+    if not isinstance(rec, dict):
+        raise HistoryError("not a JSON object")
+    if rec.get("event") == BATCH:
+        events = rec.get("events")
+        if not isinstance(events, list) or not events:
+            raise HistoryError("a batch without events")
+        for ev in events:
+            _check(ev)
+        return rec
+    _check(rec)
+    return rec
+
+
+def _check(rec: Any) -> None:
     if not isinstance(rec, dict):
         raise HistoryError("not a JSON object")
     if rec.get("event") not in EVENTS:
         raise HistoryError(f"unknown event {rec.get('event')!r}")
     if not isinstance(rec.get("job_id"), str) or not isinstance(rec.get("at"), int):
         raise HistoryError("no job_id or at")
-    return rec
+
+
+def events(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """A decoded record's events: a batch's in order, or the record itself."""
+    return rec["events"] if rec.get("event") == BATCH else [rec]
 
 
 def result_bytes(result: Any, limit: int) -> bytes:

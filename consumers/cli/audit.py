@@ -131,7 +131,8 @@ def audit_verify(
     if as_json:
         if target == "audit":
             data: Any = reports[0].as_dict() if reports else {"topic": topic, "ok": True,
-                                                              "records": 0, "problems": []}
+                                                              "records": 0, "events": 0,
+                                                              "problems": []}
         else:
             data = {"topic": topic, "ok": ok,
                     "partitions": {str(p): r.as_dict() for p, r in reports.items()}}
@@ -156,7 +157,8 @@ def _known_types(s: Any) -> list[str]:
 
 def _say_report(report: Any, name: str, anchor_prefix: str) -> None:
     data = report.as_dict()
-    out.print(Text(f"{name}: {data['records']} records (offsets {report.low}-"
+    held = f", {data['events']} events" if data["events"] != data["records"] else ""
+    out.print(Text(f"{name}: {data['records']} records{held} (offsets {report.low}-"
                    f"{max(report.low, report.high - 1)})"))
     if data["unchained"]:
         out.print(f"  {data['unchained']} written before chaining, not covered")

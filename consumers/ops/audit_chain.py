@@ -152,7 +152,8 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         v = self.verifier
         return {
-            "topic": self.topic, "ok": v.ok, "records": v.records, "unchained": v.unchained,
+            "topic": self.topic, "ok": v.ok, "records": v.records, "events": v.events,
+            "unchained": v.unchained,
             "first_chained_offset": v.first_chained, "head_offset": v.head_offset,
             "head": v.head, "oldest_offset": self.low, "starts_mid_chain": v.starts_mid_chain,
             "problems": [{"offset": p.offset, "reason": p.reason} for p in v.problems],

@@ -8,6 +8,11 @@ record extends the interval's head, a commit makes it the committed head, an abo
 At each commit the heads the interval moved go to the ledger (`!history-head/<topic>/<p>`) in
 the same transaction, so the next owner of the partition, whose ledger restore reads them,
 continues the chain where it ended.
+
+Events are gathered per stream and written once per pass of the loop (`flush`), and before
+every commit: a stream with one event gets one record as before, a stream with several one
+`batch` record (schemas/history.py). Under load that is one produce, one delivery report and one
+seal for many jobs: a record per job cost a no-op worker a quarter of its speed.
 """
 
 from __future__ import annotations
@@ -53,6 +58,24 @@ class _Stream:
     ledger_tp: tuple[str, int]
 
 
+# A batch record stays well under the producer's and the topic's 1 MB record limit.
+BATCH_MAX_BYTES = 256 * 1024
+BATCH_MAX_EVENTS = 500
+_EVENT_BYTES = 700  # about what one event without a result takes
+
+
+@dataclass(slots=True)
+class _Open:
+    """The events of one stream not written yet, in order."""
+
+    ps: PartitionState
+    topic: str
+    key: bytes
+    events: list[dict[str, Any]]
+    plain: bool
+    size: int
+
+
 class HistoryWriter:
     def __init__(self, topics: dict[str, JobTopics], cfg: dict[str, JobTypeSettings],
                  worker_id: str, interval: Interval, ledger: Ledger) -> None:
@@ -62,6 +85,7 @@ class HistoryWriter:
         self._committed: dict[str, _Stream] = {}
         self._pending: dict[str, _Stream] = {}
         self.written = 0
+        self._open: dict[str, _Open] = {}
         self._policies: dict[str, history.Policy] = {}  # per job type's settings
         interval.on_end.append(self._ended)
 
@@ -69,6 +93,7 @@ class HistoryWriter:
         if how is State.COMMITTED:
             self._committed.update(self._pending)
         self._pending.clear()
+        self._open.clear()  # (flushed before a commit; an abort drops them with the rest)
 
     # -- chain heads ---------------------------------------------------------------------
 
@@ -81,7 +106,9 @@ class HistoryWriter:
         return self.ledger.head(ledger_tp, head_key(topic, partition)) or GENESIS
 
     def write_heads(self) -> None:
-        """The heads this interval moved, into the ledger with it: sent before the commit."""
+        """The events not written yet, then the heads this interval moved, into the ledger with
+        it: sent before the commit."""
+        self.flush()
         interval = self.interval
         for stream, st in self._pending.items():
             if interval.broken:
@@ -166,20 +193,43 @@ class HistoryWriter:
     def _send(self, ps: PartitionState, job: Job, rec: dict[str, Any],
               plain: bool = False) -> None:
         stream = history.stream_for(job.topic, job.partition)
-        prev = self._head(stream, ps.gen, ps.ledger_tp, job.topic, job.partition)
-        value, digest = history.encode(rec, prev, stream, plain=plain)
-        topic = self.topics[ps.job_type].history
-        interval = self.interval
+        size = _EVENT_BYTES + (0 if plain else len(str(rec.get("result", ""))))
+        o = self._open.get(stream)
+        if o is not None and o.ps is ps:
+            o.events.append(rec)
+            o.plain = o.plain and plain
+            o.size += size
+            if o.size >= BATCH_MAX_BYTES or len(o.events) >= BATCH_MAX_EVENTS:
+                self._write(stream, self._open.pop(stream))
+            return
+        if o is not None:  # (the partition came back in a new generation meanwhile)
+            self._write(stream, self._open.pop(stream))
+        self._open[stream] = _Open(ps, self.topics[ps.job_type].history,
+                                   job.key or job.job_id.encode(), [rec], plain, size)
 
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                interval.break_(f"could not write {topic}: {err.str()}")
+    def flush(self) -> None:
+        """Write the events gathered since the last flush (once per pass of the loop)."""
+        if self._open:
+            opened, self._open = self._open, {}
+            for stream, o in opened.items():
+                self._write(stream, o)
 
+    def _write(self, stream: str, o: _Open) -> None:
+        interval, ps = self.interval, o.ps
+        if interval.broken:
+            return
+        p = int(stream.rpartition(":")[2])
+        prev = self._head(stream, ps.gen, ps.ledger_tp, stream.rpartition(":")[0], p)
+        if len(o.events) == 1:
+            rec, key = o.events[0], o.key
+        else:  # keyed by its stream: it holds many jobs' events
+            rec, key = history.batch(o.events), stream.encode()
+        value, digest = history.encode(rec, prev, stream, plain=o.plain)
+        topic = o.topic
         try:
             interval.committer.before_produce()
-            interval.publisher.send(topic, job.key or job.job_id.encode(), value, [],
-                                    partition=job.partition, on_delivery=on_delivery,
-                                    serve=False)
+            interval.publisher.send(topic, key, value, [], partition=p,
+                                    on_delivery=self._delivered, serve=False)
         except (CommitAborted, ProducerFenced) as e:
             interval.break_(f"cannot produce {topic}: {e}")
             return
@@ -187,4 +237,8 @@ class HistoryWriter:
             interval.producer_failed(raised, f"cannot produce {topic}")
             return
         self._pending[stream] = _Stream(ps.gen, digest, ps.ledger_tp)
-        self.written += 1
+        self.written += len(o.events)
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.interval.break_(f"could not write {msg.topic()}: {err.str()}")

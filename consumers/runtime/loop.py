@@ -267,15 +267,18 @@ class Worker:
             self._last_event = time.monotonic()
         if self.deliver.marks_due or self.deliver.outcomes_due:
             self.deliver.write_marks()
+        self.history.flush()  # the pass's history events, one record per stream
 
     def _commit(self, wait: bool = True) -> None:
         """Commit what finished; wait=False: an at-least-once commit goes on in the background."""
         interval = self.interval
-        self.history.write_heads()  # (nothing once the interval broke)
         if interval.committer.in_txn:
             # The commit makes every record so far visible: wait for their acks (which finish
             # their source offsets) first, or a DLQ record could commit and its offset not.
             self._serve_producer(flush_s=interval.committer.timeout_s)
+        # After those acks: an outcome they released (a parent's, its children acknowledged)
+        # has its history event written here, and the chain head with it.
+        self.history.write_heads()  # (nothing once the interval broke)
         if not interval.broken:
             self.group_member.advance_idle()
             offsets = self.assignment.commit_offsets()

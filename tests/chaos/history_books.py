@@ -25,12 +25,13 @@ def history_violations(stack: Stack, wl: Workload) -> list[str]:
     unreadable = 0
     for m in stack.read_topic(stack.topics.history, timeout=180):
         try:
-            rec = history.decode(m.value())
+            recs = history.events(history.decode(m.value()))
         except history.HistoryError:
             unreadable += 1
             continue
-        if rec["event"] == "attempt" and rec["outcome"] in COUNTED:
-            attempts[rec["job_id"]].append((int(rec["attempt"]), str(rec["outcome"])))
+        for rec in recs:
+            if rec["event"] == "attempt" and rec["outcome"] in COUNTED:
+                attempts[rec["job_id"]].append((int(rec["attempt"]), str(rec["outcome"])))
     v: list[str] = []
     if unreadable:
         v.append(f"{unreadable} T.history records that are not history records")

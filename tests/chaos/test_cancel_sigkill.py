@@ -11,13 +11,13 @@ counted apart, as `raced`: its current attempt ends as it ends."""
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
 from typing import Any
 
 from jobstream.producers.cancel import CancelResult
+from jobstream.schemas import history
 from tests.chaos.books import (
     Fleet,
     SinkTail,
@@ -46,10 +46,11 @@ def _attempts(stack: Stack) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for m in stack.read_topic(stack.topics.history, timeout=60):
         try:
-            rec = json.loads(m.value())
-        except ValueError:
+            recs = history.events(history.decode(m.value()))
+        except history.HistoryError:
             continue
-        out.setdefault(rec.get("job_id", ""), []).append(rec)
+        for rec in recs:
+            out.setdefault(rec.get("job_id", ""), []).append(rec)
     return out
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from jobstream.consumers.ops.audit import list_audit
 from jobstream.producers.cancel import CancelResult
+from jobstream.schemas import history
 from jobstream.schemas.ledger_entry import cancel_key, decode_entry
 from tests.support.harness import Stack, run_cli
 
@@ -34,8 +35,8 @@ def stack(stack_factory: Any) -> Stack:
 def _history(stack: Stack) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for m in stack.read_topic(stack.topics.history, timeout=30):
-        rec = json.loads(m.value())
-        out.setdefault(rec["job_id"], []).append(rec)
+        for rec in history.events(history.decode(m.value())):
+            out.setdefault(rec["job_id"], []).append(rec)
     return out
 
 

@@ -217,9 +217,10 @@ def test_ctx_batch_writes_its_records_with_the_parents_success(
     runs = [m for m in rig.values(rig.topics.main)
             if wire.decode_headers(m.headers()).get(wire.BATCH) == bid]
     assert {wire.decode_headers(m.headers())[wire.JOB_ID] for m in runs} == members
-    import json
+    from jobstream.schemas import history
 
-    told = [json.loads(m.value()) for m in rig.values(rig.topics.history)]
+    told = [r for m in rig.values(rig.topics.history)
+            for r in history.events(history.decode(m.value()))]
     named = [(r["child_job_id"], r["child_job_type"]) for r in told
              if r.get("event") == "enqueued" and r.get("job_id") == pid]
     assert named == [(bid, "batch")], "the parent's history names its batch, once"

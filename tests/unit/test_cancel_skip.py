@@ -6,7 +6,6 @@ fence the canceller waits for: the tail commits how far it read, per owned sourc
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from jobstream.consumers.runtime.ledger_tail import fence_group
+from jobstream.schemas import history
 from jobstream.schemas.ledger_entry import cancel_key, decode_entry, encode_cancel
 from jobstream.schemas.partitioner import partition_for
 from tests.support.fake_worker import JOB_TYPE, Rig
@@ -54,9 +54,9 @@ def _cancel(rig: Rig, seq: int, job_id: str) -> int:
 def _history(rig: Rig, job_id: str) -> list[dict[str, Any]]:
     out = []
     for m in rig.values(rig.topics.history):
-        rec = json.loads(m.value())
-        if rec["job_id"] == job_id:
-            out.append(rec)
+        for rec in history.events(history.decode(m.value())):
+            if rec["job_id"] == job_id:
+                out.append(rec)
     return out
 
 

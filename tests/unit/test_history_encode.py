@@ -37,7 +37,7 @@ def test_stored_form_is_sorted_keys_then_the_chain_with_seals_hash() -> None:
     assert keys[-1] == "chain" and keys[:-1] == sorted(keys[:-1])
     assert list(back["policy"]) == sorted(back["policy"])  # nested objects sorted too
     assert "caf\u00e9".encode() in value  # UTF-8, not \u escapes
-    assert link(GENESIS, back) == own  # what a reader checks
+    assert link(GENESIS, back) == own  # what a reader checks (the json module's form)
 
 
 def test_not_plain_content_goes_through_json_first() -> None:
@@ -89,3 +89,67 @@ def test_readers_fold_a_mixed_history() -> None:
     st = fold("j1", "t.echo", [history.decode(old), history.decode(new)])
     assert st.state == "succeeded" and st.attempts == 2 and st.result == {"ok": True}, st
     assert st.trace_id == "a" * 32 and len(st.events) == 2
+
+
+def test_a_float_the_two_byte_forms_write_differently_verifies_either_way() -> None:
+    """Written with orjson (seal_bytes) or with the json module (seal, records of older
+    versions): 1e-05 is `0.00001` in one and `1e-05` in the other, and both verify."""
+    rec = history.event("progress", job_id="j1", job_type="t.echo", at=5, fraction=1e-05)
+    fast, own_fast = history.encode(rec, GENESIS, "jobs.t:3", plain=True)
+    slow = seal(rec, GENESIS, stream="jobs.t:3")
+    assert b"0.00001" in fast and own_fast != slow["chain"]["hash"]
+    for offset, back in enumerate((json.loads(fast), slow)):
+        v = Verifier()
+        v.feed(offset, back)
+        assert v.ok, v.problems
+    changed = json.loads(fast)
+    changed["fraction"] = 2e-05
+    v = Verifier()
+    v.feed(0, changed)
+    assert [p.offset for p in v.problems] == [0]
+
+
+def test_an_integer_beyond_64_bits_is_written_and_verified_by_the_json_module() -> None:
+    rec = _attempt(1, result={"n": 2**70}, has_result=True)
+    value, own = history.encode(rec, GENESIS, "jobs.t:3")
+    back = history.decode(value)
+    assert back["result"] == {"n": 2**70} and back["chain"]["hash"] == own
+    v = Verifier()
+    v.feed(0, json.loads(value))
+    assert v.ok, v.problems
+
+
+def test_a_batch_holds_its_events_in_order_and_any_change_inside_breaks_its_hash() -> None:
+    events = [_attempt(n) for n in range(1, 4)]
+    events[1]["job_id"] = "j2"
+    value, own = history.encode(history.batch(events), GENESIS, "jobs.t:3", plain=True)
+    back = history.decode(value)
+    assert [e["job_id"] for e in history.events(back)] == ["j1", "j2", "j1"]
+    assert history.events(back) == events and back["at"] == events[-1]["at"]
+    single = history.decode(history.encode(events[0], GENESIS, "jobs.t:3", plain=True)[0])
+    assert history.events(single) == [{k: v for k, v in single.items()}]
+    v = Verifier()
+    v.feed(0, back)
+    assert v.ok and v.head == own
+    for tamper in ("change", "remove", "swap"):
+        forged = json.loads(value)
+        evs = forged["events"]
+        if tamper == "change":
+            evs[2]["outcome"] = "succeeded"
+        elif tamper == "remove":
+            del evs[1]
+        else:
+            evs[0], evs[1] = evs[1], evs[0]
+        v = Verifier()
+        v.feed(0, forged)
+        assert [p.offset for p in v.problems] == [0], tamper
+
+
+def test_a_batch_without_events_or_with_a_foreign_event_is_not_a_history_record() -> None:
+    import pytest
+
+    for bad in ({"event": "batch", "at": 1, "events": []},
+                {"event": "batch", "at": 1, "events": [{"event": "nope", "job_id": "j", "at": 1}]},
+                {"event": "batch", "at": 1, "events": "x"}):
+        with pytest.raises(history.HistoryError):
+            history.decode(json.dumps(bad).encode())

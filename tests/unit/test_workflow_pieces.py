@@ -40,9 +40,9 @@ def _children(rig: Rig) -> list[Any]:
 def _events(rig: Rig, job_id: str) -> list[dict[str, Any]]:
     out = []
     for m in rig.values(rig.topics.history):
-        rec = history.decode(m.value())
-        if rec["job_id"] == job_id:
-            out.append(rec)
+        for rec in history.events(history.decode(m.value())):
+            if rec["job_id"] == job_id:
+                out.append(rec)
     return out
 
 
