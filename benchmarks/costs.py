@@ -91,7 +91,7 @@ def _measure(b: Bench, topic: str, ledger_topic: str, worker: Worker, calls: int
     def record() -> Job:
         return decode_record(
             topic, 0, 42, key, value, headers, worker.registry, worker.jobs.keys(),
-            carries=worker.carriers[topic], accepts=worker.accepts,
+            carries=worker.receiver.carriers[topic], accepts=worker.accepts,
         )
 
     job = record()

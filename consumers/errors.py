@@ -40,18 +40,6 @@ class NotAdmitted(Exception):
     """The job type's circuit breaker held a job back just before it ran: it runs later."""
 
 
-class WorkerError(RuntimeError):
-    """The worker cannot go on (missing topics, unreachable broker, lost writes): it stops."""
-
-
-class DlqGuardTripped(WorkerError):
-    """Too many jobs were dead-lettered in a window: stop before the DLQ takes everything."""
-
-
-class WorkerFenced(WorkerError):
-    """Another worker took over this worker's partitions; this one must stop."""
-
-
 class ExitCode(IntEnum):
     """Every exit code of `jobstream worker` (docs/troubleshooting.md lists each; a test checks)."""
 
@@ -65,13 +53,33 @@ class ExitCode(IntEnum):
     SECOND_SIGNAL = 130  # exited at once
 
 
+class WorkerError(RuntimeError):
+    """The worker cannot go on (missing topics, unreachable broker, lost writes): it stops,
+    logging `event` and exiting with `exit_code` (a subclass may name its own)."""
+
+    event: str = "worker_error"
+    exit_code: int = ExitCode.ERROR
+
+
+class DlqGuardTripped(WorkerError):
+    """Too many jobs were dead-lettered in a window: stop before the DLQ takes everything."""
+
+
 EXIT_ASSIGNMENT_MISMATCH = ExitCode.ASSIGNMENT_MISMATCH
 EXIT_HANDLER_ENDED_PROCESS = ExitCode.HANDLER_ENDED_PROCESS
+
+
+class WorkerFenced(WorkerError):
+    """Another worker took over this worker's partitions; this one must stop."""
+
+    event, exit_code = "fenced", ExitCode.FENCED
 
 
 class AssignmentMismatch(WorkerError):
     """The group's members use another assignment strategy than worker.assignment: classic
     members with different strategies cannot share a group, and joining is refused for ever."""
+
+    event, exit_code = "assignment_mismatch", ExitCode.ASSIGNMENT_MISMATCH
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import KafkaError, Message
 
-from jobstream.producers.errors import Undelivered
+from jobstream.producers.errors import DeliveryError, Undelivered
 
 DeliveryCallback = functools.partial[None]
 
@@ -67,3 +69,38 @@ class DeliveryWatch:
             )
             out.append(Undelivered(job_id, topic, reason, err))
         return out, dropped
+
+
+def flush(producer: Any, watch: DeliveryWatch, timeout: float, where: Callable[[], str]) -> int:
+    """Publisher.flush: wait for outstanding deliveries; how many are still queued. Raises the
+    failures reported since the last flush (DeliveryError). `where`: the brokers, and why they
+    failed if known."""
+    remaining = int(producer.flush(timeout))
+    undelivered, unnamed = watch.take()
+    if undelivered or unnamed:
+        raise DeliveryError(undelivered, note=_note(undelivered, unnamed, where))
+    return remaining
+
+
+def close(producer: Any, watch: DeliveryWatch, timeout: float, where: Callable[[], str]) -> None:
+    """Publisher.close: deliver what is queued within `timeout`, give up the rest, and raise a
+    DeliveryError naming every job that was not delivered."""
+    left = int(producer.flush(timeout))
+    if left:
+        # Nobody serves this producer after close: give up the rest now (as Kafka's Java
+        # client does), so each job is reported with its id instead of vanishing later.
+        producer.purge(in_queue=True, in_flight=True)
+        producer.flush(5.0)  # serves the purge reports (at once: nothing is left)
+    undelivered, unnamed = watch.take(waited_s=timeout)
+    purged = sum(1 for u in undelivered if given_up(u))
+    others = max(0, left - purged)  # records with their own callbacks, told there
+    if undelivered or unnamed or others:
+        note = (f" within {timeout:g}s" if others else "") + _note(undelivered, unnamed, where)
+        raise DeliveryError(undelivered, others, note)
+
+
+def _note(undelivered: list[Undelivered], unnamed: int, where: Callable[[], str]) -> str:
+    note = f", and {unnamed} more jobs (ids not kept)" if unnamed else ""
+    if not undelivered or any(u.error and u.error.code() < 0 for u in undelivered):
+        note += where()  # given up locally (timed out, purged): where we tried, and why
+    return note

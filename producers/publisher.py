@@ -17,17 +17,16 @@ from jobstream.config.kafka import client_config
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings, load_settings
 from jobstream.config.topics import base_of, main_topic, scheduled_topic
-from jobstream.producers import delayed, lanes
+from jobstream.producers import delayed, delivery, lanes
 from jobstream.producers import status as job_status
 from jobstream.producers.cancel import CancelResult
 from jobstream.producers.connection import ErrorWatch
-from jobstream.producers.delivery import DeliveryWatch, given_up
+from jobstream.producers.delivery import DeliveryWatch
 from jobstream.producers.errors import (
     DeliveryError,
     InvalidJob,
     PayloadTooLarge,
     PublishError,
-    Undelivered,
     check_id,
     check_key,
     user_headers,
@@ -203,10 +202,8 @@ class Publisher:
         deadline = time.monotonic() + timeout
         while not done.is_set():
             if time.monotonic() > deadline:
-                raise PublishError(
-                    f"job {job_id}: no acknowledgement within {timeout}s "
-                    f"(brokers {self.settings.kafka.bootstrap_servers}){self.errors.explain()}"
-                )
+                raise PublishError(f"job {job_id}: no acknowledgement within {timeout}s"
+                                   f"{self._where()}")
             self.producer.poll(0.05)
         if result[0] is not None:
             raise PublishError(f"job {job_id}: {result[0].str()}")
@@ -375,37 +372,17 @@ class Publisher:
         """Wait for outstanding deliveries; return how many are still queued. Raises
         DeliveryError naming each job of publish_async (without on_delivery) whose delivery
         failed since the last flush; each failure is raised once."""
-        remaining = int(self.producer.flush(timeout))
-        undelivered, unnamed = self._deliveries.take()
-        if undelivered or unnamed:
-            raise DeliveryError(undelivered, note=self._note(undelivered, unnamed))
-        return remaining
+        return delivery.flush(self.producer, self._deliveries, timeout, self._where)
 
     def close(self, timeout: float = 30.0) -> None:
         """Deliver what is queued, waiting up to `timeout` seconds, then give up the rest.
         Raises DeliveryError naming every job that was not delivered."""
-        if self._closed:
-            return
-        self._closed = True
-        left = int(self.producer.flush(timeout))
-        if left:
-            # Nobody serves this producer after close: give up the rest now (as Kafka's Java
-            # client does), so each job is reported with its id instead of vanishing later.
-            self.producer.purge(in_queue=True, in_flight=True)
-            self.producer.flush(5.0)  # serves the purge reports (at once: nothing is left)
-        undelivered, unnamed = self._deliveries.take(waited_s=timeout)
-        purged = sum(1 for u in undelivered if given_up(u))
-        others = max(0, left - purged)  # records with their own callbacks, told there
-        if undelivered or unnamed or others:
-            note = (f" within {timeout:g}s" if others else "") + self._note(undelivered, unnamed)
-            raise DeliveryError(undelivered, others, note)
+        if not self._closed:
+            self._closed = True
+            delivery.close(self.producer, self._deliveries, timeout, self._where)
 
-    def _note(self, undelivered: list[Undelivered], unnamed: int) -> str:
-        note = f", and {unnamed} more jobs (ids not kept)" if unnamed else ""
-        if not undelivered or any(u.error and u.error.code() < 0 for u in undelivered):
-            # Given up locally (timed out, purged): where we tried, and why if known.
-            note += f" (brokers {self.settings.kafka.bootstrap_servers}){self.errors.explain()}"
-        return note
+    def _where(self) -> str:
+        return f" (brokers {self.settings.kafka.bootstrap_servers}){self.errors.explain()}"
 
     def __enter__(self) -> Publisher:
         return self

@@ -14,13 +14,7 @@ from collections.abc import Sequence
 from jobstream.config.logging import flush_logs, get_logger
 from jobstream.config.settings import JobTypeSettings, Settings
 from jobstream.config.topics import JobTopics, job_topics
-from jobstream.consumers.errors import (
-    AssignmentMismatch,
-    DlqGuardTripped,
-    ExitCode,
-    WorkerError,
-    WorkerFenced,
-)
+from jobstream.consumers.errors import DlqGuardTripped, ExitCode, WorkerError, WorkerFenced
 from jobstream.consumers.health import Health
 from jobstream.consumers.jobs import JobDef
 from jobstream.consumers.metrics import Metrics
@@ -39,7 +33,7 @@ from jobstream.consumers.runtime.hooks import Hook, Hooks, registered
 from jobstream.consumers.runtime.interval import Interval
 from jobstream.consumers.runtime.lane_gate import LaneGate
 from jobstream.consumers.runtime.ledger import Ledger
-from jobstream.consumers.runtime.poll import Receiver, poll_timeout
+from jobstream.consumers.runtime.poll import Receiver, fetch, poll_timeout
 from jobstream.consumers.runtime.recovery import Recovery
 from jobstream.consumers.runtime.tick import Upkeep
 from jobstream.consumers.runtime.types import TP
@@ -148,7 +142,6 @@ class Worker:
             settings, self.consumer, self.assignment, self.ledger, self.metrics, self.health,
             lambda: self.interval.publisher, lambda: self.group_member.joined,
         )  # fmt: skip
-        self.carriers = self.receiver.carriers
 
     # The clients as of now (the interval renews a fenced producer).
     @property
@@ -166,21 +159,7 @@ class Worker:
             self.group_member.subscribe()
             fetched = True
             while not self._stopping:
-                # consume() waits its whole timeout unless the batch fills; poll() returns at the
-                # first record. Small batches: results are drained between them, so handlers get
-                # new work (500 at a time kept 64 I/O-bound threads idle ~80 ms per batch).
-                # After a pass that found no record the queue is most likely empty still: the
-                # poll comes at once (a consume() finding nothing cost as much as the poll, on
-                # every pass of a worker at a steady, moderate rate); a record it returns has
-                # the next pass take a batch.
-                msgs = self.consumer.consume(100, timeout=0) if fetched else []
-                if not msgs:
-                    # (a parent's outcome waiting for its children's acks is a job's end due)
-                    busy = self.assignment.busy() or bool(self.deliver.gated)
-                    acks = not busy and len(self.interval.producer) > 0
-                    quiet = time.monotonic() - self._last_event
-                    msg = self.consumer.poll(poll_timeout(busy, quiet, acks))
-                    msgs = [msg] if msg is not None else []
+                msgs = fetch(self.consumer, fetched, self._poll_timeout)
                 fetched = bool(msgs)
                 if msgs:
                     self._last_event = time.monotonic()
@@ -193,20 +172,22 @@ class Worker:
                 if self.interval.broken:
                     self.recovery.abort_interval()
                 self._tick()
-        except WorkerFenced as e:
-            return self._fail_stop("fenced", e, ExitCode.FENCED)
-        except AssignmentMismatch as e:
-            return self._fail_stop("assignment_mismatch", e, ExitCode.ASSIGNMENT_MISMATCH)
         except DlqGuardTripped as e:
             self.log.error("dlq_guard_tripped", reason=str(e))
             self._halted = True
             self._shutdown()  # what is finished (dead letters included) is committed
             return ExitCode.DLQ_GUARD
-        except WorkerError as e:
-            return self._fail_stop("worker_error", e, ExitCode.ERROR)
+        except WorkerError as e:  # fenced, an assignment mismatch...: each names its code
+            return self._fail_stop(e.event, e, e.exit_code)
         self.log.info("stopping", signal=self._stop_signal, grace_s=self.ws.shutdown_grace_s)
         self._shutdown()
         return ExitCode.STOPPED
+
+    def _poll_timeout(self) -> float:
+        # (a parent's outcome waiting for its children's acks is a job's end due)
+        busy = self.assignment.busy() or bool(self.deliver.gated)
+        acks = not busy and len(self.interval.producer) > 0
+        return poll_timeout(busy, time.monotonic() - self._last_event, acks)
 
     def _fail_stop(self, event: str, e: Exception, code: int) -> int:  # without a commit
         self.log.error(event, reason=str(e))
