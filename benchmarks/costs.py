@@ -133,6 +133,15 @@ def _measure(b: Bench, topic: str, ledger_topic: str, worker: Worker, calls: int
                            history.stream_for(job.topic, job.partition), plain=True)
             pass_events.clear()
 
+    gathered = [0]
+
+    def metrics_per_job() -> None:
+        worker.metrics.finished("bench.noop", "succeeded", 1e-4, 0.01)
+        gathered[0] += 1
+        if gathered[0] == 100:
+            worker.metrics.flush()
+            gathered[0] = 0
+
     def ledger_write() -> None:
         value = encode_entry(SUCCEEDED, 1_700_000_000_000, 1, worker.worker_id)
         worker.ledger.add_pending(ltp, job.job_id, 1_700_000_000_000)
@@ -169,11 +178,9 @@ def _measure(b: Bench, topic: str, ledger_topic: str, worker: Worker, calls: int
             "1 per job (uuid4 for the id included)",
         ),
         (
-            "metrics (Metrics.job_finished)",
-            _best_us(
-                lambda: worker.metrics.job_finished("bench.noop", "succeeded", 1e-4, 0.01), calls
-            ),
-            "1 counter + 2 histograms",
+            "metrics (Metrics.finished, flushed every 100 jobs)",
+            _best_us(metrics_per_job, calls),
+            "1 counter + 2 histograms, applied per flush (the loop flushes every 5 ms)",
         ),
         (
             "logging (3 JSON events, log_fields each)",

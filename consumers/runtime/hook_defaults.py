@@ -89,14 +89,14 @@ class MetricsHook(Hook):
     def after_outcome(self, f: Finished) -> None:
         if f.outcome is Outcome.FAILED:
             if f.in_place:  # no record follows: this is the attempt's outcome
-                self.metrics.job_finished(f.job_type, "failed", f.duration_s, None)
+                self.metrics.finished(f.job_type, "failed", f.duration_s, None)
             return
         if f.outcome in (Outcome.DEDUPLICATED, Outcome.CANCELLED):
-            self.metrics.job_finished(f.job_type, f.outcome.value, None, None)
+            self.metrics.finished(f.job_type, f.outcome.value, None, None)
             return
         job = f.job
         latency = (now_ms() - job.enqueued_at_ms) / 1000 if job.enqueued_at_ms else None
-        self.metrics.job_finished(f.job_type, f.outcome.value, f.duration_s, latency)
+        self.metrics.finished(f.job_type, f.outcome.value, f.duration_s, latency)
         if f.outcome is Outcome.RETRIED:
             self.metrics.retried(f.job_type, f.tier or "")
 

@@ -109,35 +109,44 @@ class LedgerTail:
                 if not assigned:
                     self._stop.wait(0.05)
                     continue
+                # One record per job comes back here (the worker's own entries): each costs
+                # two calls unless it is a cancel; how far each partition was read is asked
+                # of the consumer once per fence instead of kept per record.
                 for msg in consumer.consume(500, timeout=0.05):
                     err = msg.error()
                     if err is not None:
                         if err.code() != KafkaError._PARTITION_EOF:
                             self.error = err.str()
                         continue
-                    tp = (msg.topic() or "", msg.partition() or 0)
-                    view = assigned.get(tp)
-                    if view is None:
-                        continue
                     value = msg.value()
                     if value and value[0] == CANCELLED_BYTE:
+                        view = assigned.get((msg.topic() or "", msg.partition() or 0))
                         key, at = msg.key(), cancelled_at(value)
                         job_id = cancelled_job(key) if key is not None else None
-                        if job_id is not None and at is not None:
+                        if view is not None and job_id is not None and at is not None:
                             view.cancelled[job_id] = at
                             self.read += 1
-                    off = msg.offset()
-                    if off is not None and off + 1 > pos.get(tp, 0):
-                        pos[tp] = off + 1
                 now = time.monotonic()
                 if now - last_fence >= FENCE_S:
                     last_fence = now
                     full = now - last_full >= 5.0
                     if full:
                         last_full = now
+                    self._read_to(consumer, pos)
                     self._fence(consumer, assigned, pos, fenced, full)
         finally:
             consumer.close()
+
+    @staticmethod
+    def _read_to(consumer: Any, pos: dict[TP, int]) -> None:
+        """How far each assigned partition was read: the consumer's position (the offset after
+        the last record it returned), or where it was assigned when it returned none yet."""
+        if not pos:
+            return
+        for tpo in consumer.position([TopicPartition(t, p) for t, p in pos]):
+            at = tpo.offset
+            if at >= 0 and at > pos.get((tpo.topic, tpo.partition), 0):
+                pos[(tpo.topic, tpo.partition)] = at
 
     def _fence(self, consumer: Any, assigned: dict[TP, LedgerView], pos: dict[TP, int],
                fenced: dict[TP, int], full: bool) -> None:

@@ -228,6 +228,7 @@ class Worker:
         if now - self._last_tick < TICK_S:
             return
         self._last_tick = now
+        self.metrics.flush()
         self.dispatcher.check_timeouts(now, give_up=self._stopping)
         self.dispatcher.record_progress(now)
         for err in self.ledger.collect():
@@ -289,6 +290,7 @@ class Worker:
         except WorkerFenced as e:
             self.log.error("final_commit_failed", reason=str(e))
         self.ledger.close()
+        self.metrics.flush()
         try:
             self.consumer.close()  # leaves the group (revoke callback commits nothing new)
         except Exception as e:

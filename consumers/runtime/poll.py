@@ -130,7 +130,7 @@ class Receiver:
             # offset commit trailed): routing it again would duplicate the retry or dead letter.
             ps.offsets.track(offset)
             self.finish(ps, offset)
-            self.metrics.job_finished(ps.job_type, "deduplicated", None, None)
+            self.metrics.finished(ps.job_type, "deduplicated", None, None)
             self.log.info("routed_already", topic=topic, partition=partition, offset=offset)
             return
         headers = cast("list[tuple[str, bytes]] | None", msg.headers())

@@ -36,3 +36,29 @@ def test_job_type_labels_are_known_types_or_one_unknown_bucket() -> None:
     assert m.registry.get_sample_value(
         "jobstream_retries_total", {"job_type": UNKNOWN_JOB_TYPE, "tier": "1s"}
     ) == 50
+
+
+def test_gathered_outcomes_count_as_observe_would_once_flushed() -> None:
+    """The poll thread's per-job metrics are gathered (Metrics.finished) and applied every few
+    milliseconds (flush): each bucket, sum and count as Histogram.observe gives them, values on
+    a bucket's bound included; nothing shows before the flush."""
+    values = [0.0, 0.005, 0.0051, 0.01, 0.3, 2.5, 7.0, 3600.0, 5000.0, -1.0]
+    gathered, direct = Metrics(), Metrics()
+    for v in values:
+        gathered.finished("t", "succeeded", v, v if v >= 0 else None)
+        direct.duration.labels("t").observe(v)
+        if v >= 0:
+            direct.latency.labels("t").observe(v)
+        direct.jobs.labels("t", "succeeded").inc()
+    key = {"job_type": "t", "outcome": "succeeded"}
+    assert gathered.registry.get_sample_value("jobstream_jobs_total", key) is None
+    gathered.flush()
+
+    def samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in m.registry.collect() for s in fam.samples
+                if not s.name.endswith("_created")}
+
+    assert samples(gathered) == samples(direct)
+    gathered.flush()  # nothing twice
+    assert gathered.registry.get_sample_value("jobstream_jobs_total", key) == len(values)
