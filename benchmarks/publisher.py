@@ -10,8 +10,9 @@ from confluent_kafka import Producer
 
 from benchmarks import raw
 from benchmarks.common import Bench, Row, bench_payload, ratio_row, say
+from jobstream.config.durations import now_ms
 from jobstream.config.kafka import client_config
-from jobstream.producers.publisher import new_job_id, now_ms
+from jobstream.producers.publisher import new_job_id
 from jobstream.schemas import wire
 
 

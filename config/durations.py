@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
+
+
+def now_ms() -> int:
+    """The wall clock in milliseconds since the epoch (the unit of every time on the wire)."""
+    return int(time.time() * 1000)
+
 
 _UNITS: dict[str, float] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # Largest first: format_duration picks the biggest unit that divides evenly.

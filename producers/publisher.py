@@ -13,6 +13,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from jobstream.config.durations import now_ms
 from jobstream.config.kafka import client_config
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings, load_settings
@@ -57,10 +58,6 @@ def new_job_id() -> str:
 def new_traceparent() -> str:
     ids = os.urandom(24).hex()
     return f"00-{ids[:32]}-{ids[32:]}-01"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Publisher:

@@ -109,26 +109,24 @@ def decode(value: bytes | None) -> dict[str, Any]:
         rec = json.loads(value or b"")
     except ValueError:
         raise HistoryError("not JSON") from None
-    if not isinstance(rec, dict):
-        raise HistoryError("not a JSON object")
-    if rec.get("event") == BATCH:
+    if isinstance(rec, dict) and rec.get("event") == BATCH:
         events = rec.get("events")
         if not isinstance(events, list) or not events:
             raise HistoryError("a batch without events")
         for ev in events:
             _check(ev)
         return rec
-    _check(rec)
-    return rec
+    return _check(rec)
 
 
-def _check(rec: Any) -> None:
+def _check(rec: Any) -> dict[str, Any]:
     if not isinstance(rec, dict):
         raise HistoryError("not a JSON object")
     if rec.get("event") not in EVENTS:
         raise HistoryError(f"unknown event {rec.get('event')!r}")
     if not isinstance(rec.get("job_id"), str) or not isinstance(rec.get("at"), int):
         raise HistoryError("no job_id or at")
+    return rec
 
 
 def events(rec: dict[str, Any]) -> list[dict[str, Any]]:

@@ -4,12 +4,12 @@ of those partitions (flow control), which only their state decides."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from jobstream.config.durations import now_ms
 from jobstream.config.settings import WorkerSettings
 from jobstream.config.topics import base_of, ledger_topic, tier_delay
 from jobstream.consumers.metrics import Metrics
@@ -17,10 +17,6 @@ from jobstream.consumers.runtime.fetch_wake import FetchWaker
 from jobstream.consumers.runtime.ledger import Ledger
 from jobstream.consumers.runtime.parts import PartitionState
 from jobstream.consumers.runtime.types import TP
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Assignment:

@@ -11,11 +11,12 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
+from jobstream.config.durations import now_ms
 from jobstream.config.settings import JobTypeSettings, Mode, WorkerSettings
 from jobstream.config.topics import JobTopics
 from jobstream.consumers.errors import Failure, ResultError, WorkerFenced, classify
 from jobstream.consumers.runtime import batch_members
-from jobstream.consumers.runtime.assignment import Assignment, now_ms
+from jobstream.consumers.runtime.assignment import Assignment
 from jobstream.consumers.runtime.children import (
     ChildRecord,
     Countdown,

@@ -69,7 +69,8 @@ class _Open:
     """The events of one stream not written yet, in order."""
 
     ps: PartitionState
-    topic: str
+    source: tuple[str, int]  # the stream's source partition
+    topic: str  # its T.history
     key: bytes
     events: list[dict[str, Any]]
     plain: bool
@@ -204,7 +205,8 @@ class HistoryWriter:
             return
         if o is not None:  # (the partition came back in a new generation meanwhile)
             self._write(stream, self._open.pop(stream))
-        self._open[stream] = _Open(ps, self.topics[ps.job_type].history,
+        self._open[stream] = _Open(ps, (job.topic, job.partition),
+                                   self.topics[ps.job_type].history,
                                    job.key or job.job_id.encode(), [rec], plain, size)
 
     def flush(self) -> None:
@@ -218,8 +220,8 @@ class HistoryWriter:
         interval, ps = self.interval, o.ps
         if interval.broken:
             return
-        p = int(stream.rpartition(":")[2])
-        prev = self._head(stream, ps.gen, ps.ledger_tp, stream.rpartition(":")[0], p)
+        source_topic, p = o.source
+        prev = self._head(stream, ps.gen, ps.ledger_tp, source_topic, p)
         if len(o.events) == 1:
             rec, key = o.events[0], o.key
         else:  # keyed by its stream: it holds many jobs' events

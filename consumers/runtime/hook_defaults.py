@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from jobstream.config.durations import now_ms
 from jobstream.config.logging import JsonLines, json_pairs, json_value
 from jobstream.config.settings import JobTypeSettings, Settings
 from jobstream.consumers.context import LOG_FIELD_NAMES, log_fields, log_pairs
@@ -17,10 +18,6 @@ from jobstream.consumers.runtime.hooks import Finished, Handler, Hook, Verdict
 from jobstream.consumers.runtime.protection import DlqGuard, JobTypeGate
 from jobstream.consumers.runtime.tracing import Tracing
 from jobstream.consumers.runtime.types import TP, Job, Outcome
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def ms(duration: float | None) -> float | None:

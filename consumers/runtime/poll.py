@@ -10,11 +10,12 @@ from typing import Any, cast
 
 from confluent_kafka import KafkaError, Message, TopicPartition
 
+from jobstream.config.durations import now_ms
 from jobstream.config.topics import JobTopics
 from jobstream.consumers.context import log_fields
 from jobstream.consumers.errors import AssignmentMismatch, Failure, WorkerFenced
 from jobstream.consumers.metrics import Metrics
-from jobstream.consumers.runtime.assignment import Assignment, now_ms
+from jobstream.consumers.runtime.assignment import Assignment
 from jobstream.consumers.runtime.decode import decode_record, topic_carriers
 from jobstream.consumers.runtime.hooks import Hooks
 from jobstream.consumers.runtime.ledger import Ledger, routed_key

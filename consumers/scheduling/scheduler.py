@@ -39,6 +39,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from jobstream.config.durations import now_ms
 from jobstream.config.logging import get_logger
 from jobstream.config.settings import Settings
 from jobstream.config.topics import job_topics
@@ -58,10 +59,6 @@ from jobstream.schemas import wire
 LOOKAHEAD_MS = 5000
 BATCH = 500  # jobs per dispatch transaction
 SNAPSHOT_AT_STOP = 1_000  # a stopping owner leaves a snapshot past this many changes
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass

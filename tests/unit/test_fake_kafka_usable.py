@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from jobstream.config.durations import now_ms
 from jobstream.config.settings import Mode, Settings
 from jobstream.consumers.ops.topic_plan import TopicPlanError, apply, describe, full_plan
 from jobstream.consumers.runtime.commit import Committer, ProducerFenced
 from jobstream.consumers.runtime.ledger import restore_partitions
 from jobstream.producers import Publisher
-from jobstream.producers.publisher import now_ms
 from jobstream.schemas import wire
 from jobstream.schemas.ledger_entry import encode_entry
 from tests.support.fake_kafka import FakeCluster, FakeConsumer, patch_clients
