@@ -186,7 +186,7 @@ class Worker:
     def _poll_timeout(self) -> float:
         # (a parent's outcome waiting for its children's acks is a job's end due)
         busy = self.assignment.busy() or bool(self.deliver.gated)
-        acks = not busy and len(self.interval.producer) > 0
+        acks = not busy and (len(self.interval.producer) > 0 or self.history.waiting)
         return poll_timeout(busy, time.monotonic() - self._last_event, acks)
 
     def _fail_stop(self, event: str, e: Exception, code: int) -> int:  # without a commit
@@ -249,7 +249,7 @@ class Worker:
             self._last_event = time.monotonic()
         if self.deliver.marks_due or self.deliver.outcomes_due:
             self.deliver.write_marks()
-        self.history.flush()  # the pass's history events, one record per stream
+        self.history.flush(time.monotonic())  # gathered events, one record per stream
 
     def _commit(self, wait: bool = True) -> None:
         """Commit what finished; wait=False: an at-least-once commit goes on in the background."""

@@ -6,6 +6,7 @@ still has exactly its own events, in order, and every partition's chain verifies
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,3 +72,33 @@ def test_a_batch_is_cut_at_its_size_limit(rig: Rig, monkeypatch: pytest.MonkeyPa
     sizes = [len(history.events(history.decode(m.value())))
              for msgs in _by_partition(rig).values() for m in msgs]
     assert sum(sizes) == 40 and max(sizes) <= 3 and len(sizes) >= 14, sizes
+
+
+def test_a_steady_trickle_shares_records(rig: Rig) -> None:
+    """At a steady, moderate rate a pass of the loop sees one job: written at the end of each
+    pass, every event was a record (and a produce) of its own. Events wait up to LINGER_S."""
+    w = rig.start()
+    rig.wait(lambda: w.health.ready, "ready", timeout=10)
+    for i in range(60):
+        rig.publish(i, key="same")  # one partition: one stream
+        time.sleep(0.002)
+    rig.wait(lambda: len(rig.runs.log) >= 60 and rig.committed_to_end(), "all jobs run",
+             timeout=20)
+    rig.stop()
+    sizes = [len(history.events(history.decode(m.value())))
+             for msgs in _by_partition(rig).values() for m in msgs]
+    assert sum(sizes) == 60 and len(sizes) <= 40, sizes
+
+
+def test_a_lone_event_is_written_without_waiting_for_a_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A quiet worker's last events do not wait for the next commit."""
+    r = Rig(monkeypatch, worker={"commit_interval_ms": 60_000, "mode": "at_least_once"})
+    try:
+        r.publish(0)
+        r.start()
+        r.wait(lambda: len(r.values(r.topics.history)) == 1, "its history record", timeout=5)
+        assert not r.committed_to_end()  # written by the linger, not by a commit
+    finally:
+        r.close()
