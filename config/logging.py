@@ -27,7 +27,7 @@ def configure_logging(
     log: LogSettings, stream: Any = None, buffered: bool = False, capture_print: bool = False
 ) -> None:
     """`buffered`: for the worker's hot path, where one write and flush per log line was half
-    of the per-job CPU; the poll loop calls flush_logs() every iteration instead.
+    of the per-job CPU; the poll loop calls flush_logs() every few milliseconds instead.
     `capture_print`: when the log is JSON, each line printed to stdout becomes an INFO event
     (logger `print`), so a handler's print cannot break the log."""
     global _buffered

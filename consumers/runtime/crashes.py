@@ -182,7 +182,7 @@ class CrashWatch:
             deaths=len(part.deaths.get(held.job.offset, ())),
             max_crashes=self.limit,
         )
-        flush_logs()  # the log is buffered per loop turn, and this job may kill the process
+        flush_logs()  # the log is buffered, and this job may kill the process
         self._write(tp, part, [held])
 
     def connect(self) -> None:

@@ -218,7 +218,6 @@ class Worker:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        flush_logs()  # buffered: one write per loop iteration, not one per log line
         self.dispatcher.start_due(now)
         if self.interval.due(now):
             self._commit(wait=False)
@@ -228,6 +227,9 @@ class Worker:
         if now - self._last_tick < TICK_S:
             return
         self._last_tick = now
+        # Buffered: one write every few milliseconds, not one per line (or per loop pass: at a
+        # steady rate, where a pass sees one job, that was a write(2) per job).
+        flush_logs()
         self.metrics.flush()
         self.dispatcher.check_timeouts(now, give_up=self._stopping)
         self.dispatcher.record_progress(now)
