@@ -91,6 +91,7 @@ class HistoryWriter:
         self.written = 0
         self._open: dict[str, _Open] = {}
         self._since = 0.0  # monotonic time of the oldest open event
+        self._urgent = False  # an open event carries a result: written at the pass's end
         self._policies: dict[str, history.Policy] = {}  # per job type's settings
         interval.on_end.append(self._ended)
 
@@ -201,6 +202,7 @@ class HistoryWriter:
         size = _EVENT_BYTES + (0 if plain else len(str(rec.get("result", ""))))
         o = self._open.get(stream)
         if o is not None and o.ps is ps:
+            self._urgent = self._urgent or not plain
             o.events.append(rec)
             o.plain = o.plain and plain
             o.size += size
@@ -211,6 +213,8 @@ class HistoryWriter:
             self._write(stream, self._open.pop(stream))
         if not self._open:
             self._since = time.monotonic()
+        if not plain:
+            self._urgent = True
         self._open[stream] = _Open(ps, (job.topic, job.partition),
                                    self.topics[ps.job_type].history,
                                    job.key or job.job_id.encode(), [rec], plain, size)
@@ -222,8 +226,10 @@ class HistoryWriter:
 
     def flush(self, now: float | None = None) -> None:
         """Write the events gathered since the last flush; with `now` (the end of a pass of the
-        loop), only once the oldest has waited LINGER_S."""
-        if self._open and (now is None or now - self._since >= LINGER_S):
+        loop), only once the oldest has waited LINGER_S, or when one carries a result: a
+        `jobs wait` that saw the ledger's `succeeded` reads the result from here."""
+        if self._open and (now is None or self._urgent or now - self._since >= LINGER_S):
+            self._urgent = False
             opened, self._open = self._open, {}
             for stream, o in opened.items():
                 self._write(stream, o)

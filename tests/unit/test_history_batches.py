@@ -102,3 +102,20 @@ def test_a_lone_event_is_written_without_waiting_for_a_commit(
         assert not r.committed_to_end()  # written by the linger, not by a commit
     finally:
         r.close()
+
+
+def test_an_event_with_a_result_does_not_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`jobs wait` returns once the ledger says `succeeded` and reads the result from history:
+    an attempt that returned a result is written at the end of its pass, as before the
+    linger."""
+    monkeypatch.setattr(writer, "LINGER_S", 60.0)
+    r = Rig(monkeypatch, worker={"commit_interval_ms": 60_000, "mode": "at_least_once"},
+            handler=lambda payload, ctx: {"n": payload["seq"]})
+    try:
+        r.publish(0)
+        r.start()
+        r.wait(lambda: len(r.values(r.topics.history)) == 1, "its history record", timeout=5)
+        rec = history.events(history.decode(r.values(r.topics.history)[0].value()))[0]
+        assert rec["outcome"] == "succeeded" and rec["result"] == {"n": 0}
+    finally:
+        r.close()
