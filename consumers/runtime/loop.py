@@ -227,9 +227,7 @@ class Worker:
         if now - self._last_tick < TICK_S:
             return
         self._last_tick = now
-        # Buffered: one write every few milliseconds, not one per line (or per loop pass: at a
-        # steady rate, where a pass sees one job, that was a write(2) per job).
-        flush_logs()
+        flush_logs()  # every few ms: per pass, at a steady rate, was a write(2) per job
         self.metrics.flush()
         self.dispatcher.check_timeouts(now, give_up=self._stopping)
         self.dispatcher.record_progress(now)
