@@ -91,7 +91,7 @@ class HistoryWriter:
         self.written = 0
         self._open: dict[str, _Open] = {}
         self._since = 0.0  # monotonic time of the oldest open event
-        self._urgent = False  # an open event carries a result: written at the pass's end
+        self._urgent = False  # an open event is not plain (a result, progress...): no linger
         self._policies: dict[str, history.Policy] = {}  # per job type's settings
         interval.on_end.append(self._ended)
 
@@ -200,9 +200,10 @@ class HistoryWriter:
               plain: bool = False) -> None:
         stream = history.stream_for(job.topic, job.partition)
         size = _EVENT_BYTES + (0 if plain else len(str(rec.get("result", ""))))
+        if not plain:
+            self._urgent = True
         o = self._open.get(stream)
         if o is not None and o.ps is ps:
-            self._urgent = self._urgent or not plain
             o.events.append(rec)
             o.plain = o.plain and plain
             o.size += size
@@ -213,8 +214,6 @@ class HistoryWriter:
             self._write(stream, self._open.pop(stream))
         if not self._open:
             self._since = time.monotonic()
-        if not plain:
-            self._urgent = True
         self._open[stream] = _Open(ps, (job.topic, job.partition),
                                    self.topics[ps.job_type].history,
                                    job.key or job.job_id.encode(), [rec], plain, size)
