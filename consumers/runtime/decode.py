@@ -76,7 +76,7 @@ def decode_record(
     """`handled`: the job types this worker has handlers for; `carries`: the job types the
     record's topic is configured for (topic_carriers); `accepts`: job type -> the header formats
     it accepts (schemas/cloudevents.py; absent: jobstream only)."""
-    raw = list(raw_headers or [])
+    raw = raw_headers if raw_headers is not None else []  # (Message.headers() is a new list)
     mapped = cloudevents.to_jobstream(wire.decode_headers(raw), accepts or {}, carries)
     headers = mapped.headers  # the record's, with js-* filled in from ce_* (CloudEvents)
     job = Job(topic, partition, offset, key, value, headers, raw)

@@ -36,7 +36,7 @@ from jobstream.consumers.runtime.outcomes import (
     success_record,
 )
 from jobstream.consumers.runtime.parts import PartitionState
-from jobstream.consumers.runtime.types import Job, Outcome
+from jobstream.consumers.runtime.types import OUTCOMES, Job, Outcome
 from jobstream.producers.errors import InvalidJob
 from jobstream.producers.publisher import PayloadTooLarge, Publisher
 from jobstream.schemas import wire
@@ -196,7 +196,7 @@ class Deliverer:
         if interval.broken:
             return  # the interval is being given up: adding to it would be thrown away
         gen = ps.gen
-        self.hooks.before_send(job, Outcome(out.outcome))  # the DLQ guard may stop us here
+        self.hooks.before_send(job, OUTCOMES[out.outcome])  # the DLQ guard may stop us here
         # After the guard: a refused dead letter must stay unmarked. At least once, nothing ties
         # the mark to the record: it is written once the record is acknowledged (a mark for an
         # unwritten record would have the redo skip the job: lost; the other way round a crash
@@ -310,7 +310,7 @@ class Deliverer:
 
     def _record_outcome(self, job: Job, out: Outgoing, duration: float | None) -> None:
         self.hooks.after_outcome(
-            Finished(job, job.job_type or "unknown", Outcome(out.outcome), duration, tier=out.tier)
+            Finished(job, job.job_type or "unknown", OUTCOMES[out.outcome], duration, tier=out.tier)
         )
 
 

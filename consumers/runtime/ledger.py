@@ -219,6 +219,7 @@ class Ledger:
         self.ttl_ms = int(settings.worker.ledger_ttl_s * 1000)
         self.views: dict[LedgerTP, LedgerView] = {}
         self.pending: dict[LedgerTP, dict[str, int]] = {}
+        self._pending_routed: set[LedgerTP] = set()  # a routing mark was added to pending
         self._users: dict[LedgerTP, int] = {}
         self._restoring: set[LedgerTP] = set()
         self._early: dict[LedgerTP, dict[str, int]] = {}  # committed while restoring
@@ -274,6 +275,7 @@ class Ledger:
             if view is not None:
                 self._retired[tp] = (time.monotonic(), view)
             self.pending.pop(tp, None)
+            self._pending_routed.discard(tp)
 
     def _drop_retired(self, before: float) -> None:
         for tp in [tp for tp, (at, _) in self._retired.items() if at < before]:
@@ -323,6 +325,14 @@ class Ledger:
         view = self.views.get(tp)
         return view is not None and job_id in view
 
+    def was_routed(self, tp: LedgerTP, topic: str, partition: int, offset: int) -> bool:
+        """is_done(tp, routed_key(...)), without the key and the lookup where no routing mark
+        was ever added (nearly always: marks are for retries and dead letters only)."""
+        view = self.views.get(tp)
+        if (view is None or not view.routed) and tp not in self._pending_routed:
+            return False
+        return self.is_done(tp, routed_key(topic, partition, offset))
+
     def is_cancelled(self, tp: LedgerTP, job_id: str) -> bool:
         """Whether `jobs cancel` cancelled this job, as far as the view has read (any thread)."""
         view = self.views.get(tp)
@@ -335,6 +345,8 @@ class Ledger:
 
     def add_pending(self, tp: LedgerTP, job_id: str, finished_at_ms: int) -> None:
         self.pending.setdefault(tp, {})[job_id] = finished_at_ms
+        if job_id[:1] == "@":
+            self._pending_routed.add(tp)
 
     def committed(self) -> None:
         """The interval's commit succeeded: in a transaction, its pending entries count now (at
@@ -344,6 +356,7 @@ class Ledger:
         for tp, entries in self.pending.items():
             self._keep(tp, entries)
         self.pending = {}
+        self._pending_routed.clear()
 
     def acked(self, tp: LedgerTP, job_id: str) -> None:
         """The broker acknowledged this entry: at least once it is durable and counts now; a
@@ -363,6 +376,7 @@ class Ledger:
 
     def aborted(self) -> None:
         self.pending = {}
+        self._pending_routed.clear()
 
     def expire(self) -> None:
         cutoff = int(time.time() * 1000) - self.ttl_ms

@@ -41,6 +41,9 @@ class LedgerView:
         # restore and by the ledger tail's thread (ledger_tail.py), read by the poll thread and
         # by executor threads just before a handler runs.
         self.cancelled: dict[str, int] = {}
+        # A routing mark (ledger.py routed_key: "@...") was added: until then no record of this
+        # partition's sources can have been routed, and the poll loop skips that lookup.
+        self.routed = False
         self._tombstones = 0
         self._min_s = _MAX_SECONDS  # lower bound of live timestamps: lets expire skip scans
         self._allocate(max(_MIN_CAPACITY, 1 << (capacity - 1).bit_length()))
@@ -83,8 +86,11 @@ class LedgerView:
         unpack = _DIGEST.unpack
         his, los, ts, mask = self._hi, self._lo, self._ts, self._mask
         size, tombstones, limit, min_s = self._len, self._tombstones, self._limit, self._min_s
+        routed = self.routed
         try:
             for job_id, finished_at_ms in entries:
+                if not routed and job_id[:1] == "@":
+                    routed = self.routed = True
                 hi, lo = unpack(blake2b(job_id.encode(), digest_size=16).digest())
                 hi = hi or 1
                 # Round up so an entry never expires early; 0 is kept for free slots.

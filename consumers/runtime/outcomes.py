@@ -18,7 +18,7 @@ from jobstream.schemas import wire
 from jobstream.schemas.ledger_entry import SUCCEEDED, encode_entry
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one is made per job, and a frozen init costs more
 class Outgoing:
     """One record to produce, keeping the source partition number."""
 

@@ -18,7 +18,7 @@ from jobstream.consumers.metrics import Metrics
 from jobstream.consumers.runtime.assignment import Assignment
 from jobstream.consumers.runtime.decode import decode_record, topic_carriers
 from jobstream.consumers.runtime.hooks import Hooks
-from jobstream.consumers.runtime.ledger import Ledger, routed_key
+from jobstream.consumers.runtime.ledger import Ledger
 from jobstream.consumers.runtime.parts import PartitionState
 from jobstream.consumers.runtime.types import Job
 from jobstream.schemas.registry import SchemaRegistry
@@ -126,7 +126,7 @@ class Receiver:
             # record is already being handled here, so it is not a new job.
             self.log.warning("redelivered_skipped", topic=topic, partition=partition, offset=offset)
             return
-        if self.ledger.is_done(ps.ledger_tp, routed_key(topic, partition, offset)):
+        if self.ledger.was_routed(ps.ledger_tp, topic, partition, offset):
             # Retried or dead-lettered already (by us before a rewind, or a previous owner whose
             # offset commit trailed): routing it again would duplicate the retry or dead letter.
             ps.offsets.track(offset)

@@ -36,6 +36,10 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"  # `jobs cancel` cancelled it before it ran: skipped
 
 
+# Outcome(value) goes through the enum machinery on each call; the per-job path looks it up.
+OUTCOMES: dict[str, Outcome] = {o.value: o for o in Outcome}
+
+
 @dataclass
 class Job:
     topic: str
