@@ -68,3 +68,45 @@ def test_entry_finished_at_refuses_what_is_not_an_entry() -> None:
     for junk in (b"", b"\x00", b"\x06" + good[1:], b"\x01" + good[1:], good[:3],
                  b"\x00" + b"\xff" * 12, b"{\"status\": 1}"):
         assert entry_finished_at(junk) is None, junk
+
+
+def test_was_routed_sees_a_mark_wherever_it_is() -> None:
+    """The poll loop asks was_routed for every record, and it answers False without building
+    the mark's key while no mark was ever added for the ledger partition. A mark must be seen
+    whether it is pending (this interval's), acknowledged or committed (in the view), restored
+    (add_many, as the restore adds what it reads) or added while the view was being restored."""
+    from jobstream.consumers.runtime.ledger import routed_key
+
+    key = routed_key("t.jobs", 2, 40)
+    for mode in ("at_least_once", "transactional"):
+        ledger = _ledger(mode)
+        ledger.add_pending(TP, "a-job", 1)  # a completion is not a mark
+        assert not ledger.was_routed(TP, "t.jobs", 2, 40)
+        ledger.add_pending(TP, key, 2)
+        assert ledger.was_routed(TP, "t.jobs", 2, 40), mode
+        assert not ledger.was_routed(TP, "t.jobs", 2, 41)
+        ledger.acked(TP, key)
+        ledger.committed()
+        assert ledger.was_routed(TP, "t.jobs", 2, 40), mode
+        ledger.aborted()
+        assert ledger.was_routed(TP, "t.jobs", 2, 40), mode
+
+    ledger = _ledger()
+    ledger.add_pending(TP, routed_key("t.jobs", 0, 1), 1)
+    ledger.aborted()  # never written: no mark any more
+    assert not ledger.was_routed(TP, "t.jobs", 0, 1)
+
+    restored = _ledger()
+    restored.views[TP].add_many([("job-1", 5), (key, 6)])
+    assert restored.was_routed(TP, "t.jobs", 2, 40)
+
+    early = _ledger("transactional")
+    del early.views[TP]
+    early._restoring.add(TP)  # committed while its restore runs: kept for the view
+    early.add_pending(TP, key, 3)
+    early.committed()
+    assert early.was_routed(TP, "t.jobs", 2, 40) is False  # no view yet: nothing is known
+    view = LedgerView()
+    view.add_many(early._early.pop(TP).items())
+    early.views[TP] = view
+    assert early.was_routed(TP, "t.jobs", 2, 40)
