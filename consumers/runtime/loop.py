@@ -41,7 +41,19 @@ from jobstream.producers.publisher import Publisher
 from jobstream.schemas.registry import SchemaRegistry
 
 TICK_S = 0.005  # the loop's periodic checks (timeouts, pauses, protection, readiness)
-GC_YOUNG_THRESHOLD = 10_000  # net allocations between young collections (default 700)
+GC_YOUNG_THRESHOLD = 10_000  # net allocations between young collections
+_CPYTHON_YOUNG_THRESHOLD = 700
+
+
+def tune_gc() -> None:
+    """Raise the young generation's threshold, unless the job module set its own. Per job a
+    few dozen objects come and go and some live until the job's commit: at CPython's 700 the
+    young collections ran every few jobs and promoted the in-flight ones, so the middle
+    generation's collections scanned thousands, about a tenth of the poll thread's time.
+    Reference counting frees nearly all of it anyway."""
+    young, *older = gc.get_threshold()
+    if young == _CPYTHON_YOUNG_THRESHOLD:
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *older)
 
 
 class Worker:
@@ -156,11 +168,7 @@ class Worker:
         # the collector's sight, a full collection scans only what came since. It scanned it
         # all before: 40-50 ms with the loop stopped, nothing collected, a few times a minute.
         gc.freeze()
-        # Per job a few dozen objects come and go, and some live until the job's commit: at
-        # the default threshold (700) the young collections ran every few jobs and promoted
-        # the in-flight ones, so the middle generation's collections scanned thousands: about
-        # a tenth of the poll thread's time. Reference counting frees nearly all of it anyway.
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+        tune_gc()
         try:
             self.group_member.subscribe()
             fetched = True
