@@ -36,6 +36,7 @@ from tests.support.stack import (  # noqa: F401  (imported from here by the benc
 
 BENCH_SCHEMAS = ROOT / "benchmarks" / "schemas" / "avro"
 PAYLOAD_BYTES = 100
+PY_SPY = Path(sys.executable).parent / "py-spy"  # bench --profile (requirements-dev.txt)
 PARTITIONS = 6
 
 
@@ -252,7 +253,7 @@ class Stack(BaseStack):
         if self.bench.profile_dir is not None:
             # Attached by pid, so SIGTERM reaches the worker; py-spy writes when it exits.
             out = self.bench.profile_dir / f"profile-{self.name}-{n}.txt"
-            spy = str(Path(sys.executable).parent / "py-spy")
+            spy = str(PY_SPY)
             self.profilers.append(
                 subprocess.Popen(
                     [

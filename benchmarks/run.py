@@ -42,7 +42,7 @@ from benchmarks import (
     throughput,
     workflows,
 )
-from benchmarks.common import ROOT, Bench, Row, say, scratch_dir
+from benchmarks.common import PY_SPY, ROOT, Bench, Row, say, scratch_dir
 from benchmarks.figures import fmt
 from jobstream.config.settings import load_settings
 
@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.latency_rate is not None and not 0 < args.latency_rate <= 100_000:
         ap.error("--latency-rate must be between 0 and 100,000 jobs/s")
+    if args.profile and not PY_SPY.exists():
+        ap.error(f"--profile needs py-spy at {PY_SPY} (requirements-dev.txt; `make venv` "
+                 "installs it)")
 
     names = list(BENCHMARKS)
     if args.only:
