@@ -37,7 +37,7 @@ from jobstream.config.settings import Mode, Settings
 from jobstream.consumers.runtime.clients import LogEnds
 from jobstream.consumers.runtime.heads import HEAD_MARK, decode_head
 from jobstream.consumers.runtime.ledger_tail import LedgerTail
-from jobstream.consumers.runtime.ledger_view import LedgerView
+from jobstream.consumers.runtime.ledger_view import ROUTED_PREFIX, LedgerView
 from jobstream.schemas.ledger_entry import (
     CANCELLED_BYTE,
     RAW_SCHEMA,
@@ -64,7 +64,7 @@ RETAIN_S = 120.0  # how long the view of a partition given up is kept for a quic
 def routed_key(topic: str, partition: int, offset: int) -> str:
     """The ledger key marking a record as routed (a job id would have to spell out this very
     position to collide with it)."""
-    return f"@{topic}/{partition}/{offset}"
+    return f"{ROUTED_PREFIX}{topic}/{partition}/{offset}"
 
 
 def started_key(topic: str, partition: int) -> str:
@@ -345,7 +345,7 @@ class Ledger:
 
     def add_pending(self, tp: LedgerTP, job_id: str, finished_at_ms: int) -> None:
         self.pending.setdefault(tp, {})[job_id] = finished_at_ms
-        if job_id[:1] == "@":
+        if job_id.startswith(ROUTED_PREFIX):
             self._pending_routed.add(tp)
 
     def committed(self) -> None:

@@ -23,6 +23,7 @@ _MIN_CAPACITY = 16
 # empty (0) from tombstone (1). Real digests get a non-zero first word.
 _TOMBSTONE = 1
 _MAX_SECONDS = 0xFFFFFFFF  # uint32 seconds since the epoch: good until 2106
+ROUTED_PREFIX = "@"  # a routing mark's key starts so (ledger.py routed_key)
 
 
 def _digest(job_id: str) -> tuple[int, int]:
@@ -41,7 +42,7 @@ class LedgerView:
         # restore and by the ledger tail's thread (ledger_tail.py), read by the poll thread and
         # by executor threads just before a handler runs.
         self.cancelled: dict[str, int] = {}
-        # A routing mark (ledger.py routed_key: "@...") was added: until then no record of this
+        # A routing mark (a key with ROUTED_PREFIX) was added: until then no record of this
         # partition's sources can have been routed, and the poll loop skips that lookup.
         self.routed = False
         self._tombstones = 0
@@ -89,7 +90,7 @@ class LedgerView:
         routed = self.routed
         try:
             for job_id, finished_at_ms in entries:
-                if not routed and job_id[:1] == "@":
+                if not routed and job_id.startswith(ROUTED_PREFIX):
                     routed = self.routed = True
                 hi, lo = unpack(blake2b(job_id.encode(), digest_size=16).digest())
                 hi = hi or 1

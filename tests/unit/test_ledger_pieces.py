@@ -2,7 +2,7 @@
 acquired, so no restore runs), and reading an entry's finished_at as the restore does."""
 
 from jobstream.config.settings import load_settings
-from jobstream.consumers.runtime.ledger import Ledger
+from jobstream.consumers.runtime.ledger import Ledger, routed_key
 from jobstream.consumers.runtime.ledger_view import LedgerView
 from jobstream.schemas.ledger_entry import decode_entry, encode_entry, entry_finished_at
 
@@ -75,8 +75,6 @@ def test_was_routed_sees_a_mark_wherever_it_is() -> None:
     the mark's key while no mark was ever added for the ledger partition. A mark must be seen
     whether it is pending (this interval's), acknowledged or committed (in the view), restored
     (add_many, as the restore adds what it reads) or added while the view was being restored."""
-    from jobstream.consumers.runtime.ledger import routed_key
-
     key = routed_key("t.jobs", 2, 40)
     for mode in ("at_least_once", "transactional"):
         ledger = _ledger(mode)
